@@ -1,0 +1,31 @@
+"""flowproject: a Metaflow flow template for event-driven ML pipelines.
+
+A cron-scheduled ``SensorFlow`` checks an S3 prefix or a Snowflake query, compares what it sees
+with what it last announced, and publishes an Argo Event when the data changed.
+"""
+
+from .baseflow import BaseFlow
+from .config import load_flowconfig, parse_flowconfig
+from .decorators import s3, snowflake, source
+from .exceptions import FlowConfigError, PublishError, SourceError, StateError
+from .sensor import Decision, SensorState, advance, change_id, decide
+from .sources import Observation
+
+__all__ = [
+    "BaseFlow",
+    "Decision",
+    "FlowConfigError",
+    "Observation",
+    "PublishError",
+    "SensorState",
+    "SourceError",
+    "StateError",
+    "advance",
+    "change_id",
+    "decide",
+    "load_flowconfig",
+    "parse_flowconfig",
+    "s3",
+    "snowflake",
+    "source",
+]

@@ -1,0 +1,257 @@
+"""The sensor's decision: compare an observation with the baseline and say what to do, and why.
+
+Plain functions over plain data, so every rule here is unit-tested without running a flow:
+
+- ``decide(observation, state, ...) -> Decision``: publish or skip, with the reason;
+- ``advance(state, observation, decision, ...) -> state``: the state after the decision took
+  effect (baseline moved only when a change was announced).
+"""
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Dict, List, Optional
+
+PUBLISH = "publish"
+SKIP = "skip"
+
+
+def change_id(flow_name, branch, value_fingerprint):
+    """A stable key for a change: the same flow, branch and value always give the same id.
+
+    Consumers drop duplicates by it (overlapping cron runs, a forced re-publish). A value that
+    comes back later (A, B, A) gets its first id again, so deduplicate within a window (a few
+    cron periods), not forever.
+    """
+    text = "%s\x00%s\x00%s" % (flow_name, branch, value_fingerprint)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+@dataclass
+class Baseline:
+    """The last value this flow announced in one branch."""
+
+    value: Optional[str]
+    fingerprint: str
+    change_id: str
+    run: Optional[str] = None
+    announced_at: Optional[str] = None
+    summary: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Pending:
+    """A new value waiting to settle: seen unchanged ``seen`` further checks so far."""
+
+    value: Optional[str]
+    fingerprint: str
+    seen: int
+    first_seen_at: Optional[str] = None
+
+
+@dataclass
+class SensorState:
+    """Everything a check needs from the past, in one small object (the cursor).
+
+    Parameters
+    ----------
+    baseline : Baseline, optional
+        None before the first announcement.
+    pending : Pending, optional
+        A change still settling (``[sensor] settle_checks``).
+    history : list of dict
+        The last observations of this branch, newest last, bounded by ``history_size``.
+    """
+
+    baseline: Optional[Baseline] = None
+    pending: Optional[Pending] = None
+    history: List[Dict[str, Any]] = field(default_factory=list)
+    recovered_from: Optional[str] = None
+
+    def to_dict(self):
+        return {
+            "version": 1,
+            "baseline": None if self.baseline is None else vars(self.baseline),
+            "pending": None if self.pending is None else vars(self.pending),
+            "history": self.history,
+        }
+
+    @classmethod
+    def from_dict(cls, doc):
+        return cls(
+            baseline=Baseline(**doc["baseline"]) if doc.get("baseline") else None,
+            pending=Pending(**doc["pending"]) if doc.get("pending") else None,
+            history=list(doc.get("history") or []),
+        )
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a check decided.
+
+    Parameters
+    ----------
+    action : str
+        ``"publish"`` or ``"skip"``.
+    kind : str
+        ``first``, ``changed``, ``forced``, ``unchanged``, ``settling``, ``reverted``.
+    reason : str
+        One sentence for logs and the card.
+    change_id : str
+        Stable id of the observed value in this flow and branch.
+    previous_value : str or None
+        The baseline's value (None before the first announcement or when absent).
+    pending_seen : int, optional
+        For ``settling``: checks the new value has been seen unchanged so far.
+    """
+
+    action: str
+    kind: str
+    reason: str
+    change_id: str
+    previous_value: Optional[str] = None
+    pending_seen: Optional[int] = None
+
+    @property
+    def publish(self):
+        return self.action == PUBLISH
+
+
+def _short(value, limit=80):
+    if value is None:
+        return "absent"
+    return value if len(value) <= limit else value[: limit - 3] + "..."
+
+
+def decide(observation, state, flow_name, branch, settle_checks=0, force=False):
+    """Compare ``observation`` with ``state`` and decide whether to announce it.
+
+    Parameters
+    ----------
+    observation : Observation
+        What the source looks like now.
+    state : SensorState
+        The baseline (last announced value), any settling value, and history.
+    flow_name, branch : str
+        Identify the sensor; part of the change id.
+    settle_checks : int
+        Announce a new value only after it was seen unchanged this many further checks.
+    force : bool
+        Publish even without a change (``--force-trigger``).
+
+    Returns
+    -------
+    Decision
+    """
+    fp = observation.fingerprint
+    cid = change_id(flow_name, branch, fp)
+    baseline = state.baseline
+    previous = None if baseline is None else baseline.value
+    now_text = _short(observation.value)
+
+    if force:
+        return Decision(PUBLISH, "forced", "forced by --force-trigger: %s" % now_text, cid, previous)
+
+    if baseline is not None and baseline.fingerprint == fp:
+        if state.pending is not None:
+            return Decision(
+                SKIP,
+                "reverted",
+                "back to the announced value %s before settling; nothing to announce" % now_text,
+                cid,
+                previous,
+            )
+        return Decision(SKIP, "unchanged", "unchanged since the last announcement: %s" % now_text, cid, previous)
+
+    kind = "first" if baseline is None else "changed"
+    what = (
+        "first check, no baseline yet: %s" % now_text
+        if baseline is None
+        else "changed from %s to %s" % (_short(previous), now_text)
+    )
+    if settle_checks > 0:
+        pending = state.pending
+        seen = pending.seen + 1 if (pending is not None and pending.fingerprint == fp) else 0
+        if seen < settle_checks:
+            return Decision(
+                SKIP,
+                "settling",
+                "%s; settling, seen unchanged %d of %d further check(s)" % (what, seen, settle_checks),
+                cid,
+                previous,
+                pending_seen=seen,
+            )
+        what += " (settled over %d check(s))" % settle_checks
+    return Decision(PUBLISH, kind, what, cid, previous)
+
+
+def utc_now():
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def history_entry(observation, decision, run_id, at, published):
+    """One point of the history chart: small, whatever the source's size."""
+    entry = {
+        "at": at,
+        "run": run_id,
+        "fingerprint": observation.fingerprint[:12],
+        "value": _short(observation.value, 40),
+        "kind": decision.kind,
+        "published": published,
+    }
+    for key in ("objects", "bytes"):
+        if key in observation.summary:
+            entry[key] = observation.summary[key]
+    return entry
+
+
+def advance(state, observation, decision, run_id, published, history_size=50, at=None):
+    """The state after a check took effect.
+
+    Parameters
+    ----------
+    state : SensorState
+        The state the decision was made against.
+    observation : Observation
+    decision : Decision
+    run_id : str
+        Pathspec of this run (``SensorFlow/123``), recorded with the baseline.
+    published : bool
+        Whether the event was actually published. The baseline moves only then: a change
+        that could not be announced stays a change for the next check.
+    history_size : int
+        How many observations the history keeps.
+    at : str, optional
+        ISO time of the check; now by default.
+
+    Returns
+    -------
+    SensorState
+        A new object; ``state`` is not modified.
+    """
+    at = at or utc_now()
+    baseline, pending = state.baseline, state.pending
+    if published:
+        baseline = Baseline(
+            value=observation.value,
+            fingerprint=observation.fingerprint,
+            change_id=decision.change_id,
+            run=run_id,
+            announced_at=at,
+            summary=dict(observation.summary),
+        )
+        pending = None
+    elif decision.kind == "settling":
+        first_seen = (
+            pending.first_seen_at
+            if pending is not None and pending.fingerprint == observation.fingerprint
+            else at
+        )
+        pending = Pending(observation.value, observation.fingerprint, decision.pending_seen, first_seen)
+    elif decision.kind in ("unchanged", "reverted"):
+        pending = None
+    history = (state.history + [history_entry(observation, decision, run_id, at, published)])[
+        -history_size:
+    ]
+    return SensorState(baseline=baseline, pending=pending, history=history)
+

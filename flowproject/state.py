@@ -1,0 +1,147 @@
+"""The sensor's baseline, stored as one small object beside the flow's artifacts.
+
+Finding "the last value this flow announced in this branch" by walking past runs with the
+Metaflow client costs time linear in the number of runs. Instead each branch keeps one JSON
+object in the Metaflow datastore (the local ``.metaflow`` folder when local, S3 in production):
+
+    <datastore root>/<FlowName>/sensor_state/<project>/<branch>.json
+
+so a lookup is one read whatever the history. The announced value also stays an artifact of
+the run that announced it (``announced_value``), and a missing or unreadable state object is
+rebuilt from those artifacts, with a message saying so, never treated as "no baseline" silently.
+"""
+
+import io
+import json
+import sys
+
+from .exceptions import StateError
+from .sensor import Baseline, SensorState
+from .sources.observation import fingerprint
+
+
+def state_path(flow_name, project, branch):
+    """Key of a branch's state object, relative to the datastore root."""
+    safe_branch = branch.replace("/", "_")
+    return "%s/sensor_state/%s/%s.json" % (flow_name, project or "_", safe_branch)
+
+
+def datastore_storage(flow=None):
+    """The datastore storage the running task writes its artifacts to.
+
+    Parameters
+    ----------
+    flow : FlowSpec, optional
+        The running flow. Its task datastore knows the storage the run uses (including
+        ``--datastore`` given on the command line); outside a task the configured default
+        datastore is used.
+    """
+    task_datastore = getattr(flow, "_datastore", None) if flow is not None else None
+    # Metaflow exposes no public accessor for the storage of a running task.
+    storage = getattr(task_datastore, "_storage_impl", None)
+    if storage is not None:
+        return storage
+    from metaflow.metaflow_config import DEFAULT_DATASTORE
+    from metaflow.plugins import DATASTORES
+
+    storage_cls = next(d for d in DATASTORES if d.TYPE == DEFAULT_DATASTORE)
+    return storage_cls(storage_cls.get_datastore_root_from_config(lambda *a, **k: None))
+
+
+class StateStore(object):
+    """Reads and writes one branch's ``SensorState``.
+
+    Parameters
+    ----------
+    storage : DataStoreStorage
+        From ``datastore_storage()``.
+    flow_name, project, branch : str
+        Which sensor and branch; runs on another branch never read or move this state.
+    """
+
+    def __init__(self, storage, flow_name, project, branch):
+        self.storage = storage
+        self.flow_name, self.project, self.branch = flow_name, project, branch
+        self.path = state_path(flow_name, project, branch)
+
+    def read_raw(self):
+        """The stored JSON document, or None when there is none. Raises on unreadable data."""
+        with self.storage.load_bytes([self.path]) as loaded:
+            for _key, local_path, _meta in loaded:
+                if local_path is None:
+                    return None
+                with open(local_path, "rb") as f:
+                    return json.loads(f.read().decode("utf-8"))
+        return None
+
+    def load(self):
+        """The branch's state: from the state object, else recovered from past runs.
+
+        Returns
+        -------
+        SensorState
+            ``recovered_from`` says where a recovered baseline came from.
+        """
+        try:
+            doc = self.read_raw()
+            if doc is not None:
+                return SensorState.from_dict(doc)
+            why = "no state object at %s" % self.path
+        except Exception as e:  # unreadable: corrupt JSON, wrong shape, storage error
+            why = "state object at %s is unreadable (%s)" % (self.path, e.__class__.__name__)
+        state = recover_from_runs(self.flow_name, self.branch)
+        print(
+            "Sensor state: %s; %s"
+            % (
+                why,
+                "recovered the baseline from run %s" % state.recovered_from
+                if state.baseline is not None
+                else "no earlier run of this branch announced a value, so this is the first check",
+            ),
+            file=sys.stderr,
+        )
+        return state
+
+    def save(self, state):
+        """Write the branch's state (replacing the previous object)."""
+        body = json.dumps(state.to_dict(), sort_keys=True, separators=(",", ":")).encode("utf-8")
+        try:
+            self.storage.save_bytes([(self.path, io.BytesIO(body))], overwrite=True)
+        except Exception as e:
+            raise StateError("Could not write the sensor state to %s: %s" % (self.path, e))
+        return len(body)
+
+
+def recover_from_runs(flow_name, branch):
+    """Rebuild the baseline from the newest run of ``branch`` that announced a value.
+
+    This walks past runs with the Metaflow client (linear in history), so it is used only
+    when the state object is missing or unreadable.
+    """
+    from metaflow import Flow, namespace
+    from metaflow.exception import MetaflowNotFound
+
+    namespace(None)
+    try:
+        runs = Flow(flow_name).runs("project_branch:%s" % branch)
+    except MetaflowNotFound:
+        return SensorState()
+    for run in runs:  # newest first
+        try:
+            end = run["end"].task
+            if not end.successful or "announced" not in end or not end["announced"].data:
+                continue
+            value = end["announced_value"].data
+            return SensorState(
+                baseline=Baseline(
+                    value=value,
+                    fingerprint=fingerprint(value),
+                    change_id=end["change_id"].data,
+                    run=run.pathspec,
+                    announced_at=str(end.finished_at),
+                ),
+                recovered_from=run.pathspec,
+            )
+        except (KeyError, MetaflowNotFound):
+            continue
+    return SensorState()

@@ -1,0 +1,233 @@
+"""Loopback stand-ins for the outside world, for tests, the demo and the benchmark.
+
+- ``MotoS3Server``: moto's S3-compatible server in a subprocess on 127.0.0.1;
+- ``WebhookReceiver``: an Argo Events webhook that records every event it receives, and can
+  be told to fail (HTTP 500) or to go away (connection refused);
+- ``sensor_env``: the environment variables that point a flow run at them.
+
+Every server binds a free port on 127.0.0.1 and is stopped by ``stop()`` or by leaving its
+``with`` block.
+"""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+def wait_for_http(url, timeout=30.0, process=None):
+    """Wait until ``url`` answers any HTTP status; raise if it does not in time."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError("server exited with code %s before answering" % process.returncode)
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except urllib.error.HTTPError:
+            return
+        except Exception as e:  # not listening yet
+            last = e
+            time.sleep(0.1)
+    raise RuntimeError("%s did not answer within %.0fs: %s" % (url, timeout, last))
+
+
+class ServerProcess(object):
+    """A server started as a subprocess, stopped on exit (also on Ctrl-C or failure)."""
+
+    def __init__(self, argv, url, log_path=None, env=None):
+        self.argv, self.url = argv, url
+        self.log_path = log_path
+        self.env = env
+        self.process = None
+        self._log = None
+
+    def start(self, timeout=60.0):
+        self._log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
+        self.process = subprocess.Popen(
+            self.argv,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            start_new_session=True,
+        )
+        try:
+            wait_for_http(self.url, timeout=timeout, process=self.process)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self):
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self._log not in (None, subprocess.DEVNULL):
+            self._log.close()
+        self.process = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def _console_script(name):
+    """Path of a console script installed next to the running Python, else on PATH."""
+    candidate = os.path.join(os.path.dirname(sys.executable), name)
+    if os.path.exists(candidate):
+        return candidate
+    found = shutil.which(name)
+    if not found:
+        raise RuntimeError("%s is not installed (pip install -e '.[dev]')" % name)
+    return found
+
+
+class MotoS3Server(ServerProcess):
+    """moto's server mode: a real S3 HTTP endpoint on 127.0.0.1."""
+
+    def __init__(self, port=None, log_path=None):
+        port = port or free_port()
+        self.port = port
+        super().__init__(
+            [_console_script("moto_server"), "-H", LOOPBACK, "-p", str(port)],
+            "http://%s:%d/moto-api/" % (LOOPBACK, port),
+            log_path=log_path,
+        )
+        self.endpoint_url = "http://%s:%d" % (LOOPBACK, port)
+
+    def client(self):
+        """A boto3 S3 client for this server (test credentials)."""
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
+    def reset(self):
+        """Forget every bucket and object."""
+        req = urllib.request.Request(self.endpoint_url + "/moto-api/reset", method="POST")
+        urllib.request.urlopen(req, timeout=10).read()
+
+
+class WebhookReceiver(object):
+    """An Argo Events webhook on 127.0.0.1 that records the events it receives.
+
+    ``events`` is the list of JSON bodies received (``{"name": ..., "payload": {...}}``) with
+    a 2xx answer. Set ``fail_with = 500`` to answer errors (those requests are counted in
+    ``rejected``, not recorded as events), or call ``stop()`` to refuse connections.
+    """
+
+    def __init__(self, port=None):
+        self.port = port or free_port()
+        self.url = "http://%s:%d/" % (LOOPBACK, self.port)
+        self.events = []
+        self.rejected = 0
+        self.fail_with = None
+        self._lock = threading.Lock()
+        self._server = None
+        self._thread = None
+
+    def start(self):
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with receiver._lock:
+                    status = receiver.fail_with
+                    if status:
+                        receiver.rejected += 1
+                    else:
+                        receiver.events.append(json.loads(body.decode("utf-8")))
+                self.send_response(status or 200)
+                self.end_headers()
+                self.wfile.write(b"{}" if not status else b"failing on purpose")
+
+            def do_GET(self):
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(json.dumps(receiver.events).encode("utf-8"))
+
+            def log_message(self, *args):
+                pass
+
+        self._server = ThreadingHTTPServer((LOOPBACK, self.port), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self):
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def clear(self):
+        with self._lock:
+            self.events.clear()
+            self.rejected = 0
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def sensor_env(s3_endpoint=None, webhook_url=None, metaflow_home=None, base=None):
+    """Environment for running a flow against loopback servers.
+
+    Parameters
+    ----------
+    s3_endpoint : str, optional
+        S3 endpoint (sets ``AWS_ENDPOINT_URL_S3`` and test credentials).
+    webhook_url : str, optional
+        Argo Events webhook (``METAFLOW_ARGO_EVENTS_WEBHOOK_URL``).
+    metaflow_home : str, optional
+        Folder for Metaflow's local config, so no user config leaks in.
+    base : dict, optional
+        Starting environment; ``os.environ`` by default.
+    """
+    env = dict(os.environ if base is None else base)
+    env.setdefault("METAFLOW_USER", "tester")
+    env["METAFLOW_DEFAULT_DATASTORE"] = "local"
+    env["METAFLOW_DEFAULT_METADATA"] = "local"
+    env["PYTHONUNBUFFERED"] = "1"
+    # ArgoEvent retries refused connections with exponential backoff; once is enough here.
+    env.setdefault("METAFLOW_SERVICE_RETRY_COUNT", "1")
+    if metaflow_home:
+        env["METAFLOW_HOME"] = metaflow_home
+    if s3_endpoint:
+        env["AWS_ENDPOINT_URL_S3"] = s3_endpoint
+        env.setdefault("AWS_ACCESS_KEY_ID", "testing")
+        env.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+        env.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    if webhook_url:
+        env["METAFLOW_ARGO_EVENTS_WEBHOOK_URL"] = webhook_url
+    return env

@@ -1,0 +1,44 @@
+"""SensorFlow: publish an Argo Event when the data named in flowconfig.toml changes.
+
+    python sensorflow.py run                      # check once
+    python sensorflow.py run --dry-run True       # check and report, publish nothing
+    python sensorflow.py run --force-trigger True # publish even without a change
+"""
+
+from metaflow import Parameter, card, config_expr, project, schedule, step
+
+from flowproject import BaseFlow, source
+
+
+@project(name=config_expr("flowconfig.project_name"))
+@schedule(cron=config_expr("flowconfig.sensor.cron_schedule"))
+class SensorFlow(BaseFlow):
+    force_trigger = Parameter(
+        "force-trigger", type=bool, default=False, help="Publish the event even if nothing changed."
+    )
+    dry_run = Parameter(
+        "dry-run", type=bool, default=False, help="Check and report; publish nothing, move nothing."
+    )
+
+    @source  # the S3 client or Snowflake connection of flowconfig.toml's [data]
+    @step
+    def start(self):
+        """Look at the source and decide whether it changed since the last announcement."""
+        self.observation = self.query()
+        self.decision = self.decide_change(self.observation, force=self.force_trigger)
+        print(self.decision.reason)
+        self.next(self.end)
+
+    @card(type="blank", id="sensor")
+    @step
+    def end(self):
+        """Publish the change as an Argo Event, then make it the new baseline."""
+        self.event = self.announce(self.observation, self.decision, dry_run=self.dry_run)
+        self.announced = self.event is not None
+        if self.announced:
+            self.announced_value = self.observation.value
+            self.change_id = self.decision.change_id
+
+
+if __name__ == "__main__":
+    SensorFlow()
