@@ -231,3 +231,90 @@ def sensor_env(s3_endpoint=None, webhook_url=None, metaflow_home=None, base=None
     if webhook_url:
         env["METAFLOW_ARGO_EVENTS_WEBHOOK_URL"] = webhook_url
     return env
+
+
+class FakesnowServer(ServerProcess):
+    """fakesnow's server mode (``fakesnow -s``): a Snowflake HTTP endpoint on 127.0.0.1.
+
+    The real connector talks to it over http with any account, user and password; every
+    connection shares one in-memory database that lives as long as the process.
+    ``write_connections_toml`` points the connector's ``connection_name`` at it.
+    """
+
+    ACCOUNT = "fakesnow"
+    USER = "fake"
+    # Not a secret: fakesnow accepts any password. Tests use it to prove none leaks.
+    PASSWORD = "snow"
+
+    def __init__(self, port=None, log_path=None):
+        self.port = port or free_port()
+        super().__init__(
+            [_console_script("fakesnow"), "-s", "--host", LOOPBACK, "-p", str(self.port)],
+            # Any HTTP answer (a 404 here) means uvicorn is serving.
+            "http://%s:%d/" % (LOOPBACK, self.port),
+            log_path=log_path,
+        )
+
+    def connection_params(self, **extra):
+        """Keyword arguments for ``snowflake.connector.connect`` to reach this server."""
+        params = {
+            "host": LOOPBACK,
+            "port": self.port,
+            "protocol": "http",
+            "account": self.ACCOUNT,
+            "user": self.USER,
+            "password": self.PASSWORD,
+            # fakesnow does not answer telemetry; and a dead server should fail fast.
+            "session_parameters": {"CLIENT_OUT_OF_BAND_TELEMETRY_ENABLED": False},
+            "network_timeout": 5,
+            "login_timeout": 5,
+        }
+        params.update(extra)
+        return params
+
+    def connect(self, **extra):
+        """A real ``snowflake.connector`` connection to this server."""
+        import snowflake.connector
+
+        return snowflake.connector.connect(**self.connection_params(**extra))
+
+    def write_connections_toml(self, folder, name="fakesnow", password=None, **extra):
+        """Write ``folder/connections.toml`` with one entry ``[name]`` for this server.
+
+        Point the connector at it with ``SNOWFLAKE_HOME=folder`` and use
+        ``connection_name = name``. The file is made private (0600), as the connector wants.
+
+        Parameters
+        ----------
+        folder : str
+            Folder to write ``connections.toml`` into (created if missing).
+        name : str
+            Name of the connection entry.
+        password : str, optional
+            Password to store (fakesnow accepts any); ``PASSWORD`` by default.
+        **extra
+            More keys of the entry, e.g. ``database``, ``schema``, ``warehouse``.
+
+        Returns
+        -------
+        str
+            Path of the file written.
+        """
+        entry = {
+            "host": LOOPBACK,
+            "port": self.port,
+            "protocol": "http",
+            "account": self.ACCOUNT,
+            "user": self.USER,
+            "password": self.PASSWORD if password is None else password,
+        }
+        entry.update(extra)
+        lines = ["[%s]" % name]
+        for key, value in entry.items():
+            lines.append("%s = %s" % (key, json.dumps(value)))
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, "connections.toml")
+        with open(path, "w", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
+        os.chmod(path, 0o600)
+        return path

@@ -1,0 +1,66 @@
+"""What the demo's S3 and Snowflake parts share: running the flow and telling what happened."""
+
+import os
+import re
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+_RUN_ID = re.compile(r"Workflow starting \(run-id (\S+)\)")
+
+
+def log(message=""):
+    print(message, flush=True)
+
+
+class DemoRunner(object):
+    """Runs ``python sensorflow.py --config flowconfig <config> run`` and reports the outcome."""
+
+    def __init__(self, workdir, env, webhook):
+        self.workdir, self.env, self.webhook = workdir, env, webhook
+        self.log_path = os.path.join(workdir, "flow-runs.log")
+
+    def run(self, title, config_path, *args):
+        """Run the sensor once; print its decision and the events the webhook got from it."""
+        seen = len(self.webhook.events)
+        argv = [sys.executable, os.path.join(REPO, "sensorflow.py"), "--config", "flowconfig", config_path, "run"]
+        argv += list(args)
+        proc = subprocess.run(argv, cwd=self.workdir, env=self.env, capture_output=True, text=True)
+        with open(self.log_path, "a") as f:
+            f.write("\n$ %s\n%s\n%s\n" % (" ".join(argv), proc.stdout, proc.stderr))
+        log("  %s" % title)
+        if proc.returncode != 0:
+            log("    run FAILED (exit %d); last lines of its output:" % proc.returncode)
+            for line in (proc.stdout + proc.stderr).strip().splitlines()[-15:]:
+                log("      " + line)
+            raise SystemExit("The demo stopped: a sensor run failed (full log: %s)" % self.log_path)
+        decision = self.decision(proc.stdout + proc.stderr)
+        if decision is not None:
+            log("    decision: %s (%s)" % (decision.action, decision.reason))
+        new_events = self.webhook.events[seen:]
+        if not new_events:
+            log("    webhook: no event")
+        for event in new_events:
+            log("    webhook: event %s" % event["name"])
+            payload = event["payload"]
+            for key in sorted(payload):
+                if key in ("name", "id", "timestamp", "utc_date", "generated-by-metaflow"):
+                    continue
+                log("      %s = %r" % (key, payload[key]))
+        return new_events
+
+    def decision(self, output):
+        """The run's ``decision`` artifact, read back with the Metaflow client."""
+        match = _RUN_ID.search(output)
+        if not match:
+            return None
+        cwd = os.getcwd()
+        os.chdir(self.workdir)  # the client finds the run's .metaflow from the current folder
+        try:
+            from metaflow import Run, namespace
+
+            namespace(None)
+            return Run("SensorFlow/%s" % match.group(1))["start"].task["decision"].data
+        finally:
+            os.chdir(cwd)
