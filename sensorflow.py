@@ -25,17 +25,19 @@ class SensorFlow(BaseFlow):
     def start(self):
         """Look at the source and decide whether it changed since the last announcement."""
         self.observation = self.query()
-        self.decision = self.decide_change(self.observation, force=self.force_trigger)
+        self.decision = self.decide_change(
+            self.observation, force=self.force_trigger, dry_run=self.dry_run
+        )
         print(self.decision.reason)
         self.next(self.end)
 
     @card(type="blank", id="sensor")
     @step
     def end(self):
-        """Publish the change as an Argo Event, then make it the new baseline."""
+        """Publish the change as an Argo Event, make it the new baseline, show it on the card."""
         self.event = self.announce(self.observation, self.decision, dry_run=self.dry_run)
         self.announced = self.event is not None
-        if self.announced:
+        if self.announced:  # the baseline of this branch: recoverable from these artifacts
             self.announced_value = self.observation.value
             self.change_id = self.decision.change_id
 

@@ -5,19 +5,24 @@ operations as short methods, so flow files read like the story they tell:
 
 - ``query()``: check the configured source once, returning an ``Observation``;
 - ``decide_change(observation)``: compare it with this branch's baseline;
-- ``announce(...)``: publish the change as an Argo Event and move the baseline.
+- ``announce(...)``: publish the change as an Argo Event, move the baseline, and show the
+  check on the step's ``sensor`` card.
 """
 
+import dataclasses
 import os
-import sys
 
 from metaflow import Config, FlowSpec, current
 
+from .cards import render_sensor_card
 from .config import parse_flowconfig
 from .decorators import SourceDecoratorError, active_session
 from .events import event_name, publish
-from .sensor import SensorState, advance, decide
-from .state import StateStore, datastore_storage
+from .exceptions import PublishError
+from .sensor import advance, decide, diff_listings, pack_listing, read_listing_file, unpack_listing
+from .state import StateStore, datastore_storage, load_listing
+
+CARD_ID = "sensor"
 
 
 class BaseFlow(FlowSpec):
@@ -60,8 +65,15 @@ class BaseFlow(FlowSpec):
             current.get("branch_name", None) or "default",
         )
 
-    def decide_change(self, observation, force=False):
+    def decide_change(self, observation, force=False, dry_run=False):
         """Compare ``observation`` with this branch's baseline.
+
+        For a listing (``files_metadata``) it also keeps what the card and the next diff
+        need, and nothing more: when the decision is to announce or the change is settling,
+        the objects added, removed and modified since the last announced listing
+        (``self.changes``); when this run will announce, the gzip'd listing itself
+        (``self.listing``). The temporary listing file is deleted either way, and
+        ``self.observation`` no longer points at it.
 
         Parameters
         ----------
@@ -69,6 +81,8 @@ class BaseFlow(FlowSpec):
             From ``query()``.
         force : bool
             Publish even if nothing changed.
+        dry_run : bool
+            Decide and report, store no listing.
 
         Returns
         -------
@@ -76,7 +90,7 @@ class BaseFlow(FlowSpec):
             Also stored as artifacts by the caller; its ``reason`` says why.
         """
         state = self.state_store().load()
-        return decide(
+        decision = decide(
             observation,
             state,
             current.flow_name,
@@ -84,6 +98,22 @@ class BaseFlow(FlowSpec):
             settle_checks=self.flowconfig.sensor.settle_checks,
             force=force,
         )
+        spool = observation.detail
+        if isinstance(spool, str) and os.path.exists(spool):
+            try:
+                if decision.publish or decision.kind == "settling":
+                    previous = load_listing(decision.baseline_run)
+                    self.changes = diff_listings(
+                        None if previous is None else unpack_listing(previous),
+                        read_listing_file(spool),
+                    )
+                    if decision.publish and not dry_run:
+                        self.listing = pack_listing(spool)
+            finally:
+                os.unlink(spool)
+            if getattr(self, "observation", None) is observation:
+                self.observation = dataclasses.replace(observation, detail=None)
+        return decision
 
     # ------------------------------------------------------------------ announcing
 
@@ -102,11 +132,12 @@ class BaseFlow(FlowSpec):
         return payload
 
     def announce(self, observation, decision, dry_run=False):
-        """Publish the decision's event, then record the new state of this branch.
+        """Publish the decision's event, record the new state of this branch, show the card.
 
         The baseline moves only after the event was published: if publishing fails the run
-        fails and the next check announces the change again. ``dry_run`` publishes nothing
-        and moves nothing.
+        fails (the failed attempt is kept in the history) and the next check announces the
+        change again. ``dry_run`` publishes nothing and writes nothing. When the step has
+        ``@card(type="blank", id="sensor")`` the check is shown on it.
 
         Parameters
         ----------
@@ -120,28 +151,61 @@ class BaseFlow(FlowSpec):
             The published payload, with the event ``name`` and ``id``; None if nothing was
             published.
         """
-        published = None
+        sensor = self.flowconfig.sensor
+        store = self.state_store()
+        # The deciding step already said where the baseline came from; read it quietly here
+        # and, without a state object, rebuild it from the one run the decision names.
+        state = store.load(quiet=True, baseline_run=decision.baseline_run)
+        run_id = "%s/%s" % (current.flow_name, current.run_id)
+        published, name = None, event_name(sensor)
         if decision.publish:
-            name = event_name(self.flowconfig.sensor)
             payload = self.event_payload(observation, decision)
             if dry_run:
                 print("Dry run: would publish %s with %s" % (name, payload))
             else:
-                event_id = publish(name, payload)
+                try:
+                    event_id = publish(name, payload)
+                except PublishError:
+                    # Keep the failed attempt in the history; the baseline does not move.
+                    store.save(
+                        advance(state, observation, decision, run_id, False,
+                                sensor.history_size, failed=True)
+                    )
+                    raise
                 published = dict(payload, name=name, id=event_id)
                 print("Published %s (change %s)" % (name, decision.change_id))
+        new_state = advance(
+            state, observation, decision, run_id, published is not None, sensor.history_size
+        )
         if dry_run:
             print("Dry run: the sensor state was not changed.")
-            return published
-        store = self.state_store()
-        state = store.load()
-        new_state = advance(
-            state,
-            observation,
-            decision,
-            "%s/%s" % (current.flow_name, current.run_id),
-            published=published is not None,
-            history_size=self.flowconfig.sensor.history_size,
-        )
-        store.save(new_state)
+        else:
+            store.save(new_state)
+        self.show_check(observation, decision, new_state, published, name, dry_run)
         return published
+
+    def show_check(self, observation, decision, state, published, name, dry_run):
+        """Draw the check on the step's ``sensor`` card, if the step has one."""
+        if CARD_ID not in self._card_ids():
+            return
+        render_sensor_card(
+            current.card[CARD_ID],
+            observation=observation,
+            decision=decision,
+            state=state,
+            published=published,
+            event_name=name,
+            dry_run=dry_run,
+            changes=getattr(self, "changes", None),
+            settle_checks=self.flowconfig.sensor.settle_checks,
+            branch=current.get("branch_name", None) or "default",
+        )
+
+    def _card_ids(self):
+        """Ids of the ``@card`` decorators of the running step."""
+        step_func = getattr(self, current.step_name, None)
+        return {
+            d.attributes.get("id")
+            for d in getattr(step_func, "decorators", ())
+            if getattr(d, "name", None) == "card"
+        }

@@ -261,7 +261,7 @@ def validate_flowconfig(raw):
             problems += schema_problems(data, source.CONFIG_SCHEMA, "data")
             problems += source.validate(data)
     if problems:
-        raise FlowConfigError(problems)
+        raise FlowConfigError(sorted(set(problems)))
 
     config = dict(raw)
     config["sensor"] = {**SENSOR_DEFAULTS, **sensor}

@@ -103,6 +103,8 @@ class Decision:
         The baseline's value (None before the first announcement or when absent).
     pending_seen : int, optional
         For ``settling``: checks the new value has been seen unchanged so far.
+    baseline_run : str, optional
+        Pathspec of the run that announced the baseline (where its listing is stored).
     """
 
     action: str
@@ -111,6 +113,7 @@ class Decision:
     change_id: str
     previous_value: Optional[str] = None
     pending_seen: Optional[int] = None
+    baseline_run: Optional[str] = None
 
     @property
     def publish(self):
@@ -147,21 +150,23 @@ def decide(observation, state, flow_name, branch, settle_checks=0, force=False):
     cid = change_id(flow_name, branch, fp)
     baseline = state.baseline
     previous = None if baseline is None else baseline.value
+    base_run = None if baseline is None else baseline.run
     now_text = _short(observation.value)
 
+    def made(action, kind, reason, pending_seen=None):
+        return Decision(action, kind, reason, cid, previous, pending_seen, base_run)
+
     if force:
-        return Decision(PUBLISH, "forced", "forced by --force-trigger: %s" % now_text, cid, previous)
+        return made(PUBLISH, "forced", "forced by --force-trigger: %s" % now_text)
 
     if baseline is not None and baseline.fingerprint == fp:
         if state.pending is not None:
-            return Decision(
+            return made(
                 SKIP,
                 "reverted",
                 "back to the announced value %s before settling; nothing to announce" % now_text,
-                cid,
-                previous,
             )
-        return Decision(SKIP, "unchanged", "unchanged since the last announcement: %s" % now_text, cid, previous)
+        return made(SKIP, "unchanged", "unchanged since the last announcement: %s" % now_text)
 
     kind = "first" if baseline is None else "changed"
     what = (
@@ -173,23 +178,21 @@ def decide(observation, state, flow_name, branch, settle_checks=0, force=False):
         pending = state.pending
         seen = pending.seen + 1 if (pending is not None and pending.fingerprint == fp) else 0
         if seen < settle_checks:
-            return Decision(
+            return made(
                 SKIP,
                 "settling",
                 "%s; settling, seen unchanged %d of %d further check(s)" % (what, seen, settle_checks),
-                cid,
-                previous,
                 pending_seen=seen,
             )
         what += " (settled over %d check(s))" % settle_checks
-    return Decision(PUBLISH, kind, what, cid, previous)
+    return made(PUBLISH, kind, what)
 
 
 def utc_now():
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def history_entry(observation, decision, run_id, at, published):
+def history_entry(observation, decision, run_id, at, published, failed=False):
     """One point of the history chart: small, whatever the source's size."""
     entry = {
         "at": at,
@@ -199,13 +202,17 @@ def history_entry(observation, decision, run_id, at, published):
         "kind": decision.kind,
         "published": published,
     }
+    if failed:
+        entry["failed"] = True
     for key in ("objects", "bytes"):
         if key in observation.summary:
             entry[key] = observation.summary[key]
     return entry
 
 
-def advance(state, observation, decision, run_id, published, history_size=50, at=None):
+def advance(
+    state, observation, decision, run_id, published, history_size=50, at=None, failed=False
+):
     """The state after a check took effect.
 
     Parameters
@@ -223,6 +230,8 @@ def advance(state, observation, decision, run_id, published, history_size=50, at
         How many observations the history keeps.
     at : str, optional
         ISO time of the check; now by default.
+    failed : bool
+        The decision was to publish but publishing failed: recorded in the history only.
 
     Returns
     -------
@@ -250,8 +259,80 @@ def advance(state, observation, decision, run_id, published, history_size=50, at
         pending = Pending(observation.value, observation.fingerprint, decision.pending_seen, first_seen)
     elif decision.kind in ("unchanged", "reverted"):
         pending = None
-    history = (state.history + [history_entry(observation, decision, run_id, at, published)])[
+    history = (state.history + [history_entry(observation, decision, run_id, at, published, failed)])[
         -history_size:
     ]
     return SensorState(baseline=baseline, pending=pending, history=history)
 
+
+
+# ------------------------------------------------------------------------------------------
+# Listings (files_metadata): what changed between two announcements, for the card.
+# ------------------------------------------------------------------------------------------
+
+DIFF_KEYS_SHOWN = 20
+
+
+def parse_listing(lines):
+    """``{relative key: "size\tmtime\tetag"}`` from listing lines (``key\tsize\tmtime\tetag``)."""
+    listing = {}
+    for line in lines:
+        line = line.rstrip("\n")
+        if line:
+            key, _, rest = line.partition("\t")
+            listing[key] = rest
+    return listing
+
+
+def read_listing_file(path):
+    """The listing a source spooled to ``path`` (one line per object)."""
+    with open(path, "r", encoding="utf-8") as f:
+        return parse_listing(f)
+
+
+def pack_listing(path):
+    """The spooled listing at ``path`` as gzip'd bytes, to store with an announcement."""
+    import gzip
+
+    with open(path, "rb") as f:
+        return gzip.compress(f.read(), compresslevel=6, mtime=0)
+
+
+def unpack_listing(packed):
+    """The listing stored by ``pack_listing``; an empty listing for None."""
+    import gzip
+
+    if not packed:
+        return {}
+    return parse_listing(gzip.decompress(packed).decode("utf-8").splitlines())
+
+
+def diff_listings(previous, current, limit=DIFF_KEYS_SHOWN):
+    """Objects added, removed and modified from ``previous`` to ``current``.
+
+    Parameters
+    ----------
+    previous, current : dict
+        From ``parse_listing``; ``previous`` is None when there is no stored listing.
+    limit : int
+        Keys kept per category (sorted), for the card; the counts are complete.
+
+    Returns
+    -------
+    dict
+        ``added``, ``removed``, ``modified`` (counts), ``*_keys`` (up to ``limit`` keys
+        each) and ``compared_with`` (``"nothing"`` when there was no previous listing).
+    """
+    base = previous or {}
+    added = sorted(k for k in current if k not in base)
+    removed = sorted(k for k in base if k not in current)
+    modified = sorted(k for k in current if k in base and base[k] != current[k])
+    return {
+        "compared_with": "nothing" if previous is None else "listing",
+        "added": len(added),
+        "removed": len(removed),
+        "modified": len(modified),
+        "added_keys": added[:limit],
+        "removed_keys": removed[:limit],
+        "modified_keys": modified[:limit],
+    }

@@ -74,13 +74,23 @@ class StateStore(object):
                     return json.loads(f.read().decode("utf-8"))
         return None
 
-    def load(self):
+    def load(self, quiet=False, baseline_run=None):
         """The branch's state: from the state object, else recovered from past runs.
+
+        Parameters
+        ----------
+        quiet : bool
+            Do not print where a recovered baseline came from (said once per run, in the
+            step that decided).
+        baseline_run : str, optional
+            When the caller already knows which run announced the baseline (a later step of
+            the same run), rebuild from that one run instead of walking the history.
 
         Returns
         -------
         SensorState
-            ``recovered_from`` says where a recovered baseline came from.
+            ``recovered_from`` says where a recovered baseline came from (None when read
+            from the state object).
         """
         try:
             doc = self.read_raw()
@@ -89,17 +99,24 @@ class StateStore(object):
             why = "no state object at %s" % self.path
         except Exception as e:  # unreadable: corrupt JSON, wrong shape, storage error
             why = "state object at %s is unreadable (%s)" % (self.path, e.__class__.__name__)
-        state = recover_from_runs(self.flow_name, self.branch)
-        print(
-            "Sensor state: %s; %s"
-            % (
-                why,
-                "recovered the baseline from run %s" % state.recovered_from
-                if state.baseline is not None
-                else "no earlier run of this branch announced a value, so this is the first check",
-            ),
-            file=sys.stderr,
-        )
+        if baseline_run is not None:
+            state = recover_from_run(baseline_run)
+        elif quiet:
+            state = SensorState()
+        else:
+            state = recover_from_runs(self.flow_name, self.project, self.branch)
+        if not quiet:
+            print(
+                "Sensor state: %s; %s"
+                % (
+                    why,
+                    "recovered the baseline from run %s" % state.recovered_from
+                    if state.baseline is not None
+                    else "no earlier run of this branch announced a value, so this is the "
+                    "first check",
+                ),
+                file=sys.stderr,
+            )
         return state
 
     def save(self, state):
@@ -112,36 +129,81 @@ class StateStore(object):
         return len(body)
 
 
-def recover_from_runs(flow_name, branch):
+def _baseline_of(run):
+    """The state announced by ``run`` (a Metaflow client Run), or None if it announced nothing."""
+    from metaflow.exception import MetaflowNotFound
+
+    try:
+        end = run["end"].task
+        if end is None or not end.successful or "announced" not in end or not end["announced"].data:
+            return None
+        value = end["announced_value"].data
+        return SensorState(
+            baseline=Baseline(
+                value=value,
+                fingerprint=fingerprint(value),
+                change_id=end["change_id"].data,
+                run=run.pathspec,
+                announced_at=str(end.finished_at),
+            ),
+            recovered_from=run.pathspec,
+        )
+    except (KeyError, MetaflowNotFound):
+        return None
+
+
+def recover_from_run(pathspec):
+    """The baseline announced by one known run (one lookup, whatever the history)."""
+    from metaflow import Run, namespace
+    from metaflow.exception import MetaflowNotFound
+
+    namespace(None)
+    try:
+        return _baseline_of(Run(pathspec)) or SensorState()
+    except MetaflowNotFound:
+        return SensorState()
+
+
+def recover_from_runs(flow_name, project, branch):
     """Rebuild the baseline from the newest run of ``branch`` that announced a value.
 
     This walks past runs with the Metaflow client (linear in history), so it is used only
-    when the state object is missing or unreadable.
+    when the state object is missing or unreadable. History and any settling value are not
+    recovered (they live only in the state object).
     """
     from metaflow import Flow, namespace
     from metaflow.exception import MetaflowNotFound
 
     namespace(None)
+    tags = ["project_branch:%s" % branch]
+    if project:
+        tags.append("project:%s" % project)
     try:
-        runs = Flow(flow_name).runs("project_branch:%s" % branch)
+        runs = Flow(flow_name).runs(*tags)
     except MetaflowNotFound:
         return SensorState()
     for run in runs:  # newest first
-        try:
-            end = run["end"].task
-            if not end.successful or "announced" not in end or not end["announced"].data:
-                continue
-            value = end["announced_value"].data
-            return SensorState(
-                baseline=Baseline(
-                    value=value,
-                    fingerprint=fingerprint(value),
-                    change_id=end["change_id"].data,
-                    run=run.pathspec,
-                    announced_at=str(end.finished_at),
-                ),
-                recovered_from=run.pathspec,
-            )
-        except (KeyError, MetaflowNotFound):
-            continue
+        state = _baseline_of(run)
+        if state is not None:
+            return state
     return SensorState()
+
+
+def load_listing(run_pathspec, step="start"):
+    """The gzip'd listing stored by the run that announced the baseline, or None.
+
+    One run lookup with the Metaflow client (no walk over the history).
+    """
+    from metaflow import Step, namespace
+    from metaflow.exception import MetaflowNotFound
+
+    if not run_pathspec:
+        return None
+    namespace(None)
+    try:
+        task = Step("%s/%s" % (run_pathspec, step)).task
+        if task is None or "listing" not in task:
+            return None
+        return task["listing"].data
+    except MetaflowNotFound:
+        return None

@@ -1,0 +1,149 @@
+"""The sensor's card: what a check saw, what it decided and why, what changed, and the
+recent checks of this branch.
+
+Built only from data the run already has (the decision, the diff computed when a change is
+announced or settling, and the bounded history kept in the state object), so drawing it
+never walks past runs.
+"""
+
+from metaflow.cards import Markdown, Table, VegaChart
+
+from .sensor import DIFF_KEYS_SHOWN
+
+
+def _value(value):
+    return "*absent*" if value is None else "`%s`" % value
+
+
+def _md_escape(text):
+    return str(text).replace("|", "\\|").replace("*", "\\*").replace("_", "\\_")
+
+
+def headline(decision, published, dry_run):
+    """One line: what the check did."""
+    if decision.publish and published:
+        return "Published"
+    if decision.publish and dry_run:
+        return "Would publish (dry run)"
+    if decision.kind == "settling":
+        return "Settling, not announced yet"
+    return "Nothing to announce"
+
+
+def history_chart(history):
+    """A Vega-Lite spec of the recent checks: object count (when known) over time."""
+    values = [
+        {
+            "at": h.get("at"),
+            "objects": h.get("objects"),
+            "kind": h.get("kind"),
+            "published": "published" if h.get("published") else ("failed" if h.get("failed") else "not published"),
+            "value": h.get("value"),
+            "run": h.get("run"),
+        }
+        for h in history
+    ]
+    has_counts = any(v["objects"] is not None for v in values)
+    y = (
+        {"field": "objects", "type": "quantitative", "title": "objects"}
+        if has_counts
+        else {"field": "kind", "type": "nominal", "title": "decision"}
+    )
+    return {
+        "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
+        "title": "Last %d checks of this branch" % len(values),
+        "data": {"values": values},
+        "mark": {"type": "line", "point": True} if has_counts else {"type": "point", "filled": True},
+        "encoding": {
+            "x": {"field": "at", "type": "temporal", "title": "check (UTC)"},
+            "y": y,
+            "color": {"field": "published", "type": "nominal", "title": "event"},
+            "tooltip": [
+                {"field": "at", "type": "temporal", "timeUnit": "yearmonthdatehoursminutesseconds"},
+                {"field": "kind"},
+                {"field": "published"},
+                {"field": "value"},
+                {"field": "run"},
+            ]
+            + ([{"field": "objects"}] if has_counts else []),
+        },
+        "height": 180,
+    }
+
+
+def changes_markdown(changes):
+    """Counts and up to DIFF_KEYS_SHOWN keys per category of a listing diff."""
+    if changes.get("compared_with") == "nothing":
+        intro = "No earlier announced listing to compare with: every object counts as added."
+    else:
+        intro = "Compared with the listing stored by the last announcement."
+    lines = [
+        "### Objects changed",
+        intro,
+        "",
+        "**%d added, %d removed, %d modified**"
+        % (changes["added"], changes["removed"], changes["modified"]),
+    ]
+    for kind in ("added", "removed", "modified"):
+        keys = changes.get("%s_keys" % kind) or []
+        if not keys:
+            continue
+        more = changes[kind] - len(keys)
+        lines.append("")
+        lines.append(
+            "%s (%s):" % (kind.capitalize(), "first %d of %d" % (len(keys), changes[kind]) if more else len(keys))
+        )
+        lines.extend("- `%s`" % k for k in keys)
+    return "\n".join(lines)
+
+
+def render_sensor_card(card, observation, decision, state, published, event_name, dry_run,
+                       changes=None, settle_checks=0, branch=None):
+    """Append the check's components to ``card`` (``current.card["sensor"]``).
+
+    Parameters
+    ----------
+    card : CardComponentCollector entry
+    observation : Observation
+    decision : Decision
+    state : SensorState
+        The state after this check (for a dry run: what it would be).
+    published : dict or None
+        The published payload, or None.
+    event_name : str
+    dry_run : bool
+    changes : dict, optional
+        From ``diff_listings`` (``files_metadata``, when a change is announced or settling).
+    settle_checks : int
+    branch : str
+    """
+    card.append(Markdown("# Sensor check: %s" % headline(decision, published, dry_run)))
+    card.append(Markdown("**Decision:** %s (%s). **Why:** %s" % (
+        decision.action, decision.kind, _md_escape(decision.reason))))
+    rows = [
+        ["Branch", branch or ""],
+        ["Previous value (baseline)", _value(decision.previous_value)],
+        ["Current value", _value(observation.value)],
+        ["Change id", "`%s`" % decision.change_id],
+        ["Baseline announced by", decision.baseline_run or "nothing yet"],
+        ["Event", (event_name + (" (id %s)" % published["id"] if published else
+                                 " (dry run, not published)" if dry_run and decision.publish else
+                                 " (not published)"))],
+    ]
+    for key in ("objects", "bytes", "newest", "size", "last_modified"):
+        if observation.summary.get(key) is not None:
+            rows.append([key, str(observation.summary[key])])
+    card.append(Table(rows, headers=["", ""]))
+    pending = state.pending
+    if pending is not None:
+        card.append(Markdown(
+            "### Pending change\nValue %s first seen %s, seen unchanged %d of %d further "
+            "check(s) needed before it is announced (`settle_checks = %d`)."
+            % (_value(pending.value), pending.first_seen_at or "", pending.seen, settle_checks,
+               settle_checks)))
+    if changes:
+        card.append(Markdown(changes_markdown(changes)))
+    if state.history:
+        card.append(VegaChart(history_chart(state.history)))
+    if dry_run:
+        card.append(Markdown("*Dry run: nothing was published and the sensor state was not changed.*"))

@@ -1,0 +1,85 @@
+"""SensorFlow end to end against loopback S3 and a loopback webhook: the events actually received."""
+
+import pytest
+
+from conftest import s3_config
+
+pytestmark = pytest.mark.e2e
+
+EVENT = "mfns.testproject.user.tester.data_updated"
+
+
+def check(flow_runner, webhook):
+    """Run the sensor once; return the events it published (asserting the run succeeded)."""
+    before = len(webhook.events)
+    result = flow_runner.run()
+    assert result.returncode == 0, result.stdout + result.stderr
+    return webhook.events[before:]
+
+
+def test_files_metadata_each_change_one_event_and_none_when_unchanged(flow_runner, webhook, s3_client, bucket):
+    s3_client.put_object(Bucket=bucket, Key="events/dt=2026-01-01/part-0.parquet", Body=b"rows-0")
+    flow_runner.write_config(s3_config(bucket, "events/", "files_metadata"))
+
+    (first,) = check(flow_runner, webhook)
+    assert first["name"] == EVENT
+    assert first["payload"]["data_version"].startswith("sha256:")
+    assert first["payload"]["previous_value"] == ""
+
+    assert check(flow_runner, webhook) == []
+    assert check(flow_runner, webhook) == []
+
+    s3_client.put_object(Bucket=bucket, Key="events/dt=2026-01-01/part-1.parquet", Body=b"rows-1")
+    (nested,) = check(flow_runner, webhook)
+    assert nested["payload"]["previous_value"] == first["payload"]["data_version"]
+    assert nested["payload"]["data_version"] != first["payload"]["data_version"]
+
+    s3_client.delete_object(Bucket=bucket, Key="events/dt=2026-01-01/part-0.parquet")
+    (deletion,) = check(flow_runner, webhook)
+    assert deletion["payload"]["previous_value"] == nested["payload"]["data_version"]
+
+    s3_client.put_object(Bucket=bucket, Key="events/dt=2026-01-01/part-1.parquet", Body=b"rows-9")
+    (overwrite,) = check(flow_runner, webhook)  # same size, new content
+    assert overwrite["payload"]["data_version"] != deletion["payload"]["data_version"]
+
+    assert check(flow_runner, webhook) == []
+    assert len(webhook.events) == 4
+
+
+def test_single_object_absent_to_present_and_same_size_overwrite(flow_runner, webhook, s3_client, bucket):
+    flow_runner.write_config(s3_config(bucket, "features/latest.parquet", "etag"))
+
+    (first,) = check(flow_runner, webhook)  # the first check counts as a change, even when absent
+    assert first["payload"]["state"] == "absent"
+    assert first["payload"]["data_version"] == ""
+
+    s3_client.put_object(Bucket=bucket, Key="features/latest.parquet", Body=b"v1")
+    (appeared,) = check(flow_runner, webhook)
+    assert appeared["payload"]["state"] == "present"
+    etag = s3_client.head_object(Bucket=bucket, Key="features/latest.parquet")["ETag"].strip('"')
+    assert appeared["payload"]["data_version"] == etag
+
+    assert check(flow_runner, webhook) == []
+
+    s3_client.put_object(Bucket=bucket, Key="features/latest.parquet", Body=b"v2")
+    (rewritten,) = check(flow_runner, webhook)
+    assert rewritten["payload"]["previous_value"] == etag
+    assert rewritten["payload"]["data_version"] != etag
+
+
+def test_missing_bucket_fails_the_run_and_publishes_nothing(flow_runner, webhook):
+    flow_runner.write_config(s3_config("bucket-that-does-not-exist", "events/", "files_metadata"))
+    result = flow_runner.run()
+    assert result.returncode != 0
+    assert "Bucket 's3://bucket-that-does-not-exist' does not exist" in result.stdout + result.stderr
+    assert webhook.events == [] and webhook.rejected == 0
+
+
+def test_unset_webhook_fails_clearly(flow_runner, webhook, s3_client, bucket):
+    flow_runner.write_config(s3_config(bucket, "events/", "files_metadata"))
+    env = dict(flow_runner.env)
+    del env["METAFLOW_ARGO_EVENTS_WEBHOOK_URL"]
+    flow_runner.env = env
+    result = flow_runner.run()
+    assert result.returncode != 0
+    assert "METAFLOW_ARGO_EVENTS_WEBHOOK_URL is not set" in result.stdout + result.stderr
