@@ -49,24 +49,31 @@ def history_chart(history):
         if has_counts
         else {"field": "kind", "type": "nominal", "title": "decision"}
     )
+    x = {"field": "at", "type": "temporal", "title": "check (UTC)"}
+    tooltip = [
+        {"field": "at", "type": "temporal", "timeUnit": "yearmonthdatehoursminutesseconds"},
+        {"field": "kind"},
+        {"field": "published", "title": "event"},
+        {"field": "value"},
+        {"field": "run"},
+    ] + ([{"field": "objects"}] if has_counts else [])
+    points = {
+        "mark": {"type": "point", "filled": True, "size": 70},
+        "encoding": {
+            "x": x,
+            "y": y,
+            "color": {"field": "published", "type": "nominal", "title": "event"},
+            "tooltip": tooltip,
+        },
+    }
+    layers = [points]
+    if has_counts:
+        layers.insert(0, {"mark": {"type": "line", "color": "#999"}, "encoding": {"x": x, "y": y}})
     return {
         "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
         "title": "Last %d checks of this branch" % len(values),
         "data": {"values": values},
-        "mark": {"type": "line", "point": True} if has_counts else {"type": "point", "filled": True},
-        "encoding": {
-            "x": {"field": "at", "type": "temporal", "title": "check (UTC)"},
-            "y": y,
-            "color": {"field": "published", "type": "nominal", "title": "event"},
-            "tooltip": [
-                {"field": "at", "type": "temporal", "timeUnit": "yearmonthdatehoursminutesseconds"},
-                {"field": "kind"},
-                {"field": "published"},
-                {"field": "value"},
-                {"field": "run"},
-            ]
-            + ([{"field": "objects"}] if has_counts else []),
-        },
+        "layer": layers,
         "height": 180,
     }
 

@@ -91,14 +91,91 @@ class s3(_SourceMutator):
     TYPE = "s3"
 
 
+# The PyPI distribution of the Snowflake connector, and the version range the project supports
+# (fakesnow 0.12, used by the tests, does not import with 5.x).
+CONNECTOR_PACKAGE = "snowflake-connector-python"
+CONNECTOR_FALLBACK_VERSION = ">=3.12,<5"
+
+
+def connector_version():
+    """The installed connector's version (read without importing it), else a range."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(CONNECTOR_PACKAGE)
+    except metadata.PackageNotFoundError:
+        return CONNECTOR_FALLBACK_VERSION
+
+
+def connector_package_spec(step_specs, flow_specs=(), version=None):
+    """Which package decorator gives a step the connector, from the step's decorators.
+
+    ``--environment=pypi`` and ``--environment=conda`` (and Outerbounds' fast-bakery) attach
+    ``@conda`` to every step before step mutators run; ``@pypi_base`` attaches ``@pypi``.
+    So a step with neither runs in the launching Python (plain ``run``, or
+    ``--environment=uv``, whose packages come from pyproject.toml, where the connector is a
+    dependency) and needs nothing: adding ``@pypi`` there would be an error.
+
+    Parameters
+    ----------
+    step_specs : iterable of tuple
+        ``MutableStep.decorator_specs``: (name, full name, args, kwargs).
+    flow_specs : iterable of tuple
+        ``MutableFlow.decorator_specs`` of the flow.
+    version : str, optional
+        Version of the connector; the installed one by default.
+
+    Returns
+    -------
+    tuple or None
+        ``(decorator name, kwargs)`` to add with ``MutableStep.OVERRIDE``, or None.
+    """
+    step = {name: kwargs for name, _, _, kwargs in step_specs}
+    flow = {name: kwargs for name, _, _, kwargs in flow_specs}
+    if "pypi" not in step and "conda" not in step:
+        return None
+    version = version or connector_version()
+    # Packages go where the step already takes them: Metaflow refuses PyPI and Conda packages
+    # in the same step. A pin the user wrote wins over ours.
+    if "pypi" in step:
+        target = "pypi"
+    elif (step["conda"] or {}).get("packages") or (flow.get("conda_base") or {}).get("packages"):
+        target = "conda"
+    else:
+        target = "pypi"
+    kwargs = dict(step.get(target) or {})
+    packages = dict(kwargs.get("packages") or {})
+    if CONNECTOR_PACKAGE in packages:
+        return None
+    packages[CONNECTOR_PACKAGE] = version
+    kwargs["packages"] = packages
+    return target, kwargs
+
+
 class snowflake(_SourceMutator):
     """Give the step a Snowflake connection for ``flowconfig.toml``'s ``[data]``.
 
     Use above ``@step``; inside the step, ``self.query()`` runs the configured SQL template.
-    Requires ``[data] type = "snowflake"``.
+    Requires ``[data] type = "snowflake"``. The connection opens on the first query and
+    closes when the step ends; each query's text and duration go to the ``checked``
+    artifact. Under ``--environment=pypi`` or ``conda`` the step also gets
+    ``snowflake-connector-python`` as a package; under a plain ``run`` it uses the
+    installed one.
     """
 
     TYPE = "snowflake"
+
+    def mutate(self, mutable_step):
+        super().mutate(mutable_step)
+        spec = connector_package_spec(
+            list(mutable_step.decorator_specs),
+            list(mutable_step.flow.decorator_specs),
+        )
+        if spec is not None:
+            name, kwargs = spec
+            mutable_step.add_decorator(
+                name, deco_kwargs=kwargs, duplicates=mutable_step.OVERRIDE
+            )
 
 
 class source(StepMutator):

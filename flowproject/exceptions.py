@@ -2,8 +2,19 @@
 
 from metaflow.exception import MetaflowException
 
+# Metaflow's console treats every '*' as a highlight toggle and drops it (there is no escape),
+# which would turn the cron '*/5 * * * *' into '/5    '. Messages show U+2217 instead.
+_SHOWN_ASTERISK = "\u2217"
 
-class FlowConfigError(MetaflowException):
+
+class FlowprojectException(MetaflowException):
+    """Base of flowproject's user errors: a headline and a message Metaflow prints intact."""
+
+    def __init__(self, msg="", lineno=None):
+        super().__init__(str(msg).replace("*", _SHOWN_ASTERISK), lineno)
+
+
+class FlowConfigError(FlowprojectException):
     """``flowconfig.toml`` is invalid; the message lists every problem, one per line."""
 
     headline = "Invalid flowconfig.toml"
@@ -13,19 +24,19 @@ class FlowConfigError(MetaflowException):
         super().__init__("\n".join(self.problems))
 
 
-class SourceError(MetaflowException):
+class SourceError(FlowprojectException):
     """The data source could not be checked (missing bucket, access denied, SQL error...)."""
 
     headline = "Data source check failed"
 
 
-class PublishError(MetaflowException):
+class PublishError(FlowprojectException):
     """The event could not be published; the baseline was not moved."""
 
     headline = "Event not published"
 
 
-class StateError(MetaflowException):
+class StateError(FlowprojectException):
     """The sensor's stored state could not be read or written."""
 
     headline = "Sensor state unavailable"

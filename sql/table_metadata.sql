@@ -6,9 +6,10 @@
 -- (e.g. automatic clustering or a no-op DML).
 --
 -- Params ([data.params]):
---   database  the database, e.g. "ANALYTICS" (its INFORMATION_SCHEMA is queried)
 --   schema    the schema, e.g. "PUBLIC"
 --   table     the table name alone, e.g. "EVENTS" (unquoted names are upper case)
+-- The database is the connection's: set [data] database = "ANALYTICS" (INFORMATION_SCHEMA
+-- belongs to one database, and IDENTIFIER() cannot build its name from a parameter).
 --
 -- Cost: a metadata query, answered by cloud services; it still needs a warehouse to be
 -- running (or resumed) to return the rows, so it costs the warehouse's minimum billing
@@ -16,6 +17,6 @@
 --
 -- On fakesnow (the local test server) LAST_ALTERED is a constant, so only ROW_COUNT changes.
 SELECT LAST_ALTERED, ROW_COUNT
-FROM IDENTIFIER(%(database)s || '.INFORMATION_SCHEMA.TABLES')
+FROM INFORMATION_SCHEMA.TABLES
 WHERE TABLE_SCHEMA = %(schema)s
   AND TABLE_NAME = %(table)s

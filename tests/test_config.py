@@ -175,3 +175,15 @@ def test_bad_config_stops_the_flow_before_any_step(flow_runner, webhook, data_ex
     assert expected in output
     assert "Task is starting" not in output  # no step ran, so S3 was never asked
     assert webhook.events == [] and webhook.rejected == 0
+
+
+@pytest.mark.e2e
+def test_cron_error_is_shown_intact(flow_runner, webhook):
+    flow_runner.write_config(
+        s3_config("some-bucket", "events/", "files_metadata").replace('"*/5 * * * *"', '"0 10 * * ? *"')
+    )
+    result = flow_runner.run()
+    assert result.returncode != 0
+    # Metaflow's console drops '*'; the message shows U+2217 so the expression stays readable.
+    assert "found '0 10 \u2217 \u2217 ? \u2217' with 6 field(s)" in result.stderr
+    assert webhook.events == []

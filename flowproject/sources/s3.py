@@ -16,7 +16,9 @@ Credentials come from the standard AWS chain (environment, ``AWS_PROFILE``, inst
 
 import fnmatch
 import os
+import shutil
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 
@@ -53,6 +55,12 @@ CONFIG_SCHEMA = {
 
 # Progress is printed every this many listed objects, so a long listing shows it is alive.
 PROGRESS_EVERY = 100_000
+
+# Keys per ListObjectsV2 request (S3's maximum); lowered by tests to exercise paging.
+PAGE_SIZE = 1000
+
+# Sub-prefixes listed at once when ``list_concurrency`` is not set (see list_concurrently).
+DEFAULT_LIST_CONCURRENCY = 8
 
 
 def validate(data):
@@ -93,7 +101,7 @@ def normalize(data):
         data["key"] = key if (not key or key.endswith("/")) else key + "/"
         data.setdefault("include", [])
         data.setdefault("exclude", [])
-        data.setdefault("list_concurrency", 1)
+        data.setdefault("list_concurrency", DEFAULT_LIST_CONCURRENCY)
     return data
 
 
@@ -118,6 +126,44 @@ def endpoint_url():
     return os.environ.get("METAFLOW_S3_ENDPOINT_URL") or None
 
 
+def parse_timestamp(value):
+    """Timestamps of S3 responses, as botocore's own parser reads them, but ~20x faster.
+
+    A listing carries one ``LastModified`` per object ('2024-05-01T12:00:00.000Z'), and
+    botocore's default parser (dateutil) spends more time on it than on the rest of the page.
+    ISO-8601 values are read with ``datetime.fromisoformat``; anything else (HTTP dates of
+    HEAD responses, epoch numbers) goes to botocore's parser. Both give the same UTC datetime,
+    so ``isoformat()``, the digest and every value are unchanged.
+    """
+    from datetime import datetime
+
+    if isinstance(value, str) and len(value) >= 20 and value[10:11] == "T":
+        text = value[:-1] + "+00:00" if value.endswith("Z") else value
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            parsed = None
+        if parsed is not None and parsed.tzinfo is not None:
+            return parsed
+    from botocore.utils import parse_timestamp as botocore_parse_timestamp
+
+    return botocore_parse_timestamp(value)
+
+
+def _botocore_session():
+    """A botocore session whose clients parse response timestamps with ``parse_timestamp``."""
+    import botocore.session
+
+    session = botocore.session.get_session()
+    try:
+        session.get_component("response_parser_factory").set_parser_defaults(
+            timestamp_parser=parse_timestamp
+        )
+    except Exception:  # an older/newer botocore without the hook: keep its own parser
+        pass
+    return session
+
+
 def make_client(role=None, max_pool_connections=10):
     """An S3 client from the standard credential chain, assuming ``role`` if given.
 
@@ -139,7 +185,7 @@ def make_client(role=None, max_pool_connections=10):
         retries={"mode": "standard", "max_attempts": 5},
         max_pool_connections=max_pool_connections,
     )
-    session = boto3.session.Session()
+    session = boto3.session.Session(botocore_session=_botocore_session())
     if role:
         sts = session.client("sts", config=boto_config)
         try:
@@ -149,6 +195,7 @@ def make_client(role=None, max_pool_connections=10):
         except Exception as e:
             raise SourceError("Could not assume role %s: %s" % (role, _error_text(e)))
         session = boto3.session.Session(
+            botocore_session=_botocore_session(),
             aws_access_key_id=creds["AccessKeyId"],
             aws_secret_access_key=creds["SecretAccessKey"],
             aws_session_token=creds["SessionToken"],
@@ -162,7 +209,7 @@ class S3Session(object):
     def __init__(self, data):
         self.data = data
         self.client = make_client(
-            data.get("role"), max_pool_connections=max(10, data.get("list_concurrency", 1))
+            data.get("role"), max_pool_connections=max(10, data.get("list_concurrency", DEFAULT_LIST_CONCURRENCY))
         )
         self.requests = []
 
@@ -337,60 +384,285 @@ class ListingDigest(object):
         }
 
 
-def list_into(session, data, prefix, digest, spool, progress=None):
-    """Stream ListObjectsV2 pages under ``prefix`` into ``digest`` (and ``spool``, a file).
-
-    Returns the number of pages read.
-    """
+def _list_page(session, data, **kwargs):
+    """One ListObjectsV2 request, with S3 errors turned into ``SourceError``."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    root = data["key"]
-    include, exclude = data.get("include", []), data.get("exclude", [])
-    paginator = session.client.get_paginator("list_objects_v2")
-    pages = 0
+    prefix = kwargs.get("Prefix", "")
     try:
-        for page in paginator.paginate(Bucket=data["bucket"], Prefix=prefix):
-            pages += 1
-            for obj in page.get("Contents", ()):
-                relative = obj["Key"][len(root) :]
-                if not key_matches(relative, include, exclude):
-                    continue
-                line = digest.add(
-                    relative,
-                    obj["Size"],
-                    obj["LastModified"].isoformat(),
-                    obj.get("ETag", "").strip('"'),
-                )
-                if spool is not None:
-                    spool.write(line + "\n")
-            if progress is not None:
-                progress(pages, len(page.get("Contents", ())))
+        return session.client.list_objects_v2(Bucket=data["bucket"], MaxKeys=PAGE_SIZE, **kwargs)
     except ClientError as e:
         _raise_for(e, data, "listing s3://%s/%s" % (data["bucket"], prefix))
     except BotoCoreError as e:
         raise SourceError("Could not reach S3 for s3://%s/%s: %s" % (data["bucket"], prefix, e))
+
+
+def _pages(session, data, prefix, delimiter=None, start_after=None, token=None):
+    """Yield the ListObjectsV2 pages under ``prefix``, one request (1,000 keys) at a time."""
+    kwargs = {"Prefix": prefix}
+    if delimiter:
+        kwargs["Delimiter"] = delimiter
+    if start_after:
+        kwargs["StartAfter"] = start_after
+    while True:
+        if token:
+            kwargs["ContinuationToken"] = token
+        page = _list_page(session, data, **kwargs)
+        yield page
+        if not page.get("IsTruncated"):
+            return
+        token = page.get("NextContinuationToken")
+        if not token:
+            raise SourceError(
+                "S3 returned a truncated listing of s3://%s/%s without a continuation token"
+                % (data["bucket"], prefix)
+            )
+
+
+def _add_objects(data, objects, digest, spool, after=None):
+    """Add listed objects (dicts of a ListObjectsV2 page) passing the filters; returns how many
+    objects were looked at. Objects with keys ``<= after`` are skipped (already listed)."""
+    root = data["key"]
+    include, exclude = data.get("include", []), data.get("exclude", [])
+    seen = 0
+    for obj in objects:
+        key = obj["Key"]
+        if after is not None and key <= after:
+            continue
+        seen += 1
+        relative = key[len(root) :]
+        if (include or exclude) and not key_matches(relative, include, exclude):
+            continue
+        line = digest.add(
+            relative, obj["Size"], obj["LastModified"].isoformat(), obj.get("ETag", "").strip('"')
+        )
+        if spool is not None:
+            spool.write(line + "\n")
+    return seen
+
+
+def list_into(session, data, prefix, digest, spool, progress=None, start_after=None, token=None):
+    """Stream ListObjectsV2 pages under ``prefix`` into ``digest`` (and ``spool``, a file).
+
+    Listing starts after the key ``start_after`` or at the continuation ``token`` when given.
+    Returns the number of pages read.
+    """
+    pages = 0
+    for page in _pages(session, data, prefix, start_after=start_after, token=token):
+        pages += 1
+        seen = _add_objects(data, page.get("Contents", ()), digest, spool)
+        if progress is not None:
+            progress(1, seen)
     return pages
 
 
 class Progress(object):
-    """Prints a line every PROGRESS_EVERY objects: objects seen, pages, elapsed."""
+    """Prints a line every PROGRESS_EVERY objects: objects seen, pages, elapsed.
 
-    def __init__(self, label, every=PROGRESS_EVERY):
-        self.label, self.every = label, every
+    Thread-safe: the workers of a concurrent listing share one.
+    """
+
+    def __init__(self, label, every=None):
+        self.label = label
+        self.every = every or PROGRESS_EVERY
         self.objects = self.pages = 0
         self.started = time.monotonic()
-        self._next = every
+        self._next = self.every
+        self._lock = threading.Lock()
 
     def __call__(self, pages_delta, objects_delta):
-        self.pages += 1
-        self.objects += objects_delta
-        if self.objects >= self._next:
-            self._next += self.every
-            print(
-                "listing %s: %d objects, %d pages, %.1fs"
-                % (self.label, self.objects, self.pages, time.monotonic() - self.started),
-                flush=True,
+        with self._lock:
+            self.pages += pages_delta
+            self.objects += objects_delta
+            if self.objects < self._next:
+                return
+            while self._next <= self.objects:
+                self._next += self.every
+            line = "listing %s: %d objects, %d pages, %.1fs" % (
+                self.label,
+                self.objects,
+                self.pages,
+                time.monotonic() - self.started,
             )
+        print(line, flush=True)
+
+
+# --------------------------------------------------------------------------------------
+# Concurrent listing: the same objects, the same digest, the same spool, sooner.
+#
+# 1. The first page is listed as the sequential listing would (one request for a prefix of up
+#    to 1,000 objects, so small prefixes cost nothing more). ``last`` is its last key.
+# 2. If it was truncated, a delimiter listing (Delimiter='/', StartAfter=last) of the prefix
+#    gives its direct objects (added at once) and its sub-prefixes; while there is only one
+#    sub-prefix, it is explored the same way (up to MAX_DESCENT levels).
+# 3. Every sub-prefix is listed by a bounded pool of threads sharing the session's client, each
+#    into its own digest and spool segment. The digests are summed (order-independent) and the
+#    segments concatenated in key order, so digest and spool equal the sequential ones exactly.
+#
+# Keys <= last were listed by the first page and are skipped everywhere; the sub-prefix that
+# holds ``last`` is listed from ``last`` on. When page one already spans many sub-prefixes
+# (they hold few objects each, so one request per sub-prefix would cost more than it saves),
+# the listing simply continues sequentially.
+# --------------------------------------------------------------------------------------
+
+MAX_DESCENT = 3
+
+
+class _Run(object):
+    """A run of direct objects between two sub-prefixes: its digest and spool segment."""
+
+    def __init__(self, folder):
+        self.digest = ListingDigest()
+        self.path = None
+        self.file = None
+        if folder is not None:
+            fd, self.path = tempfile.mkstemp(prefix="run-", suffix=".tsv", dir=folder)
+            self.file = os.fdopen(fd, "w", encoding="utf-8")
+
+    def close(self):
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+def _child_prefix(prefix, key):
+    """The direct sub-prefix of ``prefix`` holding ``key``, or None if ``key`` is directly in it."""
+    if not key.startswith(prefix):
+        return None
+    rest = key[len(prefix) :]
+    if "/" not in rest:
+        return None
+    return prefix + rest.split("/", 1)[0] + "/"
+
+
+def _explore(session, data, prefix, last, folder, progress, depth=0):
+    """Delimiter-list ``prefix``: returns (items in key order, pages read).
+
+    Items are ``_Run`` objects (direct objects, already digested) and sub-prefix strings (still
+    to list). Everything at or before ``last`` is left out.
+    """
+    import heapq
+
+    items = []
+    pages = 0
+    holding_last = _child_prefix(prefix, last)
+    if holding_last is not None:
+        # Listed from ``last`` on; S3 may or may not return it when StartAfter falls inside it.
+        items.append(holding_last)
+    run = None
+    start_after = last if last > prefix else None
+    try:
+        for page in _pages(session, data, prefix, delimiter="/", start_after=start_after):
+            pages += 1
+            seen = 0
+            objects = ((o["Key"], o) for o in page.get("Contents", ()))
+            folders = ((p["Prefix"], None) for p in page.get("CommonPrefixes", ()))
+            for key, obj in heapq.merge(objects, folders, key=lambda item: item[0]):
+                if key <= last:
+                    continue  # listed by the first page (a sub-prefix <= last is wholly before it)
+                if obj is None:
+                    if key != holding_last:
+                        if run is not None:
+                            run.close()
+                            run = None
+                        items.append(key)
+                    continue
+                if run is None:
+                    run = _Run(folder)
+                    items.append(run)
+                seen += _add_objects(data, (obj,), run.digest, run.file)
+            progress(1, seen)
+    finally:
+        if run is not None:
+            run.close()
+    sub_prefixes = [item for item in items if isinstance(item, str)]
+    if len(sub_prefixes) == 1 and depth < MAX_DESCENT:
+        # One sub-prefix holds (nearly) everything: look one level further for partitions.
+        only = sub_prefixes[0]
+        deeper, more = _explore(session, data, only, last, folder, progress, depth + 1)
+        index = items.index(only)
+        items[index : index + 1] = deeper
+        pages += more
+    return items, pages
+
+
+def _list_segment(session, data, prefix, last, folder, progress):
+    """List one sub-prefix (after ``last`` if it holds it) into a fresh digest and segment."""
+    digest = ListingDigest()
+    segment = _Run(folder)
+    segment.digest = digest
+    try:
+        start_after = last if last.startswith(prefix) else None
+        pages = list_into(session, data, prefix, digest, segment.file, progress, start_after)
+    finally:
+        segment.close()
+    return segment, pages
+
+
+def _spreads_thin(objects, prefix, workers):
+    """Whether one page of keys spans so many sub-prefixes that listing each one on its own
+    (one request each at least) would cost more requests than it saves."""
+    seen = set()
+    for obj in objects:
+        child = _child_prefix(prefix, obj["Key"])
+        if child is not None:
+            seen.add(child)
+    return len(seen) - 1 >= workers
+
+
+def list_concurrently(session, data, digest, spool, progress, workers):
+    """List the prefix with up to ``workers`` concurrent requests; returns (pages, partitions).
+
+    ``digest`` and ``spool`` end up exactly as ``list_into`` leaves them (same digest, same
+    lines in the same key order).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    root = data["key"]
+    first = _list_page(session, data, Prefix=root)
+    objects = first.get("Contents", ())
+    progress(1, _add_objects(data, objects, digest, spool))
+    if not first.get("IsTruncated"):
+        return 1, 0
+    if _spreads_thin(objects, root, workers):
+        token = first.get("NextContinuationToken")
+        return 1 + list_into(session, data, root, digest, spool, progress, token=token), 0
+    last = objects[-1]["Key"]
+    folder = None
+    if spool is not None:
+        folder = tempfile.mkdtemp(
+            prefix="flowproject-segments-", dir=os.path.dirname(os.path.abspath(spool.name))
+        )
+    try:
+        items, pages = _explore(session, data, root, last, folder, progress)
+        pages += 1
+        partitions = [item for item in items if isinstance(item, str)]
+        results = {}
+        if partitions:
+            pool = ThreadPoolExecutor(max_workers=min(workers, len(partitions)))
+            try:
+                futures = {
+                    prefix: pool.submit(
+                        _list_segment, session, data, prefix, last, folder, progress
+                    )
+                    for prefix in partitions
+                }
+                for prefix, future in futures.items():
+                    results[prefix] = future.result()
+            finally:
+                pool.shutdown(wait=True, cancel_futures=True)
+        for item in items:
+            if isinstance(item, str):
+                item, more = results[item]
+                pages += more
+            digest.merge(item.digest)
+            if spool is not None:
+                with open(item.path, "r", encoding="utf-8") as segment:
+                    shutil.copyfileobj(segment, spool, 1 << 20)
+        return pages, len(partitions)
+    finally:
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def check_prefix(session, data, spool=None):
@@ -402,16 +674,21 @@ def check_prefix(session, data, spool=None):
     data : dict
         The normalized ``[data]`` table.
     spool : file, optional
-        A text file receiving one line per object (what a diff needs); the caller keeps
-        it only when a change is announced.
+        A text file receiving one line per object, in key order (what a diff needs); the
+        caller keeps it only when a change is announced.
     """
     started = time.monotonic()
     digest = ListingDigest()
     progress = Progress("s3://%s/%s" % (data["bucket"], data["key"]))
-    pages = list_into(session, data, data["key"], digest, spool, progress)
-    session.record(
-        "ListObjectsV2", time.monotonic() - started, pages=pages, objects=digest.count
-    )
+    workers = data.get("list_concurrency", DEFAULT_LIST_CONCURRENCY)
+    if workers > 1:
+        pages, partitions = list_concurrently(session, data, digest, spool, progress, workers)
+    else:
+        pages, partitions = list_into(session, data, data["key"], digest, spool, progress), 0
+    facts = {"pages": pages, "objects": digest.count}
+    if partitions:
+        facts.update(partitions=partitions, concurrency=workers)
+    session.record("ListObjectsV2", time.monotonic() - started, **facts)
     summary = digest.summary()
     summary["pages"] = pages
     return Observation(digest.value(), summary)

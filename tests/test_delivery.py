@@ -1,0 +1,243 @@
+"""Delivery guarantees of SensorFlow, proven with real flow runs against loopback servers.
+
+Each flow run costs a few seconds, so each test tells one story over several checks:
+
+- at-least-once: a failing webhook (HTTP 500, then connection refused) fails the run and
+  leaves the baseline; the first check after recovery publishes the change exactly once;
+  another @project branch neither reads nor moves the user branch's baseline;
+- recovery: a corrupt or deleted state object is rebuilt from the announcing run's artifacts
+  (no spurious event); dry-run publishes and writes nothing; force re-publishes with the
+  same change id;
+- settling: a new value is announced only after ``settle_checks`` further unchanged checks,
+  the pending state is on the card, and unchanged checks publish nothing.
+"""
+
+import base64
+import glob
+import json
+import os
+import re
+
+import pytest
+
+from conftest import s3_config
+
+pytestmark = pytest.mark.e2e
+
+FLOW = "SensorFlow"
+USER_BRANCH = "user.tester"
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def put(s3_client, bucket, key, body=b"x"):
+    s3_client.put_object(Bucket=bucket, Key=key, Body=body)
+
+
+def check(flow_runner, *args, ok=True, **kwargs):
+    """Run one check; assert its exit status; return (run id, stdout + stderr)."""
+    proc = flow_runner.run(*args, **kwargs)
+    out = proc.stdout + proc.stderr
+    if ok:
+        assert proc.returncode == 0, out[-4000:]
+    else:
+        assert proc.returncode != 0, out[-4000:]
+    match = re.search(r"run-id (\d+)", out)
+    assert match, out[-2000:]
+    return match.group(1), out
+
+
+def metaflow_root(flow_runner):
+    return os.path.join(flow_runner.workdir, ".metaflow")
+
+
+def state_file(flow_runner, branch=USER_BRANCH, project="testproject"):
+    return os.path.join(metaflow_root(flow_runner), FLOW, "sensor_state", project, branch + ".json")
+
+
+def read_state(flow_runner, branch=USER_BRANCH):
+    with open(state_file(flow_runner, branch)) as f:
+        return json.load(f)
+
+
+def card_data(flow_runner, run_id):
+    """The JSON the sensor card of ``run_id`` renders, read from the local datastore."""
+    pattern = os.path.join(
+        metaflow_root(flow_runner), "mf.cards", FLOW, "runs", run_id, "steps", "end", "tasks",
+        "*", "cards", "blank-sensor-*.html",
+    )
+    paths = glob.glob(pattern)
+    assert len(paths) == 1, "expected one sensor card for run %s, found %s" % (run_id, paths)
+    with open(paths[0]) as f:
+        html = f.read()
+    match = re.search(r'__MF_DATA__\["[^"]+"\] = "([^"]+)"', html)
+    assert match, "no card data in %s" % paths[0]
+    return base64.b64decode(match.group(1)).decode("utf-8")
+
+
+def has_artifact(flow_runner, run_id, step, name):
+    """Whether ``run_id`` stored artifact ``name`` in ``step`` (local metadata)."""
+    pattern = os.path.join(
+        metaflow_root(flow_runner), FLOW, run_id, step, "*", "_meta", "0_artifact_%s.json" % name
+    )
+    return bool(glob.glob(pattern))
+
+
+def payloads(webhook, branch=USER_BRANCH):
+    return [e["payload"] for e in webhook.events if e["payload"].get("branch") == branch]
+
+
+# ------------------------------------------------------------------------------ tests
+
+
+def test_at_least_once_and_branch_isolation(flow_runner, s3_client, bucket, webhook):
+    flow_runner.write_config(s3_config(bucket, "events/", "files_metadata"))
+    put(s3_client, bucket, "events/a.csv")
+    put(s3_client, bucket, "events/b.csv")
+
+    # 1. First check announces the first value; its listing is stored with it.
+    run1, _ = check(flow_runner)
+    assert len(payloads(webhook)) == 1
+    first = payloads(webhook)[0]
+    assert first["previous_value"] == "" and first["data_version"].startswith("sha256:")
+    assert has_artifact(flow_runner, run1, "start", "listing")
+    assert read_state(flow_runner)["baseline"]["run"] == "%s/%s" % (FLOW, run1)
+
+    # 2. Unchanged: nothing published, no listing stored, and the check succeeds.
+    run2, out = check(flow_runner)
+    assert len(webhook.events) == 1
+    assert "unchanged since the last announcement" in out
+    assert not has_artifact(flow_runner, run2, "start", "listing")
+    assert not has_artifact(flow_runner, run2, "start", "changes")
+
+    # 3. A change while the webhook answers HTTP 500: the run fails, the baseline stays.
+    put(s3_client, bucket, "events/c.csv")
+    webhook.fail_with = 500
+    _, out = check(flow_runner, ok=False)
+    assert "Could not publish" in out and "500" in out
+    assert webhook.rejected >= 1 and len(webhook.events) == 1
+    assert read_state(flow_runner)["baseline"]["run"] == "%s/%s" % (FLOW, run1)
+
+    # 4. The webhook is gone (connection refused): fails again, baseline still unmoved.
+    webhook.fail_with = None
+    webhook.stop()
+    _, out = check(flow_runner, ok=False)
+    assert "Could not publish" in out
+    assert read_state(flow_runner)["baseline"]["run"] == "%s/%s" % (FLOW, run1)
+    history = read_state(flow_runner)["history"]
+    assert [h.get("failed", False) for h in history[-2:]] == [True, True]
+
+    # 5. Back up: the next check publishes the change exactly once, against the old baseline.
+    webhook.start()
+    run5, out = check(flow_runner)
+    assert len(webhook.events) == 2
+    second = payloads(webhook)[1]
+    assert second["previous_value"] == first["data_version"]
+    assert second["data_version"] != first["data_version"]
+    card = card_data(flow_runner, run5)
+    assert "Sensor check: Published" in card
+    assert "1 added, 0 removed, 0 modified" in card and "c.csv" in card
+    assert "a.csv" not in card.split("Objects changed")[1].split("vegaChart")[0]
+
+    # 6. Another change, first seen by a run on another branch: that branch announces it
+    #    under its own name and state...
+    put(s3_client, bucket, "events/d.csv")
+    check(flow_runner, top_args=("--branch", "feature_x"))
+    branch_events = payloads(webhook, "test.feature_x")
+    assert len(branch_events) == 1 and branch_events[0]["previous_value"] == ""
+    assert webhook.events[-1]["name"] == "mfns.testproject.test.feature_x.data_updated"
+    assert read_state(flow_runner)["baseline"]["run"] == "%s/%s" % (FLOW, run5)
+    assert os.path.exists(state_file(flow_runner, "test.feature_x"))
+
+    # 7. ...and the user branch still sees it as a change from its own baseline (run 5).
+    check(flow_runner)
+    third = payloads(webhook)[2]
+    assert len(payloads(webhook)) == 3
+    assert third["previous_value"] == second["data_version"]
+    assert third["data_version"] == branch_events[0]["data_version"]
+    # Same value, another branch: another change id.
+    assert third["change_id"] != branch_events[0]["change_id"]
+
+    # 8. Unchanged again: no event.
+    check(flow_runner)
+    assert len(webhook.events) == 4  # 3 user-branch events + 1 feature_x event
+
+
+def test_state_recovery_dry_run_and_force(flow_runner, s3_client, bucket, webhook):
+    flow_runner.write_config(s3_config(bucket, "model/weights.bin", "etag"))
+    put(s3_client, bucket, "model/weights.bin", b"v1")
+
+    run1, _ = check(flow_runner)
+    assert len(webhook.events) == 1
+
+    # A corrupt state object: the baseline is recovered from run 1's artifacts, and said so.
+    with open(state_file(flow_runner), "w") as f:
+        f.write("{not json")
+    _, out = check(flow_runner)
+    assert "unreadable" in out and "recovered the baseline from run %s/%s" % (FLOW, run1) in out
+    assert len(webhook.events) == 1
+    assert read_state(flow_runner)["baseline"]["run"] == "%s/%s" % (FLOW, run1)
+
+    # A deleted state object: the same.
+    os.unlink(state_file(flow_runner))
+    _, out = check(flow_runner)
+    assert "no state object" in out and "recovered the baseline from run %s/%s" % (FLOW, run1) in out
+    assert len(webhook.events) == 1
+
+    # Dry run over a change: reported, nothing published, nothing written.
+    put(s3_client, bucket, "model/weights.bin", b"v2")
+    with open(state_file(flow_runner), "rb") as f:
+        before = f.read()
+    run4, out = check(flow_runner, "--dry-run", "True")
+    assert "Dry run: would publish" in out
+    assert len(webhook.events) == 1
+    with open(state_file(flow_runner), "rb") as f:
+        assert f.read() == before
+    assert "Would publish (dry run)" in card_data(flow_runner, run4)
+
+    # The change is published by the next real check...
+    check(flow_runner)
+    assert len(webhook.events) == 2
+    changed = webhook.events[1]["payload"]
+
+    # ...and a forced re-publish of the same value carries the same change id.
+    run6, out = check(flow_runner, "--force-trigger", "True")
+    assert len(webhook.events) == 3
+    forced = webhook.events[2]["payload"]
+    assert forced["change_id"] == changed["change_id"]
+    assert forced["data_version"] == changed["data_version"]
+    assert "forced by --force-trigger" in card_data(flow_runner, run6)
+
+
+def test_settle_checks_and_unchanged_checks(flow_runner, s3_client, bucket, webhook):
+    flow_runner.write_config(
+        s3_config(bucket, "events/", "files_metadata", extra_sensor="settle_checks = 1")
+    )
+    put(s3_client, bucket, "events/part-0.parquet")
+
+    # Seen once: pending, shown on the card, not announced.
+    run1, _ = check(flow_runner)
+    assert webhook.events == []
+    card = card_data(flow_runner, run1)
+    assert "Settling, not announced yet" in card and "Pending change" in card
+    assert read_state(flow_runner)["pending"]["seen"] == 0
+    assert not has_artifact(flow_runner, run1, "start", "listing")
+
+    # Still being written: the new value starts settling again.
+    put(s3_client, bucket, "events/part-1.parquet")
+    check(flow_runner)
+    assert webhook.events == []
+    assert read_state(flow_runner)["pending"]["seen"] == 0
+
+    # Unchanged for one further check: announced.
+    run3, _ = check(flow_runner)
+    assert len(webhook.events) == 1
+    assert read_state(flow_runner)["pending"] is None
+    assert "2 added" in card_data(flow_runner, run3)
+
+    # Many unchanged checks: no event.
+    for _ in range(2):
+        check(flow_runner)
+    assert len(webhook.events) == 1
+    assert len(read_state(flow_runner)["history"]) == 5

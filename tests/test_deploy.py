@@ -1,0 +1,433 @@
+"""./deploy --dry-run on a throwaway git repository, checked without a cluster.
+
+The repository's files are copied into a temporary git repository; ``./deploy --dry-run`` runs
+there on ``main`` and on a feature branch, with a loopback S3 server as Metaflow's datastore
+(the code package is uploaded even for ``--only-json``) and the Kubernetes and Argo Events
+settings a real deployment has. Each flow is compiled once per branch (module fixtures).
+"""
+
+import copy
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from flowproject.config import load_flowconfig
+from flowproject.deploy_support import branch_name
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ARGO_SCHEMA = os.path.join(os.path.dirname(REPO), "shared", "argo", "workflows-schema.json")
+BIN = os.path.dirname(sys.executable)
+
+FEATURE_BRANCH = "feature/Foo-1"
+FEATURE_MF_BRANCH = "feature_foo_1"  # short enough that Argo does not shorten the names
+DATASTORE_BUCKET = "deploy-test"
+
+CONFIG = load_flowconfig(os.path.join(REPO, "flowconfig.toml"))
+PROJECT = CONFIG["project_name"]
+EVENT = CONFIG["sensor"]["event_name"]
+
+
+def _tool(name):
+    """A console script of the dev extra, next to this Python or on PATH."""
+    path = os.path.join(BIN, name)
+    if os.path.exists(path):
+        return path
+    found = shutil.which(name)
+    if not found:
+        pytest.fail("%s is not installed: pip install -e '.[dev]'" % name)
+    return found
+
+
+def _git(repo, *args):
+    subprocess.run(
+        ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"] + list(args),
+        cwd=repo,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+
+
+def _argo_name(project_flow_name):
+    """The Kubernetes name Metaflow gives a short @project workflow ('_' dropped, lowercase)."""
+    from metaflow.plugins.argo.argo_workflows_cli import sanitize_for_argo
+
+    return sanitize_for_argo(project_flow_name)
+
+
+def flow_files():
+    return sorted(f for f in os.listdir(REPO) if f.endswith("flow.py"))
+
+
+@pytest.fixture(scope="module")
+def deploy_env(moto_server, tmp_path_factory):
+    """Environment of a deployment: S3 datastore on loopback, Kubernetes and Argo Events."""
+    client = moto_server.client()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("METAFLOW_", "GITHUB_", "AWS_", "ARGO_"))
+    }
+    env.update(
+        {
+            "PYTHON": sys.executable,
+            "PATH": BIN + os.pathsep + env.get("PATH", ""),
+            "PYTHONUNBUFFERED": "1",
+            "METAFLOW_HOME": str(tmp_path_factory.mktemp("metaflow-home")),
+            "METAFLOW_USER": "tester",
+            "METAFLOW_DEFAULT_DATASTORE": "s3",
+            "METAFLOW_DATASTORE_SYSROOT_S3": "s3://%s/metaflow" % DATASTORE_BUCKET,
+            "METAFLOW_S3_ENDPOINT_URL": moto_server.endpoint_url,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "METAFLOW_KUBERNETES_NAMESPACE": "jobs-default",
+            "METAFLOW_KUBERNETES_SERVICE_ACCOUNT": "default-editor",
+            "METAFLOW_ARGO_EVENTS_EVENT": "metaflow-event",
+            "METAFLOW_ARGO_EVENTS_EVENT_BUS": "default",
+            "METAFLOW_ARGO_EVENTS_EVENT_SOURCE": "argo-events-webhook",
+            "METAFLOW_ARGO_EVENTS_SERVICE_ACCOUNT": "operate-workflow-sa",
+            "METAFLOW_ARGO_EVENTS_SENSOR_NAMESPACE": "jobs-default",
+            "METAFLOW_ARGO_EVENTS_WEBHOOK_URL": "http://argo-events-webhook:12000/metaflow-event",
+        }
+    )
+
+    def ensure_bucket():
+        # Other test modules reset the shared server between their tests.
+        if DATASTORE_BUCKET not in [b["Name"] for b in client.list_buckets()["Buckets"]]:
+            client.create_bucket(Bucket=DATASTORE_BUCKET)
+
+    return env, ensure_bucket
+
+
+@pytest.fixture(scope="module")
+def git_repo(tmp_path_factory):
+    """A throwaway git repository holding the working tree's files, on branch main."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    if listed.returncode != 0:
+        pytest.skip("the repository is not a git checkout: %s" % listed.stderr.strip())
+    repo = tmp_path_factory.mktemp("deploy") / "repo"
+    for name in listed.stdout.splitlines():
+        source = os.path.join(REPO, name)
+        if not os.path.isfile(source):  # deleted in the working tree
+            continue
+        target = repo / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)
+    _git(repo, "init", "-q", "-b", "main")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", "copy of the working tree")
+    return repo
+
+
+def run_deploy(repo, deploy_env, *args, env=None):
+    base, ensure_bucket = deploy_env
+    ensure_bucket()
+    return subprocess.run(
+        [os.path.join(str(repo), "deploy")] + list(args),
+        cwd=repo,
+        env=dict(base, **(env or {})),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def load_templates(out_dir):
+    templates = {}
+    for flow in flow_files():
+        path = os.path.join(str(out_dir), flow[: -len(".py")] + ".json")
+        with open(path) as f:
+            templates[flow] = json.load(f)
+    return templates
+
+
+@pytest.fixture(scope="module")
+def compiled(git_repo, deploy_env, tmp_path_factory):
+    """``./deploy --dry-run`` on main, then on a feature branch: {"main"|"feature": result}."""
+    results = {}
+    for label, branch in [("main", None), ("feature", FEATURE_BRANCH)]:
+        if branch:
+            _git(git_repo, "checkout", "-q", "-b", branch)
+        out = tmp_path_factory.mktemp("out-%s" % label)
+        proc = run_deploy(git_repo, deploy_env, "--dry-run", "--out", str(out))
+        results[label] = (proc, out)
+    _git(git_repo, "checkout", "-q", "main")
+    return results
+
+
+def _ok(proc):
+    assert proc.returncode == 0, "deploy failed:\n%s\n%s" % (proc.stdout, proc.stderr)
+
+
+# ---------------------------------------------------------------------------------- branches
+
+
+@pytest.mark.parametrize(
+    "git_branch, expected",
+    [
+        ("feature/New-Model", "feature_new_model"),
+        ("refs/heads/fix-42", "fix_42"),
+        ("dependabot/pip/boto3-1.35.0", "dependabot_pip_boto3_1_35_0"),
+        ("--Weird..Name__", "weird_name"),
+        ("x" * 80, "x" * 40),
+    ],
+)
+def test_branch_name_is_valid_for_metaflow_and_kubernetes(git_branch, expected):
+    from metaflow.plugins.project_decorator import format_name
+
+    name = branch_name(git_branch)
+    assert name == expected
+    # Metaflow's own check of --branch raises on anything it does not accept.
+    assert format_name("F", PROJECT, False, name, "u")[1] == "test." + name
+
+
+def test_branch_name_rejects_a_name_with_nothing_left():
+    with pytest.raises(ValueError):
+        branch_name("///")
+
+
+# ---------------------------------------------------------------------------------- dry run
+
+
+def test_dry_run_on_main_compiles_production_templates(compiled):
+    proc, out = compiled["main"]
+    _ok(proc)
+    assert "namespace prod" in proc.stdout
+    for flow, template in load_templates(out).items():
+        flow_name = template["metadata"]["annotations"]["metaflow/flow_name"]
+        assert template["kind"] == "WorkflowTemplate"
+        assert template["metadata"]["name"] == _argo_name(
+            "%s.prod.%s" % (PROJECT, flow_name)
+        )
+        assert template["metadata"]["annotations"]["metaflow/branch_name"] == "prod"
+        assert template["metadata"]["namespace"] == "jobs-default"
+        assert flow in proc.stdout
+
+
+def test_dry_run_on_a_feature_branch_compiles_branch_templates(compiled):
+    proc, out = compiled["feature"]
+    _ok(proc)
+    assert "--branch %s" % FEATURE_MF_BRANCH in proc.stdout
+    for flow, template in load_templates(out).items():
+        annotations = template["metadata"]["annotations"]
+        branch = "test." + FEATURE_MF_BRANCH
+        assert annotations["metaflow/branch_name"] == branch
+        assert annotations["metaflow/project_name"] == PROJECT
+        assert template["metadata"]["name"] == _argo_name(
+            "%s.%s.%s" % (PROJECT, branch, annotations["metaflow/flow_name"])
+        )
+        assert FEATURE_MF_BRANCH.replace("_", "") in template["metadata"]["name"]
+
+
+@pytest.mark.parametrize("label", ["main", "feature"])
+def test_sensor_cron_is_flowconfigs(compiled, label):
+    proc, out = compiled[label]
+    _ok(proc)
+    templates = load_templates(out)
+    cron = json.loads(templates["sensorflow.py"]["metadata"]["annotations"]["metaflow/cron"])
+    assert cron["schedule"] == CONFIG["sensor"]["cron_schedule"]
+    # The starter flow runs on the sensor's event, not on a clock.
+    assert "metaflow/cron" not in templates["starterflow.py"]["metadata"]["annotations"]
+
+
+@pytest.mark.parametrize("label, branch", [("main", "prod"), ("feature", "test." + FEATURE_MF_BRANCH)])
+def test_starter_flow_listens_to_the_namespaced_event_of_its_branch(compiled, label, branch):
+    from metaflow.plugins.namespaced_events import _make_namespaced_event_name
+
+    proc, out = compiled[label]
+    _ok(proc)
+    annotations = load_templates(out)["starterflow.py"]["metadata"]["annotations"]
+    expected = "mfns.%s.%s.%s" % (PROJECT, branch, EVENT)
+    # The same function the sensor's namespaced_event_name() uses when it publishes.
+    assert _make_namespaced_event_name(EVENT, PROJECT, branch) == expected
+    assert json.loads(annotations["metaflow/triggers"]) == [{"name": expected, "type": "event"}]
+    payload_key = CONFIG["sensor"]["payload_key"]
+    assert payload_key in json.loads(annotations["metaflow/parameters"])
+
+
+@pytest.fixture(scope="module")
+def workflow_template_schema():
+    """The Argo schema for WorkflowTemplate, with the two relaxations of its README."""
+    if not os.path.exists(ARGO_SCHEMA):
+        pytest.skip("Argo Workflows schema not found at %s (it is beside the checkout in CI)" % ARGO_SCHEMA)
+    with open(ARGO_SCHEMA) as f:
+        definitions = copy.deepcopy(json.load(f)["definitions"])
+    definitions["io.k8s.apimachinery.pkg.util.intstr.IntOrString"] = {
+        "type": ["string", "integer"]
+    }
+    return {
+        "$ref": "#/definitions/io.argoproj.workflow.v1alpha1.WorkflowTemplate",
+        "definitions": definitions,
+    }
+
+
+def _prune_nulls(value):
+    if isinstance(value, dict):
+        return {k: _prune_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_prune_nulls(v) for v in value]
+    return value
+
+
+@pytest.mark.parametrize("label", ["main", "feature"])
+def test_templates_validate_against_the_argo_schema(compiled, workflow_template_schema, label):
+    from jsonschema import Draft202012Validator
+
+    proc, out = compiled[label]
+    _ok(proc)
+    validator = Draft202012Validator(workflow_template_schema)
+    for flow, template in load_templates(out).items():
+        errors = [
+            "%s: %s" % ("/".join(map(str, e.absolute_path)), e.message[:200])
+            for e in validator.iter_errors(_prune_nulls(template))
+        ]
+        assert errors == [], "%s does not validate:\n%s" % (flow, "\n".join(errors[:20]))
+
+
+def test_a_bad_flow_fails_deploy_by_name_and_the_others_still_report(git_repo, deploy_env, tmp_path):
+    _git(git_repo, "checkout", "-q", "-b", "broken")
+    try:
+        # Same flows, but this one reads a config with a 6-field (AWS-style) cron.
+        (git_repo / "bad.toml").write_text(
+            (git_repo / "flowconfig.toml").read_text().replace(
+                CONFIG["sensor"]["cron_schedule"], "0 10 * * ? *"
+            )
+        )
+        (git_repo / "badflow.py").write_text(
+            textwrap.dedent(
+                """\
+                from metaflow import Config, config_expr, project, step
+
+                from flowproject import BaseFlow
+                from flowproject.config import parse_flowconfig
+
+
+                @project(name=config_expr("flowconfig.project_name"))
+                class BadFlow(BaseFlow):
+                    flowconfig = Config("flowconfig", default="bad.toml", parser=parse_flowconfig)
+
+                    @step
+                    def start(self):
+                        self.next(self.end)
+
+                    @step
+                    def end(self):
+                        pass
+
+
+                if __name__ == "__main__":
+                    BadFlow()
+                """
+            )
+        )
+        _git(git_repo, "add", "-A")
+        _git(git_repo, "commit", "-q", "-m", "a flow with a bad config")
+        proc = run_deploy(
+            git_repo, deploy_env, "--dry-run", "--out", str(tmp_path),
+            "--flow", "badflow.py", "--flow", "sensor*",
+        )
+    finally:
+        _git(git_repo, "checkout", "-q", "main")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "FAILED: badflow.py" in proc.stderr
+    assert "sensor.cron_schedule" in proc.stdout  # the config error, shown from the log
+    assert "starterflow.py" not in proc.stdout  # filtered out
+    summary = proc.stdout.split("Summary")[1]
+    assert "flowproject.test.broken.sensorflow" in summary
+    assert (tmp_path / "sensorflow.json").exists()
+    assert not (tmp_path / "badflow.json").exists()
+
+
+@pytest.mark.parametrize(
+    "github_env, expected",
+    [
+        ({"GITHUB_HEAD_REF": "feature/PR-7", "GITHUB_REF_NAME": "7/merge"}, "test.feature_pr_7"),
+        ({"GITHUB_REF_NAME": "main"}, "prod"),
+    ],
+)
+def test_detached_head_takes_the_branch_from_github(git_repo, deploy_env, github_env, expected):
+    _git(git_repo, "checkout", "-q", "--detach")
+    try:
+        # No flow matches: the branch is decided and reported, nothing is compiled.
+        proc = run_deploy(git_repo, deploy_env, "--dry-run", "--flow", "nothing*", env=github_env)
+    finally:
+        _git(git_repo, "checkout", "-q", "main")
+    assert proc.returncode == 2
+    assert "(namespace %s)" % expected in proc.stdout
+    assert "no flow file" in proc.stderr
+
+
+def test_detached_head_without_github_names_fails_plainly(git_repo, deploy_env):
+    _git(git_repo, "checkout", "-q", "--detach")
+    try:
+        proc = run_deploy(git_repo, deploy_env, "--dry-run")
+    finally:
+        _git(git_repo, "checkout", "-q", "main")
+    assert proc.returncode == 2
+    assert "--git-branch" in proc.stderr
+
+
+def test_help(git_repo, deploy_env):
+    proc = run_deploy(git_repo, deploy_env, "--help")
+    assert proc.returncode == 0
+    assert "--dry-run" in proc.stdout and "--flow" in proc.stdout
+
+
+def test_plain_event_names_when_namespaced_events_is_false(git_repo, deploy_env, tmp_path):
+    """--config flowconfig PATH reaches the trigger too; no deploy script needed here."""
+    env, ensure_bucket = deploy_env
+    ensure_bucket()
+    config = tmp_path / "plain.toml"
+    config.write_text(
+        (git_repo / "flowconfig.toml").read_text().replace(
+            "namespaced_events = true", "namespaced_events = false"
+        ).replace('payload_key = "data_version"', 'payload_key = "snapshot"')
+    )
+    proc = subprocess.run(
+        [sys.executable, "starterflow.py", "--config", "flowconfig", str(config),
+         "--branch", "plain", "argo-workflows", "create", "--only-json"],
+        cwd=git_repo, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    annotations = json.loads(proc.stdout)["metadata"]["annotations"]
+    assert json.loads(annotations["metaflow/triggers"]) == [{"name": EVENT, "type": "event"}]
+    assert list(json.loads(annotations["metaflow/parameters"])) == ["snapshot"]
+
+
+# ---------------------------------------------------------------------------------- linters
+
+
+def test_deploy_is_shellcheck_clean():
+    proc = subprocess.run(
+        [_tool("shellcheck"), "deploy"], cwd=REPO, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_deploy_is_executable():
+    assert os.access(os.path.join(REPO, "deploy"), os.X_OK)
+
+
+def test_workflows_pass_actionlint():
+    workflows = os.path.join(REPO, ".github", "workflows")
+    files = sorted(
+        os.path.join(workflows, f) for f in os.listdir(workflows) if f.endswith((".yml", ".yaml"))
+    )
+    assert [os.path.basename(f) for f in files] == ["deploy.yml", "tests.yml"]
+    # actionlint also runs shellcheck on the run: scripts when it finds it on PATH.
+    env = dict(os.environ, PATH=BIN + os.pathsep + os.environ.get("PATH", ""))
+    proc = subprocess.run(
+        [_tool("actionlint")] + files, cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -1,0 +1,191 @@
+"""SensorFlow against a loopback fakesnow server: the events a webhook receives, exit codes,
+messages. Each ``python sensorflow.py run`` costs seconds: 9 runs in this file.
+"""
+
+import datetime
+import decimal
+import gzip
+import os
+import textwrap
+
+import pytest
+
+from conftest import REPO, FlowRunner
+from conftest_snowflake import fakesnow_server, snowflake_home, warehouse  # noqa: F401
+from flowproject.testing import sensor_env
+
+pytestmark = pytest.mark.e2e
+
+# Passwords that must never show up anywhere a user or a later reader can see.
+TOML_PASSWORD = "toml-pw-5c1d0e77"
+ENV_PASSWORD = "env-pw-8a2f94b3"
+
+
+def snowflake_config(data_lines, params):
+    return textwrap.dedent(
+        """\
+        project_name = "sfproject"
+        [data]
+        type = "snowflake"
+        %s
+        [data.params]
+        %s
+        [sensor]
+        cron_schedule = "*/5 * * * *"
+        event_name = "data_updated"
+        payload_key = "data_version"
+        """
+    ) % ("\n".join(data_lines), "\n".join('%s = "%s"' % kv for kv in params.items()))
+
+
+@pytest.fixture
+def runner(tmp_path, webhook, snowflake_home):
+    env = sensor_env(webhook_url=webhook.url, metaflow_home=str(tmp_path / "metaflow-home"))
+    env = {k: v for k, v in env.items() if not k.startswith("SNOWFLAKE_")}
+    env["SNOWFLAKE_HOME"] = str(snowflake_home)
+    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    return FlowRunner(tmp_path, env)
+
+
+def output(result):
+    return result.stdout + result.stderr
+
+
+def stored_bytes(folder):
+    """Every file under ``folder`` (artifacts, logs, cards), gunzipped where gzipped."""
+    for root, _, files in os.walk(folder):
+        for name in files:
+            with open(os.path.join(root, name), "rb") as f:
+                data = f.read()
+            if data[:2] == b"\x1f\x8b":
+                try:
+                    data = gzip.decompress(data)
+                except OSError:
+                    pass
+            yield os.path.join(root, name), data
+
+
+def test_sensor_announces_first_value_then_only_new_rows(
+    runner, webhook, warehouse, fakesnow_server, snowflake_home
+):
+    # The connection's own password, and another in the environment: neither may leak.
+    fakesnow_server.write_connections_toml(
+        str(snowflake_home),
+        password=TOML_PASSWORD,
+        database=warehouse.database,
+        schema=warehouse.schema,
+    )
+    runner.env["SNOWFLAKE_PASSWORD"] = ENV_PASSWORD
+    warehouse.insert(
+        (1, "a", decimal.Decimal("1.50"), datetime.datetime(2024, 1, 1, 10)),
+        (2, "b", decimal.Decimal("2.25"), datetime.datetime(2024, 1, 2, 11)),
+    )
+    runner.write_config(
+        snowflake_config(
+            ['template = "latest_timestamp"', 'connection_name = "fakesnow"'],
+            {"table": warehouse.table, "column": "LOADED_AT"},
+        )
+    )
+    results = []
+
+    first = runner.run()
+    results.append(first)
+    assert first.returncode == 0, output(first)
+    assert "first check, no baseline yet: 2024-01-02T11:00:00" in output(first)
+    assert [e["payload"]["data_version"] for e in webhook.events] == ["2024-01-02T11:00:00"]
+    assert webhook.events[0]["name"] == "mfns.sfproject.user.tester.data_updated"
+
+    for _ in range(2):
+        again = runner.run()
+        results.append(again)
+        assert again.returncode == 0, output(again)
+        assert "unchanged since the last announcement" in output(again)
+    assert len(webhook.events) == 1
+
+    warehouse.insert((3, "c", decimal.Decimal("9.99"), datetime.datetime(2024, 1, 3, 9, 30)))
+    changed = runner.run()
+    results.append(changed)
+    assert changed.returncode == 0, output(changed)
+    assert len(webhook.events) == 2
+    payload = webhook.events[1]["payload"]
+    assert payload["data_version"] == "2024-01-03T09:30:00"
+    assert payload["previous_value"] == "2024-01-02T11:00:00"
+
+    # Secret hygiene: nothing printed, and nothing stored (artifacts, logs, cards).
+    for result in results:
+        for secret in (TOML_PASSWORD, ENV_PASSWORD):
+            assert secret not in output(result)
+    stored = list(stored_bytes(os.path.join(runner.workdir, ".metaflow")))
+    assert any(b"latest_timestamp.sql" in data for _, data in stored)  # the checked artifact
+    for path, data in stored:
+        for secret in (TOML_PASSWORD, ENV_PASSWORD):
+            assert secret.encode() not in data, path
+
+
+@pytest.mark.parametrize(
+    "case, data_lines, params, expected",
+    [
+        (
+            "missing template",
+            ['template = "latest_ts"', 'connection_name = "fakesnow"'],
+            {"table": "T"},
+            "data.template: no template 'latest_ts' in ",
+        ),
+        (
+            "template outside sql/",
+            ['template = "../flowconfig"', 'connection_name = "fakesnow"'],
+            {"table": "T"},
+            "data.template: expected the name of a file in sql/ (no folders, no '..'), "
+            "found '../flowconfig'",
+        ),
+        (
+            "password in flowconfig.toml",
+            ['template = "row_count"', 'connection_name = "fakesnow"',
+             'password = "%s"' % TOML_PASSWORD],
+            {"table": "T"},
+            "data.password: secrets never go in flowconfig.toml",
+        ),
+        (
+            "no connection",
+            ['template = "row_count"'],
+            {"table": "ANALYTICS.PUBLIC.EVENTS"},
+            "No Snowflake connection configured: set [data] integration",
+        ),
+    ],
+)
+def test_bad_input_fails_clearly_and_publishes_nothing(
+    runner, webhook, case, data_lines, params, expected
+):
+    runner.write_config(snowflake_config(data_lines, params))
+    result = runner.run()
+    assert result.returncode != 0
+    assert expected in output(result), output(result)
+    assert TOML_PASSWORD not in output(result)
+    assert webhook.events == []
+    if case == "missing template":
+        assert "available: latest_timestamp, row_count, table_fingerprint, table_metadata" in (
+            output(result)
+        )
+
+
+def test_sql_error_fails_clearly_without_secrets(runner, webhook, warehouse, fakesnow_server):
+    # The environment path, with a password in SNOWFLAKE_PASSWORD.
+    runner.env.update(
+        SNOWFLAKE_ACCOUNT="fakesnow",
+        SNOWFLAKE_USER="fake",
+        SNOWFLAKE_PASSWORD=ENV_PASSWORD,
+        SNOWFLAKE_HOST="127.0.0.1",
+        SNOWFLAKE_PORT=str(fakesnow_server.port),
+        SNOWFLAKE_PROTOCOL="http",
+        SNOWFLAKE_DATABASE=warehouse.database,
+        SNOWFLAKE_SCHEMA=warehouse.schema,
+    )
+    runner.write_config(
+        snowflake_config(['template = "row_count"'], {"table": warehouse.database + ".PUBLIC.NOPE"})
+    )
+    result = runner.run()
+    assert result.returncode != 0
+    assert "Snowflake query sql/row_count.sql failed:" in output(result), output(result)
+    assert "NOPE does not exist" in output(result)
+    assert ENV_PASSWORD not in output(result)
+    assert webhook.events == []

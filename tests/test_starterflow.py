@@ -1,0 +1,26 @@
+"""StarterFlow runs locally like any flow, with its Parameter named by [sensor] payload_key."""
+
+from conftest import s3_config
+
+
+def test_runs_with_the_payload_key_as_a_parameter(flow_runner, bucket):
+    flow_runner.write_config(s3_config(bucket, "events/", "files_metadata"))
+    proc = flow_runner.run("--data_version", "v42", flow="starterflow.py")
+    assert proc.returncode == 0, proc.stderr
+    assert "Training on data_version = 'v42'" in proc.stdout
+    assert "Model trained on 'v42'" in proc.stdout
+
+
+def test_the_parameter_name_follows_the_config(flow_runner, bucket):
+    config = s3_config(bucket, "events/", "files_metadata").replace(
+        'payload_key = "data_version"', 'payload_key = "snapshot"'
+    )
+    flow_runner.write_config(config + '[trigger]\nparameter_default = "latest"\n')
+    proc = flow_runner.run("--snapshot", "2024-06-01", flow="starterflow.py")
+    assert proc.returncode == 0, proc.stderr
+    assert "Training on snapshot = '2024-06-01'" in proc.stdout
+
+    # No value given: the [trigger] default, e.g. for a run started by hand.
+    proc = flow_runner.run(flow="starterflow.py")
+    assert proc.returncode == 0, proc.stderr
+    assert "Training on snapshot = 'latest'" in proc.stdout
