@@ -232,22 +232,24 @@ def stored_bytes(work):
     _elapsed, result = work.run("sensorflow.py")
     assert "unchanged" in result.stdout + result.stderr, result.stdout[-2000:]
     after = work.snapshot()
-    artifacts = state = metadata = 0
+    artifacts = state = metadata = cards = 0
     for path, size in after.items():
         grown = size - before.get(path, 0)
         if grown <= 0:
             continue
-        if "/sensor_state/" in path.replace(os.sep, "/"):
+        if "mf.cards" in path:
+            cards += grown
+        elif "/sensor_state/" in path.replace(os.sep, "/"):
             state += grown
         elif "/data/" in path.replace(os.sep, "/"):
             artifacts += grown  # content-addressed artifact blobs new in this run
         else:
             metadata += grown  # Metaflow's per-run metadata, task logs and the card
-    return artifacts, state, metadata
+    return artifacts, state, metadata, cards
 
 
 def measure_runs(endpoint, webhook_url, reps):
-    sensor_times, bare_times, stored = [], [], {}
+    sensor_times, bare_times, card_times, stored = [], [], [], {}
     for size in SIZES:
         work = Workdir(endpoint, webhook_url, size)
         try:
@@ -257,9 +259,10 @@ def measure_runs(endpoint, webhook_url, reps):
                 for _ in range(reps):
                     bare_times.append(work.run("bench/bareflow.py")[0])
                     sensor_times.append(work.run("sensorflow.py")[0])
+                    card_times.append(work.run("bench/bareflow_card.py")[0])
         finally:
             work.cleanup()
-    return median(sensor_times), median(bare_times), stored
+    return median(sensor_times), median(bare_times), median(card_times), stored
 
 
 # ------------------------------------------------------------------------------- latency
@@ -362,13 +365,13 @@ def main(argv=None):
                 "<= 1.5x of 1k" if size == SIZES[-1] else "",
                 ratio <= 1.5 if size == SIZES[-1] else None,
             )
-        sensor_run, bare_run, stored = measure_runs(server.endpoint_url, webhook.url, run_reps)
+        sensor_run, bare_run, card_run, stored = measure_runs(server.endpoint_url, webhook.url, run_reps)
         for size in SIZES:
-            artifacts, state, metadata = stored[size]
+            artifacts, state, metadata, cards = stored[size]
             add(
                 "stored bytes per unchanged check, %s objects (artifacts + state growth)" % label(size),
-                "%d B (%d artifacts + %d state); Metaflow metadata/logs/card: %d B"
-                % (artifacts + state, artifacts, state, metadata),
+                "%d B (%d artifacts + %d state); besides: Metaflow metadata/logs %d B, card %d B"
+                % (artifacts + state, artifacts, state, metadata, cards),
                 "< 2 KB, constant",
                 artifacts + state < 2048,
             )
@@ -378,12 +381,24 @@ def main(argv=None):
             "<= 1.5x",
             sensor_run / bare_run <= 1.5,
         )
+        add(
+            "no-change `sensorflow.py run` (1k) / bare two-step flow with the same blank @card",
+            "%.2fx (%s vs %s)" % (sensor_run / card_run, fmt_s(sensor_run), fmt_s(card_run)),
+        )
         lookup = baseline_rows()
         if lookup is None:
             add("baseline lookup vs 10 / 1,000 / 3,000 past runs", "not available")
         else:
             for row in lookup:
-                add("baseline lookup", str(row))
+                if isinstance(row, dict) and "runs" in row:
+                    text = ", ".join(
+                        "%s %s" % (k, ("%.3g" % v) if isinstance(v, float) else v)
+                        for k, v in row.items()
+                        if k not in ("runs", "workdir")
+                    )
+                    add("baseline lookup vs %s past runs (bench/baseline_lookup.py)" % row["runs"], text)
+                else:
+                    add("baseline lookup (bench/baseline_lookup.py)", str(row))
         latency, agree = measure_latency(server.endpoint_url, latency_reps)
         ratio = latency["concurrent"] / latency["bare"]
         add(
