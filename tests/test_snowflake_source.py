@@ -329,7 +329,7 @@ def test_integration_error_does_not_show_the_password(snowflake_home, fakesnow_s
         run_check(data)
     assert str(e.value) == (
         "Could not connect to Snowflake via integration 'snowflake-prod': "
-        "login failed for password ***"
+        "login failed for password [redacted]"
     )
 
 

@@ -331,10 +331,10 @@ def connection_plan(data, env=None):
 
 
 def redact(text, secrets):
-    """``text`` with every secret value replaced by ``***``."""
+    """``text`` with every secret value replaced by ``[redacted]``."""
     text = str(text)
     for secret in sorted(set(s for s in secrets if s), key=len, reverse=True):
-        text = text.replace(secret, "***")
+        text = text.replace(secret, "[redacted]")
     return text
 
 
