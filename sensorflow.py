@@ -5,9 +5,9 @@
     python sensorflow.py run --force-trigger True # publish even without a change
 """
 
-from metaflow import Parameter, card, config_expr, project, schedule, step
+from metaflow import Parameter, config_expr, project, schedule, step
 
-from flowproject import BaseFlow, source
+from flowproject import BaseFlow, announcement, source
 
 
 @project(name=config_expr("flowconfig.project_name"))
@@ -31,7 +31,7 @@ class SensorFlow(BaseFlow):
         print(self.decision.reason)
         self.next(self.end)
 
-    @card(type="blank", id="sensor")
+    @announcement  # the run's card, and what publishing needs under --environment=pypi
     @step
     def end(self):
         """Publish the change as an Argo Event, make it the new baseline, show it on the card."""

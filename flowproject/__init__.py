@@ -6,7 +6,7 @@ with what it last announced, and publishes an Argo Event when the data changed.
 
 from .baseflow import BaseFlow
 from .config import load_flowconfig, parse_flowconfig
-from .decorators import s3, snowflake, source
+from .decorators import announcement, s3, snowflake, source
 from .exceptions import FlowConfigError, PublishError, SourceError, StateError
 from .sensor import Decision, SensorState, advance, change_id, decide
 from .sources import Observation
@@ -21,6 +21,7 @@ __all__ = [
     "SourceError",
     "StateError",
     "advance",
+    "announcement",
     "change_id",
     "decide",
     "load_flowconfig",

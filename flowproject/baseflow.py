@@ -16,13 +16,11 @@ from metaflow import Config, FlowSpec, current
 
 from .cards import render_sensor_card
 from .config import parse_flowconfig
-from .decorators import SourceDecoratorError, active_session
+from .decorators import CARD_ID, SourceDecoratorError, active_session
 from .events import event_name, publish
 from .exceptions import PublishError
 from .sensor import advance, decide, diff_listings, pack_listing, read_listing_file, unpack_listing
 from .state import StateStore, datastore_storage, load_listing
-
-CARD_ID = "sensor"
 
 
 class BaseFlow(FlowSpec):
@@ -137,7 +135,7 @@ class BaseFlow(FlowSpec):
         The baseline moves only after the event was published: if publishing fails the run
         fails (the failed attempt is kept in the history) and the next check announces the
         change again. ``dry_run`` publishes nothing and writes nothing. When the step has
-        ``@card(type="blank", id="sensor")`` the check is shown on it.
+        the ``sensor`` card (``@announcement`` adds it) the check is shown on it.
 
         Parameters
         ----------

@@ -70,12 +70,18 @@ SENSOR_SCHEMA = {
         "settle_checks": {"type": "integer", "minimum": 0, "maximum": 1000},
         "namespaced_events": {"type": "boolean"},
         "history_size": {"type": "integer", "minimum": 1, "maximum": 1000},
+        "card": {"type": "boolean"},
     },
     "required": ["cron_schedule", "event_name", "payload_key"],
     "additionalProperties": False,
 }
 
-SENSOR_DEFAULTS = {"settle_checks": 0, "namespaced_events": True, "history_size": 50}
+SENSOR_DEFAULTS = {
+    "settle_checks": 0,
+    "namespaced_events": True,
+    "history_size": 50,
+    "card": True,
+}
 
 TRIGGER_SCHEMA = {
     "type": "object",

@@ -16,9 +16,10 @@ what was checked in the ``checked`` artifact. ``@source`` picks one of them from
 
 from contextvars import ContextVar
 
-from metaflow import StepMutator, user_step_decorator
-from metaflow.exception import MetaflowException
+from metaflow import StepMutator, card, user_step_decorator
 
+from .environment import add_packages, installed_version, package_decorator_spec
+from .exceptions import FlowprojectException
 from .sources import load_source
 
 # The open session of the running step. Kept here, not on the flow object: everything set on
@@ -26,7 +27,7 @@ from .sources import load_source
 _active_session = ContextVar("flowproject_active_session", default=None)
 
 
-class SourceDecoratorError(MetaflowException):
+class SourceDecoratorError(FlowprojectException):
     headline = "Data source decorator misused"
 
 
@@ -90,6 +91,10 @@ class s3(_SourceMutator):
 
     TYPE = "s3"
 
+    def mutate(self, mutable_step):
+        super().mutate(mutable_step)
+        add_packages(mutable_step, {"boto3": installed_version("boto3", ">=1.34")})
+
 
 # The PyPI distribution of the Snowflake connector, and the version range the project supports
 # (fakesnow 0.12, used by the tests, does not import with 5.x).
@@ -99,57 +104,14 @@ CONNECTOR_FALLBACK_VERSION = ">=3.12,<5"
 
 def connector_version():
     """The installed connector's version (read without importing it), else a range."""
-    from importlib import metadata
-
-    try:
-        return metadata.version(CONNECTOR_PACKAGE)
-    except metadata.PackageNotFoundError:
-        return CONNECTOR_FALLBACK_VERSION
+    return installed_version(CONNECTOR_PACKAGE, CONNECTOR_FALLBACK_VERSION)
 
 
 def connector_package_spec(step_specs, flow_specs=(), version=None):
-    """Which package decorator gives a step the connector, from the step's decorators.
-
-    ``--environment=pypi`` and ``--environment=conda`` (and Outerbounds' fast-bakery) attach
-    ``@conda`` to every step before step mutators run; ``@pypi_base`` attaches ``@pypi``.
-    So a step with neither runs in the launching Python (plain ``run``, or
-    ``--environment=uv``, whose packages come from pyproject.toml, where the connector is a
-    dependency) and needs nothing: adding ``@pypi`` there would be an error.
-
-    Parameters
-    ----------
-    step_specs : iterable of tuple
-        ``MutableStep.decorator_specs``: (name, full name, args, kwargs).
-    flow_specs : iterable of tuple
-        ``MutableFlow.decorator_specs`` of the flow.
-    version : str, optional
-        Version of the connector; the installed one by default.
-
-    Returns
-    -------
-    tuple or None
-        ``(decorator name, kwargs)`` to add with ``MutableStep.OVERRIDE``, or None.
-    """
-    step = {name: kwargs for name, _, _, kwargs in step_specs}
-    flow = {name: kwargs for name, _, _, kwargs in flow_specs}
-    if "pypi" not in step and "conda" not in step:
-        return None
-    version = version or connector_version()
-    # Packages go where the step already takes them: Metaflow refuses PyPI and Conda packages
-    # in the same step. A pin the user wrote wins over ours.
-    if "pypi" in step:
-        target = "pypi"
-    elif (step["conda"] or {}).get("packages") or (flow.get("conda_base") or {}).get("packages"):
-        target = "conda"
-    else:
-        target = "pypi"
-    kwargs = dict(step.get(target) or {})
-    packages = dict(kwargs.get("packages") or {})
-    if CONNECTOR_PACKAGE in packages:
-        return None
-    packages[CONNECTOR_PACKAGE] = version
-    kwargs["packages"] = packages
-    return target, kwargs
+    """The package decorator giving a step the connector; see ``package_decorator_spec``."""
+    return package_decorator_spec(
+        step_specs, flow_specs, {CONNECTOR_PACKAGE: version or connector_version()}
+    )
 
 
 class snowflake(_SourceMutator):
@@ -167,15 +129,7 @@ class snowflake(_SourceMutator):
 
     def mutate(self, mutable_step):
         super().mutate(mutable_step)
-        spec = connector_package_spec(
-            list(mutable_step.decorator_specs),
-            list(mutable_step.flow.decorator_specs),
-        )
-        if spec is not None:
-            name, kwargs = spec
-            mutable_step.add_decorator(
-                name, deco_kwargs=kwargs, duplicates=mutable_step.OVERRIDE
-            )
+        add_packages(mutable_step, {CONNECTOR_PACKAGE: connector_version()})
 
 
 class source(StepMutator):
@@ -185,3 +139,29 @@ class source(StepMutator):
         configs = dict(mutable_step.flow.configs)
         data_type = configs["flowconfig"]["data"]["type"]
         mutable_step.add_decorator({"s3": s3, "snowflake": snowflake}[data_type])
+
+
+# What publishing imports at run time, besides Metaflow itself.
+ANNOUNCE_PACKAGES = {"tenacity": ">=8.2"}
+
+CARD_ID = "sensor"
+
+
+class announcement(StepMutator):
+    """Mark the step that announces changes (the one calling ``self.announce()``).
+
+    It gets the ``sensor`` card showing the check (unless ``[sensor] card = false``: Metaflow
+    renders a card in a separate process, about a second and 1 MB per run), and under
+    ``--environment=pypi`` or ``conda`` the packages publishing needs.
+    """
+
+    def pre_mutate(self, mutable_step):
+        configs = dict(mutable_step.flow.configs)
+        if configs["flowconfig"]["sensor"].get("card", True):
+            mutable_step.add_decorator(card, deco_kwargs={"type": "blank", "id": CARD_ID})
+
+    def mutate(self, mutable_step):
+        add_packages(
+            mutable_step,
+            {name: installed_version(name, spec) for name, spec in ANNOUNCE_PACKAGES.items()},
+        )

@@ -83,3 +83,14 @@ def test_unset_webhook_fails_clearly(flow_runner, webhook, s3_client, bucket):
     result = flow_runner.run()
     assert result.returncode != 0
     assert "METAFLOW_ARGO_EVENTS_WEBHOOK_URL is not set" in result.stdout + result.stderr
+
+
+def test_card_can_be_turned_off(flow_runner, webhook, s3_client, bucket):
+    import glob
+    import os
+
+    flow_runner.write_config(s3_config(bucket, "a.csv", "etag", extra_sensor="card = false"))
+    (event,) = check(flow_runner, webhook)
+    assert event["payload"]["state"] == "absent"
+    cards = glob.glob(os.path.join(flow_runner.workdir, ".metaflow", "mf.cards", "**", "*.html"), recursive=True)
+    assert cards == []

@@ -418,6 +418,7 @@ def test_connector_package_follows_the_environment(tmp_path, environment):
 
     from conftest import REPO
     from flowproject.decorators import connector_version
+    from flowproject.environment import installed_version
 
     (tmp_path / "probe.py").write_text(PROBE % os.path.join(REPO, "sensorflow.py"))
     (tmp_path / "flowconfig.toml").write_text(
@@ -438,4 +439,6 @@ def test_connector_package_follows_the_environment(tmp_path, environment):
         assert steps["start"] == str(
             [("conda", []), ("pypi", [(CONNECTOR_PACKAGE, connector_version())])]
         )
-        assert steps["end"] == "[('conda', [])]"
+        assert steps["end"] == str(
+            [("conda", []), ("pypi", [("tenacity", installed_version("tenacity", ""))])]
+        )
