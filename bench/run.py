@@ -192,11 +192,13 @@ payload_key = "data_version"
 class Workdir(object):
     """A private folder with its own .metaflow, config and environment for flow runs."""
 
-    def __init__(self, endpoint, webhook_url, size):
+    def __init__(self, endpoint, webhook_url, size, card=True):
         self.path = tempfile.mkdtemp(prefix="flowproject-bench-")
         self.config = os.path.join(self.path, "flowconfig.toml")
         with open(self.config, "w") as f:
             f.write(CONFIG % (BUCKET, prefix_of(size)))
+            if not card:
+                f.write("card = false\n")
         self.env = sensor_env(endpoint, webhook_url, os.path.join(self.path, "mfhome"))
         self.env["PYTHONPATH"] = REPO + os.pathsep + self.env.get("PYTHONPATH", "")
 
@@ -250,6 +252,7 @@ def stored_bytes(work):
 
 def measure_runs(endpoint, webhook_url, reps):
     sensor_times, bare_times, card_times, stored = [], [], [], {}
+    nocard_times = []
     for size in SIZES:
         work = Workdir(endpoint, webhook_url, size)
         try:
@@ -260,9 +263,19 @@ def measure_runs(endpoint, webhook_url, reps):
                     bare_times.append(work.run("bench/bareflow.py")[0])
                     sensor_times.append(work.run("sensorflow.py")[0])
                     card_times.append(work.run("bench/bareflow_card.py")[0])
+                # The same no-change run with [sensor] card = false.
+                nocard = Workdir(endpoint, webhook_url, size, card=False)
+                try:
+                    nocard.run("sensorflow.py")  # the first check announces
+                    for _ in range(reps):
+                        nocard_times.append(nocard.run("sensorflow.py")[0])
+                finally:
+                    nocard.cleanup()
         finally:
             work.cleanup()
-    return median(sensor_times), median(bare_times), median(card_times), stored
+    return (
+        median(sensor_times), median(bare_times), median(card_times), median(nocard_times), stored
+    )
 
 
 # ------------------------------------------------------------------------------- latency
@@ -365,7 +378,7 @@ def main(argv=None):
                 "<= 1.5x of 1k" if size == SIZES[-1] else "",
                 ratio <= 1.5 if size == SIZES[-1] else None,
             )
-        sensor_run, bare_run, card_run, stored = measure_runs(server.endpoint_url, webhook.url, run_reps)
+        sensor_run, bare_run, card_run, nocard_run, stored = measure_runs(server.endpoint_url, webhook.url, run_reps)
         for size in SIZES:
             artifacts, state, metadata, cards = stored[size]
             add(
@@ -384,6 +397,12 @@ def main(argv=None):
         add(
             "no-change `sensorflow.py run` (1k) / bare two-step flow with the same blank @card",
             "%.2fx (%s vs %s)" % (sensor_run / card_run, fmt_s(sensor_run), fmt_s(card_run)),
+        )
+        add(
+            "no-change `sensorflow.py run` (1k) with `[sensor] card = false` / bare two-step flow",
+            "%.2fx (%s vs %s)" % (nocard_run / bare_run, fmt_s(nocard_run), fmt_s(bare_run)),
+            "<= 1.5x",
+            nocard_run / bare_run <= 1.5,
         )
         lookup = baseline_rows()
         if lookup is None:
