@@ -9,8 +9,7 @@ Deployed next to the sensor, it runs whenever the sensor announces new data in t
 
 from metaflow import card, config_expr, current, project, step
 
-from flowproject import BaseFlow
-from flowproject.deploy_support import sensor_trigger
+from flowproject import BaseFlow, sensor_trigger
 
 
 @project(name=config_expr("flowconfig.project_name"))

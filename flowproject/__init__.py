@@ -10,6 +10,7 @@ from .decorators import announcement, s3, snowflake, source
 from .exceptions import FlowConfigError, PublishError, SourceError, StateError
 from .sensor import Decision, SensorState, advance, change_id, decide
 from .sources import Observation
+from .triggers import sensor_trigger
 
 __all__ = [
     "BaseFlow",
@@ -27,6 +28,7 @@ __all__ = [
     "load_flowconfig",
     "parse_flowconfig",
     "s3",
+    "sensor_trigger",
     "snowflake",
     "source",
 ]

@@ -1,17 +1,10 @@
-"""Helpers for deploying the project's flows: branch names and the sensor's trigger.
-
-- ``branch_name(git_branch)``: a git branch as a Metaflow ``@project`` branch, which
-  ``./deploy`` passes to ``--branch``;
-- ``sensor_trigger``: a flow mutator that starts a flow on the sensor's event and passes the
-  event's value in as the Parameter named by ``[sensor] payload_key``.
+"""Helpers for ``./deploy``: a git branch as a Metaflow ``@project`` branch.
 
     python -m flowproject.deploy_support branch-name "feature/New-Model"   # feature_new_model
 """
 
 import re
 import sys
-
-from metaflow import FlowMutator, Parameter, namespaced_event_name, trigger
 
 # Metaflow's @project accepts [a-z0-9_] up to 128 characters in a branch name. Argo then
 # drops '_' from the Kubernetes name and shortens names over 45 characters with a hash, so
@@ -50,46 +43,6 @@ def branch_name(git_branch):
     if not name:
         raise ValueError("branch name %r has no letters or digits" % git_branch)
     return name
-
-
-class sensor_trigger(FlowMutator):
-    """Start the flow on the sensor's event; receive its value as a Parameter.
-
-    Reads the flow's ``flowconfig`` (so ``--config flowconfig PATH`` applies) and adds:
-
-    - a ``Parameter`` named ``[sensor] payload_key`` (default ``[trigger] parameter_default``,
-      else ""), so a local run takes ``--<payload_key> value`` like any flow;
-    - ``@trigger`` on the event the sensor publishes in the same ``@project`` branch
-      (``mfns.<project>.<branch>.<event_name>``, or ``event_name`` when
-      ``namespaced_events = false``), mapping the payload's ``payload_key`` to that Parameter.
-
-    Use it below ``@project`` so the namespaced name resolves to the deployment's branch.
-    """
-
-    def pre_mutate(self, mutable_flow):
-        config = dict(mutable_flow.configs).get("flowconfig")
-        if config is None:
-            raise ValueError("@sensor_trigger needs a flow with the 'flowconfig' Config (BaseFlow)")
-        sensor = config.sensor
-        key = sensor.payload_key
-        default = config.get("trigger", {}).get("parameter_default", "")
-        mutable_flow.add_parameter(
-            key,
-            Parameter(
-                key,
-                type=str,
-                default=default,
-                help="The value the sensor announced (event payload key '%s')." % key,
-            ),
-        )
-        # namespaced_event_name resolves when the flow is deployed, with the @project branch
-        # of that deployment: the same function the sensor calls when it publishes.
-        name = sensor.event_name
-        if sensor.get("namespaced_events", True):
-            name = namespaced_event_name(name)
-        mutable_flow.add_decorator(
-            trigger, deco_kwargs={"event": {"name": name, "parameters": {key: key}}}
-        )
 
 
 def _main(argv):
