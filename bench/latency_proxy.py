@@ -14,25 +14,24 @@ import http.client
 import threading
 import time
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
-from flowproject.testing import LOOPBACK, free_port
+from flowproject.testing import LOOPBACK, LoopbackHTTPServer
 
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"}
 
 
-class LatencyProxy(object):
+class LatencyProxy(LoopbackHTTPServer):
     def __init__(self, upstream, delay=0.020, port=None):
+        super().__init__(port)
         parsed = urllib.parse.urlsplit(upstream)
         self.upstream_host, self.upstream_port = parsed.hostname, parsed.port
         self.delay = delay
-        self.port = port or free_port()
         self.url = "http://%s:%d" % (LOOPBACK, self.port)
         self.requests = 0
         self._lock = threading.Lock()
-        self._server = None
 
-    def start(self):
+    def handler(self):
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -72,19 +71,4 @@ class LatencyProxy(object):
             def log_message(self, *args):
                 pass
 
-        self._server = ThreadingHTTPServer((LOOPBACK, self.port), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self):
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
+        return Handler

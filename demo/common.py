@@ -50,6 +50,35 @@ class DemoRunner(object):
                 log("      %s = %r" % (key, payload[key]))
         return new_events
 
+    def three_checks(self, name, config_text, make_change, change_text):
+        """The demo's story: first check, a check with nothing changed, a check after a change.
+
+        Parameters
+        ----------
+        name : str
+            Names the config file (``flowconfig-<name>.toml``).
+        config_text : str
+            The flowconfig.toml the sensor runs with.
+        make_change : callable
+            Changes the data between the second and the third check.
+        change_text : str
+            What ``make_change`` did, for the reader.
+
+        Returns
+        -------
+        tuple of list
+            The events each of the three runs published.
+        """
+        config_path = os.path.join(self.workdir, "flowconfig-%s.toml" % name)
+        with open(config_path, "w") as f:
+            f.write(config_text)
+        first = self.run("1. first check (no baseline yet)", config_path)
+        second = self.run("2. check again, nothing changed", config_path)
+        make_change()
+        log("  " + change_text)
+        third = self.run("3. check after the change", config_path)
+        return first, second, third
+
     def decision(self, output):
         """The run's ``decision`` artifact, read back with the Metaflow client."""
         match = _RUN_ID.search(output)

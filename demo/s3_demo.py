@@ -1,7 +1,6 @@
 """The S3 part of the demo: a bucket on a loopback moto server, watched with files_metadata."""
 
 import os
-import textwrap
 
 from flowproject.testing import MotoS3Server, sensor_env
 
@@ -34,16 +33,14 @@ def run_s3_demo(workdir, env, webhook):
         client.create_bucket(Bucket=BUCKET)
         client.put_object(Bucket=BUCKET, Key="events/dt=2026-11-20/part-0.parquet", Body=b"day one")
         log("  seeded s3://%s/events/dt=2026-11-20/part-0.parquet on %s" % (BUCKET, s3.endpoint_url))
-        config_path = os.path.join(workdir, "flowconfig-s3.toml")
-        with open(config_path, "w") as f:
-            f.write(CONFIG)
-
-        runner = DemoRunner(workdir, env, webhook)
-        first = runner.run("1. first check (no baseline yet)", config_path)
-        second = runner.run("2. check again, nothing changed", config_path)
-        client.put_object(Bucket=BUCKET, Key="events/dt=2026-11-20/part-1.parquet", Body=b"more rows")
-        log("  wrote a new part file: events/dt=2026-11-20/part-1.parquet")
-        third = runner.run("3. check after the new file", config_path)
+        first, second, third = DemoRunner(workdir, env, webhook).three_checks(
+            "s3",
+            CONFIG,
+            lambda: client.put_object(
+                Bucket=BUCKET, Key="events/dt=2026-11-20/part-1.parquet", Body=b"more rows"
+            ),
+            "wrote a new part file: events/dt=2026-11-20/part-1.parquet",
+        )
     ok = len(first) == 1 and not second and len(third) == 1
     ok = ok and third[0]["payload"]["data_version"] != first[0]["payload"]["data_version"]
     return ok

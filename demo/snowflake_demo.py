@@ -80,16 +80,12 @@ def run_snowflake_demo(workdir, env, webhook):
         )
         log("  seeded %s.%s.%s with 2 rows on fakesnow at 127.0.0.1:%d" % (DATABASE, SCHEMA, TABLE, server.port))
         log("  connection: connection_name = 'fakesnow' in %s/connections.toml" % home)
-        config_path = os.path.join(workdir, "flowconfig-snowflake.toml")
-        with open(config_path, "w") as f:
-            f.write(CONFIG)
-
-        runner = DemoRunner(workdir, env, webhook)
-        first = runner.run("1. first check (no baseline yet)", config_path)
-        second = runner.run("2. check again, nothing changed", config_path)
-        _execute(server, _insert(3, datetime.datetime(2026, 11, 21, 7, 45)))
-        log("  inserted a row with LOADED_AT = 2026-11-21 07:45:00")
-        third = runner.run("3. check after the new rows", config_path)
+        first, second, third = DemoRunner(workdir, env, webhook).three_checks(
+            "snowflake",
+            CONFIG,
+            lambda: _execute(server, _insert(3, datetime.datetime(2026, 11, 21, 7, 45))),
+            "inserted a row with LOADED_AT = 2026-11-21 07:45:00",
+        )
     return (
         len(first) == 1
         and not second

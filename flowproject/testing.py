@@ -135,7 +135,39 @@ class MotoS3Server(ServerProcess):
         urllib.request.urlopen(req, timeout=10).read()
 
 
-class WebhookReceiver(object):
+class LoopbackHTTPServer(object):
+    """An HTTP server on 127.0.0.1 in a background thread of this process.
+
+    Subclasses implement ``handler()``, returning the ``BaseHTTPRequestHandler`` class.
+    """
+
+    def __init__(self, port=None):
+        self.port = port or free_port()
+        self._server = None
+
+    def handler(self):
+        raise NotImplementedError
+
+    def start(self):
+        self._server = ThreadingHTTPServer((LOOPBACK, self.port), self.handler())
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self):
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class WebhookReceiver(LoopbackHTTPServer):
     """An Argo Events webhook on 127.0.0.1 that records the events it receives.
 
     ``events`` is the list of JSON bodies received (``{"name": ..., "payload": {...}}``) with
@@ -144,16 +176,14 @@ class WebhookReceiver(object):
     """
 
     def __init__(self, port=None):
-        self.port = port or free_port()
+        super().__init__(port)
         self.url = "http://%s:%d/" % (LOOPBACK, self.port)
         self.events = []
         self.rejected = 0
         self.fail_with = None
         self._lock = threading.Lock()
-        self._server = None
-        self._thread = None
 
-    def start(self):
+    def handler(self):
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -177,27 +207,12 @@ class WebhookReceiver(object):
             def log_message(self, *args):
                 pass
 
-        self._server = ThreadingHTTPServer((LOOPBACK, self.port), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self):
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        return Handler
 
     def clear(self):
         with self._lock:
             self.events.clear()
             self.rejected = 0
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
 
 
 def sensor_env(s3_endpoint=None, webhook_url=None, metaflow_home=None, base=None):
