@@ -215,7 +215,7 @@ class WebhookReceiver(LoopbackHTTPServer):
             self.rejected = 0
 
 
-def sensor_env(s3_endpoint=None, webhook_url=None, metaflow_home=None, base=None):
+def sensor_env(s3_endpoint=None, webhook_url=None, metaflow_home=None, base=None, user=None):
     """Environment for running a flow against loopback servers.
 
     Parameters
@@ -228,8 +228,13 @@ def sensor_env(s3_endpoint=None, webhook_url=None, metaflow_home=None, base=None
         Folder for Metaflow's local config, so no user config leaks in.
     base : dict, optional
         Starting environment; ``os.environ`` by default.
+    user : str, optional
+        ``METAFLOW_USER``, which names the ``user.<name>`` branch of local runs; by default
+        the one already set, else "tester".
     """
     env = dict(os.environ if base is None else base)
+    if user:
+        env["METAFLOW_USER"] = user
     env.setdefault("METAFLOW_USER", "tester")
     env["METAFLOW_DEFAULT_DATASTORE"] = "local"
     env["METAFLOW_DEFAULT_METADATA"] = "local"

@@ -78,7 +78,8 @@ class FlowRunner(object):
 
 @pytest.fixture
 def flow_runner(tmp_path, s3_server, webhook):
-    env = sensor_env(s3_server.endpoint_url, webhook.url, str(tmp_path / "metaflow-home"))
+    # The tests name the user branch: user.tester, whatever METAFLOW_USER CI has set.
+    env = sensor_env(s3_server.endpoint_url, webhook.url, str(tmp_path / "metaflow-home"), user="tester")
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
     return FlowRunner(tmp_path, env)
 

@@ -40,7 +40,7 @@ def snowflake_config(data_lines, params):
 
 @pytest.fixture
 def runner(tmp_path, webhook, snowflake_home):
-    env = sensor_env(webhook_url=webhook.url, metaflow_home=str(tmp_path / "metaflow-home"))
+    env = sensor_env(webhook_url=webhook.url, metaflow_home=str(tmp_path / "metaflow-home"), user="tester")
     env = {k: v for k, v in env.items() if not k.startswith("SNOWFLAKE_")}
     env["SNOWFLAKE_HOME"] = str(snowflake_home)
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
