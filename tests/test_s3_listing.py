@@ -77,6 +77,29 @@ def test_concurrent_listing_equals_sequential(s3_env, s3_client, bucket, monkeyp
         assert concurrent_lines == lines  # same lines, same (key) order
 
 
+def random_layout(rng):
+    """A random tree of keys under "r/": depths 0-3, names that sort around '/' and each other."""
+    names = ["a", "b", "b0", "b-", "b.x", "p=1", "p=2", "z", "_S", "\u00e9t\u00e9"]
+    keys = set()
+    for _ in range(rng.randint(1, 30)):
+        depth = rng.randint(0, 3)
+        keys.add("r/" + "/".join(rng.choice(names) for _ in range(depth + 1)))
+    return sorted(keys)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_concurrent_listing_equals_sequential_on_random_trees(s3_env, s3_client, bucket, monkeypatch, seed):
+    import random
+
+    rng = random.Random(seed)
+    monkeypatch.setattr(s3, "PAGE_SIZE", rng.choice([1, 2, 3, 5]))
+    put(s3_client, bucket, random_layout(rng))
+    sequential, lines, _ = run_check(bucket, "r", list_concurrency=1)
+    observation, concurrent_lines, _ = run_check(bucket, "r", list_concurrency=rng.choice([2, 3, 8]))
+    assert observation.value == sequential.value
+    assert concurrent_lines == lines
+
+
 def test_concurrent_listing_uses_sub_prefixes(s3_env, s3_client, bucket, monkeypatch):
     """With the first page inside one sub-prefix, the rest is listed per sub-prefix."""
     monkeypatch.setattr(s3, "PAGE_SIZE", 4)
