@@ -36,10 +36,6 @@ class SensorFlow(BaseFlow):
     def end(self):
         """Publish the change as an Argo Event, make it the new baseline, show it on the card."""
         self.event = self.announce(self.observation, self.decision, dry_run=self.dry_run)
-        self.announced = self.event is not None
-        if self.announced:  # the baseline of this branch: recoverable from these artifacts
-            self.announced_value = self.observation.value
-            self.change_id = self.decision.change_id
 
 
 if __name__ == "__main__":

@@ -95,17 +95,18 @@ class BaseFlow(FlowSpec):
             current.get("branch_name", None) or "default",
             settle_checks=self.flowconfig.sensor.settle_checks,
             force=force,
+            on_first_check=self.flowconfig.sensor.on_first_check,
         )
         spool = observation.detail
         if isinstance(spool, str) and os.path.exists(spool):
             try:
-                if decision.publish or decision.kind == "settling":
+                if decision.moves_baseline or decision.kind == "settling":
                     previous = load_listing(decision.baseline_run)
                     self.changes = diff_listings(
                         None if previous is None else unpack_listing(previous),
                         read_listing_file(spool),
                     )
-                    if decision.publish and not dry_run:
+                    if decision.moves_baseline and not dry_run:
                         self.listing = pack_listing(spool)
             finally:
                 os.unlink(spool)
@@ -134,7 +135,8 @@ class BaseFlow(FlowSpec):
 
         The baseline moves only after the event was published: if publishing fails the run
         fails (the failed attempt is kept in the history) and the next check announces the
-        change again. ``dry_run`` publishes nothing and writes nothing. When the step has
+        change again. ``dry_run`` publishes nothing and writes nothing. A run that moved
+        the baseline keeps it as artifacts: ``announced``, ``announced_value``, ``change_id``. When the step has
         the ``sensor`` card (``@announcement`` adds it) the check is shown on it.
 
         Parameters
@@ -179,6 +181,12 @@ class BaseFlow(FlowSpec):
             print("Dry run: the sensor state was not changed.")
         else:
             store.save(new_state)
+        # The baseline also stays an artifact of the run that set it, so that a lost state
+        # object can be rebuilt from past runs (state.recover_from_runs).
+        self.announced = decision.moves_baseline and not dry_run
+        if self.announced:
+            self.announced_value = observation.value
+            self.change_id = decision.change_id
         self.show_check(observation, decision, new_state, published, name, dry_run)
         return published
 

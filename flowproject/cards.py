@@ -27,6 +27,8 @@ def headline(decision, published, dry_run):
         return "Would publish (dry run)"
     if decision.kind == "settling":
         return "Settling, not announced yet"
+    if decision.action == "accept":
+        return "Accepted as the baseline (no event)" + (" (dry run)" if dry_run else "")
     return "Nothing to announce"
 
 

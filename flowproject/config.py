@@ -71,6 +71,7 @@ SENSOR_SCHEMA = {
         "namespaced_events": {"type": "boolean"},
         "history_size": {"type": "integer", "minimum": 1, "maximum": 1000},
         "card": {"type": "boolean"},
+        "on_first_check": {"enum": ["publish", "accept"]},
     },
     "required": ["cron_schedule", "event_name", "payload_key"],
     "additionalProperties": False,
@@ -81,6 +82,7 @@ SENSOR_DEFAULTS = {
     "namespaced_events": True,
     "history_size": 50,
     "card": True,
+    "on_first_check": "publish",
 }
 
 TRIGGER_SCHEMA = {

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from typing import Any, Dict, List, Optional
 
 PUBLISH = "publish"
+ACCEPT = "accept"  # move the baseline without an event (on_first_check = "accept")
 SKIP = "skip"
 
 
@@ -92,9 +93,11 @@ class Decision:
     Parameters
     ----------
     action : str
-        ``"publish"`` or ``"skip"``.
+        ``"publish"``, ``"accept"`` (the first value becomes the baseline without an event)
+        or ``"skip"``.
     kind : str
-        ``first``, ``changed``, ``forced``, ``unchanged``, ``settling``, ``reverted``.
+        ``first``, ``changed``, ``forced``, ``accepted``, ``unchanged``, ``settling``,
+        ``reverted``.
     reason : str
         One sentence for logs and the card.
     change_id : str
@@ -119,6 +122,11 @@ class Decision:
     def publish(self):
         return self.action == PUBLISH
 
+    @property
+    def moves_baseline(self):
+        """Whether the observed value becomes the baseline once this decision took effect."""
+        return self.action in (PUBLISH, ACCEPT)
+
 
 def _short(value, limit=80):
     if value is None:
@@ -126,7 +134,9 @@ def _short(value, limit=80):
     return value if len(value) <= limit else value[: limit - 3] + "..."
 
 
-def decide(observation, state, flow_name, branch, settle_checks=0, force=False):
+def decide(
+    observation, state, flow_name, branch, settle_checks=0, force=False, on_first_check="publish"
+):
     """Compare ``observation`` with ``state`` and decide whether to announce it.
 
     Parameters
@@ -141,6 +151,10 @@ def decide(observation, state, flow_name, branch, settle_checks=0, force=False):
         Announce a new value only after it was seen unchanged this many further checks.
     force : bool
         Publish even without a change (``--force-trigger``).
+    on_first_check : str
+        ``"publish"``: the first value of a branch is announced like a change;
+        ``"accept"``: it becomes the baseline without an event (a sensor added to data that
+        downstream flows have already processed).
 
     Returns
     -------
@@ -185,6 +199,8 @@ def decide(observation, state, flow_name, branch, settle_checks=0, force=False):
                 pending_seen=seen,
             )
         what += " (settled over %d check(s))" % settle_checks
+    if kind == "first" and on_first_check == "accept":
+        return made(ACCEPT, "accepted", what + "; accepted as the baseline without an event")
     return made(PUBLISH, kind, what)
 
 
@@ -224,8 +240,9 @@ def advance(
     run_id : str
         Pathspec of this run (``SensorFlow/123``), recorded with the baseline.
     published : bool
-        Whether the event was actually published. The baseline moves only then: a change
-        that could not be announced stays a change for the next check.
+        Whether the event was actually published. The baseline moves only then (or when
+        the decision accepts the first value): a change that could not be announced stays a
+        change for the next check.
     history_size : int
         How many observations the history keeps.
     at : str, optional
@@ -240,7 +257,7 @@ def advance(
     """
     at = at or utc_now()
     baseline, pending = state.baseline, state.pending
-    if published:
+    if published or decision.action == ACCEPT:
         baseline = Baseline(
             value=observation.value,
             fingerprint=observation.fingerprint,

@@ -187,3 +187,11 @@ def test_cron_error_is_shown_intact(flow_runner, webhook):
     # Metaflow's console drops '*'; the message shows U+2217 so the expression stays readable.
     assert "found '0 10 \u2217 \u2217 ? \u2217' with 6 field(s)" in result.stderr
     assert webhook.events == []
+
+
+def test_on_first_check_choices():
+    assert parse_flowconfig(VALID)["sensor"]["on_first_check"] == "publish"
+    text = edit('payload_key = "data_version"', 'payload_key = "data_version"\non_first_check = "skip"')
+    assert problems_of(text) == [
+        "sensor.on_first_check: expected one of 'publish', 'accept', found string 'skip'"
+    ]

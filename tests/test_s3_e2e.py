@@ -94,3 +94,20 @@ def test_card_can_be_turned_off(flow_runner, webhook, s3_client, bucket):
     assert event["payload"]["state"] == "absent"
     cards = glob.glob(os.path.join(flow_runner.workdir, ".metaflow", "mf.cards", "**", "*.html"), recursive=True)
     assert cards == []
+
+
+def test_first_check_can_be_accepted_without_an_event(flow_runner, webhook, s3_client, bucket):
+    s3_client.put_object(Bucket=bucket, Key="features/latest.parquet", Body=b"v1")
+    flow_runner.write_config(
+        s3_config(bucket, "features/latest.parquet", "etag", extra_sensor='on_first_check = "accept"')
+    )
+    result = flow_runner.run()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "accepted as the baseline without an event" in result.stdout + result.stderr
+    assert webhook.events == []
+    first_etag = s3_client.head_object(Bucket=bucket, Key="features/latest.parquet")["ETag"].strip('"')
+
+    assert check(flow_runner, webhook) == []  # the accepted value is the baseline
+    s3_client.put_object(Bucket=bucket, Key="features/latest.parquet", Body=b"v2")
+    (changed,) = check(flow_runner, webhook)
+    assert changed["payload"]["previous_value"] == first_etag

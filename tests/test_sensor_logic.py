@@ -329,3 +329,30 @@ def test_card_lists_at_most_20_keys_per_kind():
     new = parse_listing(["k%02d\t1\tt\te" % i for i in range(30)])
     text = changes_markdown(diff_listings({}, new))
     assert "first 20 of 30" in text and "`k19`" in text and "`k20`" not in text
+
+
+# ------------------------------------------------------------------------------ on_first_check
+
+
+def test_first_value_can_be_accepted_without_an_event():
+    o = obs("v1")
+    d = decide(o, SensorState(), FLOW, BRANCH, on_first_check="accept")
+    assert (d.action, d.kind, d.publish, d.moves_baseline) == ("accept", "accepted", False, True)
+    assert "accepted as the baseline without an event" in d.reason
+    after = advance(SensorState(), o, d, "SensorFlow/1", published=False, at="t0")
+    assert after.baseline.value == "v1" and after.baseline.run == "SensorFlow/1"
+    # From then on it is a baseline like any other: unchanged skips, a change publishes.
+    assert decide(o, after, FLOW, BRANCH, on_first_check="accept").kind == "unchanged"
+    changed = decide(obs("v2"), after, FLOW, BRANCH, on_first_check="accept")
+    assert changed.publish and changed.previous_value == "v1"
+
+
+def test_accepting_still_settles_and_force_still_publishes():
+    o = obs("v1")
+    settling = decide(o, SensorState(), FLOW, BRANCH, settle_checks=1, on_first_check="accept")
+    assert settling.kind == "settling" and not settling.moves_baseline
+    state = advance(SensorState(), o, settling, "SensorFlow/1", published=False, at="t0")
+    settled = decide(o, state, FLOW, BRANCH, settle_checks=1, on_first_check="accept")
+    assert settled.action == "accept"
+    forced = decide(o, SensorState(), FLOW, BRANCH, force=True, on_first_check="accept")
+    assert forced.publish
