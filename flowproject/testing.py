@@ -3,7 +3,8 @@
 - ``MotoS3Server``: moto's S3-compatible server in a subprocess on 127.0.0.1;
 - ``WebhookReceiver``: an Argo Events webhook that records every event it receives, and can
   be told to fail (HTTP 500) or to go away (connection refused);
-- ``sensor_env``: the environment variables that point a flow run at them.
+- ``sensor_env``: the environment variables that point a flow run at them;
+- ``check_once``: one sensor check as plain function calls, for fast tests of a config.
 
 Every server binds a free port on 127.0.0.1 and is stopped by ``stop()`` or by leaving its
 ``with`` block.
@@ -213,6 +214,66 @@ class WebhookReceiver(LoopbackHTTPServer):
         with self._lock:
             self.events.clear()
             self.rejected = 0
+
+
+def check_once(config, state=None, flow_name="SensorFlow", branch="user.test", force=False):
+    """Evaluate one sensor check without Metaflow, a scheduler or a webhook.
+
+    The counterpart of Dagster's ``build_sensor_context``: the source is really queried
+    (point it at a loopback server), the decision is the flow's own, and the state is passed
+    in and out by hand, so a test can walk a sensor through several checks in milliseconds.
+
+    Parameters
+    ----------
+    config : str or dict
+        ``flowconfig.toml`` text, or a config already returned by ``parse_flowconfig``.
+    state : SensorState, optional
+        The state before the check; no baseline by default.
+    flow_name, branch : str
+        Scope of the change id, as in a flow run.
+    force : bool
+        As ``--force-trigger``.
+
+    Returns
+    -------
+    tuple
+        ``(observation, decision, next_state)``; ``next_state`` is the state after the
+        decision took effect with the event published.
+
+    Examples
+    --------
+    >>> obs, decision, state = check_once(toml_text)
+    >>> obs, decision, state = check_once(toml_text, state)
+    >>> decision.kind
+    'unchanged'
+    """
+    from .config import parse_flowconfig
+    from .sensor import SensorState, advance, decide
+    from .sources import load_source
+
+    if isinstance(config, str):
+        config = parse_flowconfig(config)
+    state = state if state is not None else SensorState()
+    data, sensor = config["data"], config["sensor"]
+    source = load_source(data["type"])
+    with source.open_session(data) as session:
+        observation = source.check(data, session)
+    if isinstance(observation.detail, str) and os.path.exists(observation.detail):
+        os.unlink(observation.detail)  # the listing spool; a flow keeps it only on a change
+    decision = decide(
+        observation,
+        state,
+        flow_name,
+        branch,
+        settle_checks=sensor["settle_checks"],
+        force=force,
+        on_first_check=sensor["on_first_check"],
+    )
+    next_state = advance(
+        state, observation, decision, "%s/test" % flow_name, published=decision.publish,
+        history_size=sensor["history_size"],
+    )
+    return observation, decision, next_state
 
 
 def sensor_env(s3_endpoint=None, webhook_url=None, metaflow_home=None, base=None, user=None):

@@ -194,3 +194,23 @@ def test_metaflow_endpoint_variable_is_honoured(monkeypatch, s3_server, s3_clien
     monkeypatch.setenv("METAFLOW_S3_ENDPOINT_URL", s3_server.endpoint_url)
     put(s3_client, bucket, "a.csv", b"123")
     assert check(data_for(bucket, "a.csv", "file_size")).value == "3"
+
+
+def test_check_once_walks_a_sensor_through_checks_without_metaflow(s3_client, bucket):
+    from conftest import s3_config
+    from flowproject.testing import check_once
+
+    config = s3_config(bucket, "events/", "files_metadata", extra_sensor="settle_checks = 1")
+    put(s3_client, bucket, "events/a.csv", b"1")
+    _, first, state = check_once(config)
+    assert (first.kind, first.publish) == ("settling", False)
+    announced, settled, state = check_once(config, state)
+    assert (settled.kind, settled.publish) == ("first", True)
+    _, unchanged, state = check_once(config, state)
+    assert (unchanged.kind, unchanged.publish) == ("unchanged", False)
+    put(s3_client, bucket, "events/b.csv", b"2")
+    _, settling, state = check_once(config, state)
+    assert settling.kind == "settling" and settling.previous_value == announced.value
+    latest, changed, state = check_once(config, state)
+    assert changed.publish and changed.previous_value == announced.value
+    assert state.baseline.value == latest.value != announced.value
