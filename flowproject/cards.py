@@ -12,7 +12,13 @@ from .sensor import DIFF_KEYS_SHOWN
 
 
 def _value(value):
+    """A value in Markdown."""
     return "*absent*" if value is None else "`%s`" % value
+
+
+def _cell(value):
+    """A value in a table cell (plain text: Markdown is not rendered there)."""
+    return "(absent)" if value is None else str(value)
 
 
 def _md_escape(text):
@@ -47,11 +53,13 @@ def history_chart(history):
     ]
     has_counts = any(v["objects"] is not None for v in values)
     y = (
-        {"field": "objects", "type": "quantitative", "title": "objects"}
+        {"field": "objects", "type": "quantitative", "title": "objects",
+         "axis": {"format": "d", "tickMinStep": 1}}
         if has_counts
         else {"field": "kind", "type": "nominal", "title": "decision"}
     )
-    x = {"field": "at", "type": "temporal", "title": "check (UTC)"}
+    x = {"field": "at", "type": "temporal", "title": "check (UTC)",
+         "axis": {"format": "%d %b %H:%M:%S", "labelAngle": -30}}
     tooltip = [
         {"field": "at", "type": "temporal", "timeUnit": "yearmonthdatehoursminutesseconds"},
         {"field": "kind"},
@@ -131,9 +139,9 @@ def render_sensor_card(card, observation, decision, state, published, event_name
         decision.action, decision.kind, _md_escape(decision.reason))))
     rows = [
         ["Branch", branch or ""],
-        ["Previous value (baseline)", _value(decision.previous_value)],
-        ["Current value", _value(observation.value)],
-        ["Change id", "`%s`" % decision.change_id],
+        ["Previous value (baseline)", _cell(decision.previous_value)],
+        ["Current value", _cell(observation.value)],
+        ["Change id", decision.change_id],
         ["Baseline announced by", decision.baseline_run or "nothing yet"],
         ["Event", (event_name + (" (id %s)" % published["id"] if published else
                                  " (dry run, not published)" if dry_run and decision.publish else

@@ -318,7 +318,8 @@ def test_card_shows_decision_values_pending_diff_and_chart():
     rendered = json.dumps([c.render() for c in card])
     assert "Settling, not announced yet" in rendered and "settling" in rendered
     assert "Pending change" in rendered and "seen unchanged 0 of 2" in rendered
-    assert "`v1`" in rendered and "`v2`" in rendered
+    assert '["Previous value (baseline)", "v1"], ["Current value", "v2"]' in rendered
+    assert "Pending change\\nValue `v2`" in rendered
     assert "1 added, 0 removed, 0 modified" in rendered and "`b`" in rendered
     assert '"vegaChart"' in rendered and "Last 2 checks" in rendered
 
