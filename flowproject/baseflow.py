@@ -19,7 +19,15 @@ from .config import parse_flowconfig
 from .decorators import CARD_ID, SourceDecoratorError, active_session
 from .events import event_name, publish
 from .exceptions import PublishError
-from .sensor import advance, decide, diff_listings, pack_listing, read_listing_file, unpack_listing
+from .sensor import (
+    advance,
+    decide,
+    decision_options,
+    diff_listings,
+    pack_listing,
+    read_listing_file,
+    unpack_listing,
+)
 from .state import StateStore, datastore_storage, load_listing
 
 
@@ -54,13 +62,18 @@ class BaseFlow(FlowSpec):
 
     # ------------------------------------------------------------------ baseline and decision
 
+    def sensor_branch(self):
+        """The ``@project`` branch whose baseline this run reads and moves (``default`` without
+        ``@project``)."""
+        return current.get("branch_name", None) or "default"
+
     def state_store(self):
         """The ``StateStore`` of this flow's project branch."""
         return StateStore(
             datastore_storage(self),
             current.flow_name,
             current.get("project_name", None),
-            current.get("branch_name", None) or "default",
+            self.sensor_branch(),
         )
 
     def decide_change(self, observation, force=False, dry_run=False):
@@ -92,10 +105,9 @@ class BaseFlow(FlowSpec):
             observation,
             state,
             current.flow_name,
-            current.get("branch_name", None) or "default",
-            settle_checks=self.flowconfig.sensor.settle_checks,
+            self.sensor_branch(),
             force=force,
-            on_first_check=self.flowconfig.sensor.on_first_check,
+            **decision_options(self.flowconfig.sensor),
         )
         spool = observation.detail
         if isinstance(spool, str) and os.path.exists(spool):
@@ -204,7 +216,7 @@ class BaseFlow(FlowSpec):
             dry_run=dry_run,
             changes=getattr(self, "changes", None),
             settle_checks=self.flowconfig.sensor.settle_checks,
-            branch=current.get("branch_name", None) or "default",
+            branch=self.sensor_branch(),
         )
 
     def _card_ids(self):

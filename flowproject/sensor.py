@@ -134,6 +134,17 @@ def _short(value, limit=80):
     return value if len(value) <= limit else value[: limit - 3] + "..."
 
 
+def decision_options(sensor_config):
+    """The ``decide`` keyword arguments that ``flowconfig.toml``'s ``[sensor]`` table sets.
+
+    One place for them, so a flow run and ``flowproject.testing.check_once`` decide alike.
+    """
+    return {
+        "settle_checks": sensor_config["settle_checks"],
+        "on_first_check": sensor_config["on_first_check"],
+    }
+
+
 def decide(
     observation, state, flow_name, branch, settle_checks=0, force=False, on_first_check="publish"
 ):

@@ -248,7 +248,7 @@ def check_once(config, state=None, flow_name="SensorFlow", branch="user.test", f
     'unchanged'
     """
     from .config import parse_flowconfig
-    from .sensor import SensorState, advance, decide
+    from .sensor import SensorState, advance, decide, decision_options
     from .sources import load_source
 
     if isinstance(config, str):
@@ -260,15 +260,7 @@ def check_once(config, state=None, flow_name="SensorFlow", branch="user.test", f
         observation = source.check(data, session)
     if isinstance(observation.detail, str) and os.path.exists(observation.detail):
         os.unlink(observation.detail)  # the listing spool; a flow keeps it only on a change
-    decision = decide(
-        observation,
-        state,
-        flow_name,
-        branch,
-        settle_checks=sensor["settle_checks"],
-        force=force,
-        on_first_check=sensor["on_first_check"],
-    )
+    decision = decide(observation, state, flow_name, branch, force=force, **decision_options(sensor))
     next_state = advance(
         state, observation, decision, "%s/test" % flow_name, published=decision.publish,
         history_size=sensor["history_size"],
