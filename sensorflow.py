@@ -1,8 +1,8 @@
 """SensorFlow: publish an Argo Event when the data named in flowconfig.toml changes.
 
-    python sensorflow.py run                      # check once
-    python sensorflow.py run --dry-run True       # check and report, publish nothing
-    python sensorflow.py run --force-trigger True # publish even without a change
+python sensorflow.py run                      # check once
+python sensorflow.py run --dry-run True       # check and report, publish nothing
+python sensorflow.py run --force-trigger True # publish even without a change
 """
 
 from metaflow import Parameter, config_expr, project, schedule, step

@@ -68,9 +68,18 @@ def real_runs(workdir):
         ids = []
         for _ in range(2):
             proc = subprocess.run(
-                [sys.executable, os.path.join(REPO, "sensorflow.py"), "--config", "flowconfig",
-                 config, "run"],
-                cwd=workdir, env=env, capture_output=True, text=True,
+                [
+                    sys.executable,
+                    os.path.join(REPO, "sensorflow.py"),
+                    "--config",
+                    "flowconfig",
+                    config,
+                    "run",
+                ],
+                cwd=workdir,
+                env=env,
+                capture_output=True,
+                text=True,
             )
             if proc.returncode != 0:
                 raise RuntimeError(proc.stdout[-2000:] + proc.stderr[-2000:])
@@ -158,13 +167,22 @@ print(json.dumps({"state_s": state_s, "state_cold_s": state_cold, "walk_s": walk
 def measure(workdir, walk_repeats=WALK_REPEATS, state_repeats=STATE_REPEATS):
     """Time both lookups in a fresh process whose working folder holds the history."""
     code = _MEASURE % {
-        "repo": REPO, "flow": FLOW, "project": PROJECT, "branch": BRANCH,
-        "state_repeats": state_repeats, "walk_repeats": walk_repeats,
+        "repo": REPO,
+        "flow": FLOW,
+        "project": PROJECT,
+        "branch": BRANCH,
+        "state_repeats": state_repeats,
+        "walk_repeats": walk_repeats,
     }
-    env = dict(os.environ, METAFLOW_DEFAULT_DATASTORE="local", METAFLOW_DEFAULT_METADATA="local",
-               METAFLOW_HOME=os.path.join(workdir, "mfhome"))
-    proc = subprocess.run([sys.executable, "-c", code], cwd=workdir, env=env,
-                          capture_output=True, text=True)
+    env = dict(
+        os.environ,
+        METAFLOW_DEFAULT_DATASTORE="local",
+        METAFLOW_DEFAULT_METADATA="local",
+        METAFLOW_HOME=os.path.join(workdir, "mfhome"),
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=workdir, env=env, capture_output=True, text=True
+    )
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-3000:])
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -199,16 +217,18 @@ def run(sizes=(10, 1000, 3000), walk_repeats=WALK_REPEATS, keep=False):
             history.grow_to(max(n, 2))
             build_s = time.monotonic() - started
             m = measure(workdir, walk_repeats=walk_repeats)
-            rows.append({
-                "runs": history.count,
-                "state_ms": m["state_s"] * 1e3,
-                "state_cold_ms": m["state_cold_s"] * 1e3,
-                "walk_ms": m["walk_s"] * 1e3,
-                "walk_cold_ms": m["walk_cold_s"] * 1e3,
-                "build_s": build_s,
-                "simulated": "2 real runs + %d cloned unchanged runs" % (history.count - 2),
-                "workdir": workdir,
-            })
+            rows.append(
+                {
+                    "runs": history.count,
+                    "state_ms": m["state_s"] * 1e3,
+                    "state_cold_ms": m["state_cold_s"] * 1e3,
+                    "walk_ms": m["walk_s"] * 1e3,
+                    "walk_cold_ms": m["walk_cold_s"] * 1e3,
+                    "build_s": build_s,
+                    "simulated": "2 real runs + %d cloned unchanged runs" % (history.count - 2),
+                    "workdir": workdir,
+                }
+            )
         rows[-1]["state_ratio"] = rows[-1]["state_ms"] / rows[0]["state_ms"]
         rows[-1]["walk_ratio"] = rows[-1]["walk_ms"] / rows[0]["walk_ms"]
         return rows
@@ -220,14 +240,18 @@ def run(sizes=(10, 1000, 3000), walk_repeats=WALK_REPEATS, keep=False):
 def main(argv):
     sizes = tuple(int(a) for a in argv) or (10, 1000, 3000)
     rows = run(sizes)
-    print("Baseline lookup, local datastore (median of %d state reads / %d walks per size)"
-          % (STATE_REPEATS, WALK_REPEATS))
+    print(
+        "Baseline lookup, local datastore (median of %d state reads / %d walks per size)"
+        % (STATE_REPEATS, WALK_REPEATS)
+    )
     print("%8s  %16s  %16s" % ("runs", "state object ms", "client walk ms"))
     for r in rows:
         print("%8d  %16.2f  %16.1f" % (r["runs"], r["state_ms"], r["walk_ms"]))
     last = rows[-1]
-    print("ratio %d/%d runs: state object %.2fx, client walk %.1fx"
-          % (last["runs"], rows[0]["runs"], last["state_ratio"], last["walk_ratio"]))
+    print(
+        "ratio %d/%d runs: state object %.2fx, client walk %.1fx"
+        % (last["runs"], rows[0]["runs"], last["state_ratio"], last["walk_ratio"])
+    )
     print("history: %s; built in %.0fs" % (last["simulated"], last["build_s"]))
     ok = last["state_ratio"] <= 2.0
     print("target (state object within 2x): %s" % ("met" if ok else "NOT met"))

@@ -77,7 +77,10 @@ def fast_list_objects_v2(self):
         pos = max(pos, bisect.bisect_right(names, start_after))
     if token:
         kind, text = _untoken(token)
-        pos = max(pos, bisect.bisect_left(names, text) if kind == "ge" else bisect.bisect_right(names, text))
+        pos = max(
+            pos,
+            bisect.bisect_left(names, text) if kind == "ge" else bisect.bisect_right(names, text),
+        )
     contents, folders = [], []
     last = None
     truncated = False
@@ -121,7 +124,9 @@ def fast_list_objects_v2(self):
     if truncated:
         parts.append("<NextContinuationToken>%s</NextContinuationToken>" % _token(*last))
     parts.extend(contents)
-    parts.extend("<CommonPrefixes><Prefix>%s</Prefix></CommonPrefixes>" % escape(f) for f in folders)
+    parts.extend(
+        "<CommonPrefixes><Prefix>%s</Prefix></CommonPrefixes>" % escape(f) for f in folders
+    )
     parts.append("</ListBucketResult>")
     return 200, {"Content-Type": "application/xml"}, "".join(parts)
 

@@ -12,7 +12,6 @@ bench/results.md. Medians of several repetitions.
 import json
 import os
 import platform
-import resource
 import shutil
 import statistics
 import subprocess
@@ -53,7 +52,12 @@ class SeededMoto(object):
 
     def __enter__(self):
         self.process = subprocess.Popen(
-            [sys.executable, os.path.join(HERE, "moto_server.py"), str(self.port), json.dumps(self.spec)],
+            [
+                sys.executable,
+                os.path.join(HERE, "moto_server.py"),
+                str(self.port),
+                json.dumps(self.spec),
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
@@ -161,7 +165,8 @@ with s3.open_session(data) as session:
     observation = s3.check(data, session)
 os.unlink(observation.detail)
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"before_kb": before, "peak_kb": after, "objects": observation.summary["objects"]}))
+objects = observation.summary["objects"]
+print(json.dumps({"before_kb": before, "peak_kb": after, "objects": objects}))
 """
 
 
@@ -274,7 +279,11 @@ def measure_runs(endpoint, webhook_url, reps):
         finally:
             work.cleanup()
     return (
-        median(sensor_times), median(bare_times), median(card_times), median(nocard_times), stored
+        median(sensor_times),
+        median(bare_times),
+        median(card_times),
+        median(nocard_times),
+        stored,
     )
 
 
@@ -328,7 +337,9 @@ def baseline_rows():
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     quick = "--quick" in argv
-    reps_list = {1_000: 5, 10_000: 5, 100_000: 3} if not quick else {1_000: 2, 10_000: 2, 100_000: 1}
+    reps_list = (
+        {1_000: 5, 10_000: 5, 100_000: 3} if not quick else {1_000: 2, 10_000: 2, 100_000: 1}
+    )
     run_reps = 2 if quick else 3
     latency_reps = 1 if quick else 2
     began = time.perf_counter()
@@ -350,7 +361,8 @@ def main(argv=None):
             bare, default, sequential, same = measure_listing(size, reps_list[size])
             target = size >= 10_000
             add(
-                "check time / bare ListObjectsV2, %s objects (default: concurrency 8)" % label(size),
+                "check time / bare ListObjectsV2, %s objects (default: concurrency 8)"
+                % label(size),
                 "%.2fx (%s vs %s)" % (default / bare, fmt_s(default), fmt_s(bare)),
                 "<= 1.2x" if target else "",
                 default / bare <= 1.2 if target else None,
@@ -378,11 +390,14 @@ def main(argv=None):
                 "<= 1.5x of 1k" if size == SIZES[-1] else "",
                 ratio <= 1.5 if size == SIZES[-1] else None,
             )
-        sensor_run, bare_run, card_run, nocard_run, stored = measure_runs(server.endpoint_url, webhook.url, run_reps)
+        sensor_run, bare_run, card_run, nocard_run, stored = measure_runs(
+            server.endpoint_url, webhook.url, run_reps
+        )
         for size in SIZES:
             artifacts, state, metadata, cards = stored[size]
             add(
-                "stored bytes per unchanged check, %s objects (artifacts + state growth)" % label(size),
+                "stored bytes per unchanged check, %s objects (artifacts + state growth)"
+                % label(size),
                 "%d B (%d artifacts + %d state); besides: Metaflow metadata/logs %d B, card %d B"
                 % (artifacts + state, artifacts, state, metadata, cards),
                 "< 2 KB, constant",
@@ -415,20 +430,30 @@ def main(argv=None):
                         for k, v in row.items()
                         if k not in ("runs", "workdir")
                     )
-                    add("baseline lookup vs %s past runs (bench/baseline_lookup.py)" % row["runs"], text)
+                    add(
+                        "baseline lookup vs %s past runs (bench/baseline_lookup.py)" % row["runs"],
+                        text,
+                    )
                 else:
                     add("baseline lookup (bench/baseline_lookup.py)", str(row))
         latency, agree = measure_latency(server.endpoint_url, latency_reps)
         ratio = latency["concurrent"] / latency["bare"]
         add(
-            "20 ms/request, 100k over 16 sub-prefixes: concurrent check (16) / sequential bare listing",
+            "20 ms/request, 100k over 16 sub-prefixes: "
+            "concurrent check (16) / sequential bare listing",
             "%.2fx (%s vs %s); fingerprints agree: %s"
-            % (ratio, fmt_s(latency["concurrent"]), fmt_s(latency["bare"]), "yes" if agree else "NO"),
+            % (
+                ratio,
+                fmt_s(latency["concurrent"]),
+                fmt_s(latency["bare"]),
+                "yes" if agree else "NO",
+            ),
             "<= 0.35x, same fingerprint",
             ratio <= 0.35 and agree,
         )
         add(
-            "20 ms/request, 100k: sequential check (list_concurrency = 1) / sequential bare listing",
+            "20 ms/request, 100k: "
+            "sequential check (list_concurrency = 1) / sequential bare listing",
             "%.2fx (%s)" % (latency["sequential"] / latency["bare"], fmt_s(latency["sequential"])),
         )
     machine = "%s, %d cores (nproc), Python %s, %s, %s" % (

@@ -53,7 +53,13 @@ def main(argv=None):
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     for name, ok in results.items():
-        log("%-9s %s" % (name + ":", "event, no event, event with the new value" if ok else "UNEXPECTED RESULT"))
+        log(
+            "%-9s %s"
+            % (
+                name + ":",
+                "event, no event, event with the new value" if ok else "UNEXPECTED RESULT",
+            )
+        )
     return 0 if results and all(results.values()) else 1
 
 

@@ -24,7 +24,14 @@ class DemoRunner(object):
     def run(self, title, config_path, *args):
         """Run the sensor once; print its decision and the events the webhook got from it."""
         seen = len(self.webhook.events)
-        argv = [sys.executable, os.path.join(REPO, "sensorflow.py"), "--config", "flowconfig", config_path, "run"]
+        argv = [
+            sys.executable,
+            os.path.join(REPO, "sensorflow.py"),
+            "--config",
+            "flowconfig",
+            config_path,
+            "run",
+        ]
         argv += list(args)
         proc = subprocess.run(argv, cwd=self.workdir, env=self.env, capture_output=True, text=True)
         with open(self.log_path, "a") as f:

@@ -8,7 +8,8 @@ from .common import DemoRunner, log
 
 BUCKET = "demo-ml-data"
 
-CONFIG = """\
+CONFIG = (
+    """\
 project_name = "demo_s3"
 
 [data]
@@ -21,7 +22,9 @@ check_mode = "files_metadata"
 cron_schedule = "*/5 * * * *"
 event_name = "events_updated"
 payload_key = "data_version"
-""" % BUCKET
+"""
+    % BUCKET
+)
 
 
 def run_s3_demo(workdir, env, webhook):
@@ -32,7 +35,9 @@ def run_s3_demo(workdir, env, webhook):
         client = s3.client()
         client.create_bucket(Bucket=BUCKET)
         client.put_object(Bucket=BUCKET, Key="events/dt=2026-11-20/part-0.parquet", Body=b"day one")
-        log("  seeded s3://%s/events/dt=2026-11-20/part-0.parquet on %s" % (BUCKET, s3.endpoint_url))
+        log(
+            "  seeded s3://%s/events/dt=2026-11-20/part-0.parquet on %s" % (BUCKET, s3.endpoint_url)
+        )
         first, second, third = DemoRunner(workdir, env, webhook).three_checks(
             "s3",
             CONFIG,

@@ -63,7 +63,10 @@ def run_snowflake_demo(workdir, env, webhook):
     bool
         Whether the runs gave: an event, no event, an event with the new value.
     """
-    log("== Snowflake: MAX(LOADED_AT) of %s.%s.%s (template latest_timestamp)" % (DATABASE, SCHEMA, TABLE))
+    log(
+        "== Snowflake: MAX(LOADED_AT) of %s.%s.%s (template latest_timestamp)"
+        % (DATABASE, SCHEMA, TABLE)
+    )
     with FakesnowServer(log_path=os.path.join(workdir, "fakesnow.log")) as server:
         home = os.path.join(workdir, "snowflake-home")
         # fakesnow wants a current database and schema even for qualified names.
@@ -74,11 +77,18 @@ def run_snowflake_demo(workdir, env, webhook):
             server,
             ("CREATE DATABASE %s" % DATABASE, None),
             ("CREATE SCHEMA %s.%s" % (DATABASE, SCHEMA), None),
-            ("CREATE TABLE %s.%s.%s (id INTEGER, loaded_at TIMESTAMP_NTZ)" % (DATABASE, SCHEMA, TABLE), None),
+            (
+                "CREATE TABLE %s.%s.%s (id INTEGER, loaded_at TIMESTAMP_NTZ)"
+                % (DATABASE, SCHEMA, TABLE),
+                None,
+            ),
             _insert(1, datetime.datetime(2026, 11, 20, 8, 0)),
             _insert(2, datetime.datetime(2026, 11, 20, 9, 15)),
         )
-        log("  seeded %s.%s.%s with 2 rows on fakesnow at 127.0.0.1:%d" % (DATABASE, SCHEMA, TABLE, server.port))
+        log(
+            "  seeded %s.%s.%s with 2 rows on fakesnow at 127.0.0.1:%d"
+            % (DATABASE, SCHEMA, TABLE, server.port)
+        )
         log("  connection: connection_name = 'fakesnow' in %s/connections.toml" % home)
         first, second, third = DemoRunner(workdir, env, webhook).three_checks(
             "snowflake",

@@ -148,7 +148,8 @@ class BaseFlow(FlowSpec):
         The baseline moves only after the event was published: if publishing fails the run
         fails (the failed attempt is kept in the history) and the next check announces the
         change again. ``dry_run`` publishes nothing and writes nothing. A run that moved
-        the baseline keeps it as artifacts: ``announced``, ``announced_value``, ``change_id``. When the step has
+        the baseline keeps it as artifacts: ``announced``, ``announced_value``, ``change_id``.
+        When the step has
         the ``sensor`` card (``@announcement`` adds it) the check is shown on it.
 
         Parameters
@@ -180,8 +181,15 @@ class BaseFlow(FlowSpec):
                 except PublishError:
                     # Keep the failed attempt in the history; the baseline does not move.
                     store.save(
-                        advance(state, observation, decision, run_id, False,
-                                sensor.history_size, failed=True)
+                        advance(
+                            state,
+                            observation,
+                            decision,
+                            run_id,
+                            False,
+                            sensor.history_size,
+                            failed=True,
+                        )
                     )
                     raise
                 published = dict(payload, name=name, id=event_id)

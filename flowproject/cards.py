@@ -8,8 +8,6 @@ never walks past runs.
 
 from metaflow.cards import Markdown, Table, VegaChart
 
-from .sensor import DIFF_KEYS_SHOWN
-
 
 def _value(value):
     """A value in Markdown."""
@@ -45,7 +43,9 @@ def history_chart(history):
             "at": h.get("at"),
             "objects": h.get("objects"),
             "kind": h.get("kind"),
-            "published": "published" if h.get("published") else ("failed" if h.get("failed") else "not published"),
+            "published": "published"
+            if h.get("published")
+            else ("failed" if h.get("failed") else "not published"),
             "value": h.get("value"),
             "run": h.get("run"),
         }
@@ -53,13 +53,21 @@ def history_chart(history):
     ]
     has_counts = any(v["objects"] is not None for v in values)
     y = (
-        {"field": "objects", "type": "quantitative", "title": "objects",
-         "axis": {"format": "d", "tickMinStep": 1}}
+        {
+            "field": "objects",
+            "type": "quantitative",
+            "title": "objects",
+            "axis": {"format": "d", "tickMinStep": 1},
+        }
         if has_counts
         else {"field": "kind", "type": "nominal", "title": "decision"}
     )
-    x = {"field": "at", "type": "temporal", "title": "check (UTC)",
-         "axis": {"format": "%d %b %H:%M:%S", "labelAngle": -30}}
+    x = {
+        "field": "at",
+        "type": "temporal",
+        "title": "check (UTC)",
+        "axis": {"format": "%d %b %H:%M:%S", "labelAngle": -30},
+    }
     tooltip = [
         {"field": "at", "type": "temporal", "timeUnit": "yearmonthdatehoursminutesseconds"},
         {"field": "kind"},
@@ -108,14 +116,28 @@ def changes_markdown(changes):
         more = changes[kind] - len(keys)
         lines.append("")
         lines.append(
-            "%s (%s):" % (kind.capitalize(), "first %d of %d" % (len(keys), changes[kind]) if more else len(keys))
+            "%s (%s):"
+            % (
+                kind.capitalize(),
+                "first %d of %d" % (len(keys), changes[kind]) if more else len(keys),
+            )
         )
         lines.extend("- `%s`" % k for k in keys)
     return "\n".join(lines)
 
 
-def render_sensor_card(card, observation, decision, state, published, event_name, dry_run,
-                       changes=None, settle_checks=0, branch=None):
+def render_sensor_card(
+    card,
+    observation,
+    decision,
+    state,
+    published,
+    event_name,
+    dry_run,
+    changes=None,
+    settle_checks=0,
+    branch=None,
+):
     """Append the check's components to ``card`` (``current.card["sensor"]``).
 
     Parameters
@@ -135,17 +157,31 @@ def render_sensor_card(card, observation, decision, state, published, event_name
     branch : str
     """
     card.append(Markdown("# Sensor check: %s" % headline(decision, published, dry_run)))
-    card.append(Markdown("**Decision:** %s (%s). **Why:** %s" % (
-        decision.action, decision.kind, _md_escape(decision.reason))))
+    card.append(
+        Markdown(
+            "**Decision:** %s (%s). **Why:** %s"
+            % (decision.action, decision.kind, _md_escape(decision.reason))
+        )
+    )
     rows = [
         ["Branch", branch or ""],
         ["Previous value (baseline)", _cell(decision.previous_value)],
         ["Current value", _cell(observation.value)],
         ["Change id", decision.change_id],
         ["Baseline announced by", decision.baseline_run or "nothing yet"],
-        ["Event", (event_name + (" (id %s)" % published["id"] if published else
-                                 " (dry run, not published)" if dry_run and decision.publish else
-                                 " (not published)"))],
+        [
+            "Event",
+            (
+                event_name
+                + (
+                    " (id %s)" % published["id"]
+                    if published
+                    else " (dry run, not published)"
+                    if dry_run and decision.publish
+                    else " (not published)"
+                )
+            ),
+        ],
     ]
     for key in ("objects", "bytes", "newest", "size", "last_modified"):
         if observation.summary.get(key) is not None:
@@ -153,14 +189,24 @@ def render_sensor_card(card, observation, decision, state, published, event_name
     card.append(Table(rows, headers=["", ""]))
     pending = state.pending
     if pending is not None:
-        card.append(Markdown(
-            "### Pending change\nValue %s first seen %s, seen unchanged %d of %d further "
-            "check(s) needed before it is announced (`settle_checks = %d`)."
-            % (_value(pending.value), pending.first_seen_at or "", pending.seen, settle_checks,
-               settle_checks)))
+        card.append(
+            Markdown(
+                "### Pending change\nValue %s first seen %s, seen unchanged %d of %d further "
+                "check(s) needed before it is announced (`settle_checks = %d`)."
+                % (
+                    _value(pending.value),
+                    pending.first_seen_at or "",
+                    pending.seen,
+                    settle_checks,
+                    settle_checks,
+                )
+            )
+        )
     if changes:
         card.append(Markdown(changes_markdown(changes)))
     if state.history:
         card.append(VegaChart(history_chart(state.history)))
     if dry_run:
-        card.append(Markdown("*Dry run: nothing was published and the sensor state was not changed.*"))
+        card.append(
+            Markdown("*Dry run: nothing was published and the sensor state was not changed.*")
+        )

@@ -178,9 +178,7 @@ def schema_problems(instance, schema, prefix):
             )
         elif error.validator == "type":
             expected = _JSON_TYPE_NAMES.get(error.validator_value, error.validator_value)
-            problems.append(
-                "%s: expected %s, found %s" % (key, expected, _found(error.instance))
-            )
+            problems.append("%s: expected %s, found %s" % (key, expected, _found(error.instance)))
         elif error.validator == "pattern":
             expected = sub.get("x-expected", "a value matching %s" % error.validator_value)
             problems.append("%s: expected %s, found %r" % (key, expected, error.instance))
@@ -216,9 +214,7 @@ def cron_problems(expression, key="sensor.cron_schedule"):
             "found %r with %d field(s)" % (key, expression, len(fields))
         ]
     if not croniter.is_valid(expression):
-        return [
-            "%s: expected a valid 5-field cron expression, found %r" % (key, expression)
-        ]
+        return ["%s: expected a valid 5-field cron expression, found %r" % (key, expression)]
     return []
 
 
@@ -294,7 +290,7 @@ def parse_flowconfig(text):
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise FlowConfigError(["(file): not valid TOML: %s" % e])
+        raise FlowConfigError(["(file): not valid TOML: %s" % e]) from None
     return validate_flowconfig(raw)
 
 

@@ -1,6 +1,6 @@
 """Helpers for ``./deploy``: a git branch as a Metaflow ``@project`` branch.
 
-    python -m flowproject.deploy_support branch-name "feature/New-Model"   # feature_new_model
+python -m flowproject.deploy_support branch-name "feature/New-Model"   # feature_new_model
 """
 
 import re

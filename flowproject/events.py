@@ -89,4 +89,4 @@ def publish(name, payload, attempts=PUBLISH_ATTEMPTS):
     except Exception as e:
         raise PublishError(
             "Could not publish %s after %d attempt(s): %s" % (name, attempts, e)
-        )
+        ) from None

@@ -10,7 +10,7 @@ Plain functions over plain data, so every rule here is unit-tested without runni
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 PUBLISH = "publish"
 ACCEPT = "accept"  # move the baseline without an event (on_first_check = "accept")
@@ -32,22 +32,22 @@ def change_id(flow_name, branch, value_fingerprint):
 class Baseline:
     """The last value this flow announced in one branch."""
 
-    value: Optional[str]
+    value: str | None
     fingerprint: str
     change_id: str
-    run: Optional[str] = None
-    announced_at: Optional[str] = None
-    summary: Dict[str, Any] = field(default_factory=dict)
+    run: str | None = None
+    announced_at: str | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class Pending:
     """A new value waiting to settle: seen unchanged ``seen`` further checks so far."""
 
-    value: Optional[str]
+    value: str | None
     fingerprint: str
     seen: int
-    first_seen_at: Optional[str] = None
+    first_seen_at: str | None = None
 
 
 @dataclass
@@ -64,10 +64,10 @@ class SensorState:
         The last observations of this branch, newest last, bounded by ``history_size``.
     """
 
-    baseline: Optional[Baseline] = None
-    pending: Optional[Pending] = None
-    history: List[Dict[str, Any]] = field(default_factory=list)
-    recovered_from: Optional[str] = None
+    baseline: Baseline | None = None
+    pending: Pending | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    recovered_from: str | None = None
 
     def to_dict(self):
         return {
@@ -114,9 +114,9 @@ class Decision:
     kind: str
     reason: str
     change_id: str
-    previous_value: Optional[str] = None
-    pending_seen: Optional[int] = None
-    baseline_run: Optional[str] = None
+    previous_value: str | None = None
+    pending_seen: int | None = None
+    baseline_run: str | None = None
 
     @property
     def publish(self):
@@ -206,7 +206,8 @@ def decide(
             return made(
                 SKIP,
                 "settling",
-                "%s; settling, seen unchanged %d of %d further check(s)" % (what, seen, settle_checks),
+                "%s; settling, seen unchanged %d of %d further check(s)"
+                % (what, seen, settle_checks),
                 pending_seen=seen,
             )
         what += " (settled over %d check(s))" % settle_checks
@@ -284,14 +285,15 @@ def advance(
             if pending is not None and pending.fingerprint == observation.fingerprint
             else at
         )
-        pending = Pending(observation.value, observation.fingerprint, decision.pending_seen, first_seen)
+        pending = Pending(
+            observation.value, observation.fingerprint, decision.pending_seen, first_seen
+        )
     elif decision.kind in ("unchanged", "reverted"):
         pending = None
-    history = (state.history + [history_entry(observation, decision, run_id, at, published, failed)])[
-        -history_size:
-    ]
+    history = (
+        state.history + [history_entry(observation, decision, run_id, at, published, failed)]
+    )[-history_size:]
     return SensorState(baseline=baseline, pending=pending, history=history)
-
 
 
 # ------------------------------------------------------------------------------------------
@@ -314,7 +316,7 @@ def parse_listing(lines):
 
 def read_listing_file(path):
     """The listing a source spooled to ``path`` (one line per object)."""
-    with open(path, "r", encoding="utf-8") as f:
+    with open(path, encoding="utf-8") as f:
         return parse_listing(f)
 
 

@@ -125,7 +125,9 @@ class StateStore(object):
         try:
             self.storage.save_bytes([(self.path, io.BytesIO(body))], overwrite=True)
         except Exception as e:
-            raise StateError("Could not write the sensor state to %s: %s" % (self.path, e))
+            raise StateError(
+                "Could not write the sensor state to %s: %s" % (self.path, e)
+            ) from None
         return len(body)
 
 

@@ -260,9 +260,15 @@ def check_once(config, state=None, flow_name="SensorFlow", branch="user.test", f
         observation = source.check(data, session)
     if isinstance(observation.detail, str) and os.path.exists(observation.detail):
         os.unlink(observation.detail)  # the listing spool; a flow keeps it only on a change
-    decision = decide(observation, state, flow_name, branch, force=force, **decision_options(sensor))
+    decision = decide(
+        observation, state, flow_name, branch, force=force, **decision_options(sensor)
+    )
     next_state = advance(
-        state, observation, decision, "%s/test" % flow_name, published=decision.publish,
+        state,
+        observation,
+        decision,
+        "%s/test" % flow_name,
+        published=decision.publish,
         history_size=sensor["history_size"],
     )
     return observation, decision, next_state

@@ -64,7 +64,13 @@ class FlowRunner(object):
 
     def run(self, *args, flow="sensorflow.py", top_args=(), env=None, timeout=300):
         """``python <flow> --config flowconfig <config> [top_args] run [args]``."""
-        argv = [sys.executable, os.path.join(REPO, flow), "--config", "flowconfig", self.config_path]
+        argv = [
+            sys.executable,
+            os.path.join(REPO, flow),
+            "--config",
+            "flowconfig",
+            self.config_path,
+        ]
         argv += list(top_args) + ["run"] + list(args)
         return subprocess.run(
             argv,
@@ -79,7 +85,9 @@ class FlowRunner(object):
 @pytest.fixture
 def flow_runner(tmp_path, s3_server, webhook):
     # The tests name the user branch: user.tester, whatever METAFLOW_USER CI has set.
-    env = sensor_env(s3_server.endpoint_url, webhook.url, str(tmp_path / "metaflow-home"), user="tester")
+    env = sensor_env(
+        s3_server.endpoint_url, webhook.url, str(tmp_path / "metaflow-home"), user="tester"
+    )
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
     return FlowRunner(tmp_path, env)
 

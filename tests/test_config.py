@@ -1,12 +1,15 @@
-"""flowconfig.toml validation: each kind of bad input names the key, the expectation and the value."""
+"""flowconfig.toml validation.
+
+Each kind of bad input names the key, the expectation and the value.
+"""
 
 import os
 import textwrap
 
 import pytest
+from conftest import REPO, s3_config
 
 from flowproject import FlowConfigError, load_flowconfig, parse_flowconfig
-from conftest import REPO, s3_config
 
 VALID = """\
 project_name = "proj"
@@ -130,14 +133,18 @@ def test_single_object_modes_need_a_file_key():
 
 
 def test_filters_only_for_files_metadata():
-    text = edit('"files_metadata"', '"file_size"', edit('key = "events/"', 'key = "a.csv"\ninclude = ["*.csv"]'))
+    text = edit(
+        '"files_metadata"',
+        '"file_size"',
+        edit('key = "events/"', 'key = "a.csv"\ninclude = ["*.csv"]'),
+    )
     assert problems_of(text) == [
         "data.include: only applies to check_mode 'files_metadata', found check_mode 'file_size'"
     ]
 
 
 def test_role_must_be_an_arn():
-    (problem,) = problems_of(edit('check_mode', 'role = "admin"\ncheck_mode'))
+    (problem,) = problems_of(edit("check_mode", 'role = "admin"\ncheck_mode'))
     assert problem.startswith("data.role: expected an IAM role ARN")
 
 
@@ -160,7 +167,10 @@ def test_missing_sections_and_invalid_toml():
     "data_extra, expected",
     [
         ('check_mode = "file_sise"', "data.check_mode: expected one of"),
-        ('check_mode = "files_metadata"\nbukcet = "x"', "data.bukcet: unknown key; did you mean 'bucket'?"),
+        (
+            'check_mode = "files_metadata"\nbukcet = "x"',
+            "data.bukcet: unknown key; did you mean 'bucket'?",
+        ),
     ],
 )
 def test_bad_config_stops_the_flow_before_any_step(flow_runner, webhook, data_extra, expected):
@@ -180,7 +190,9 @@ def test_bad_config_stops_the_flow_before_any_step(flow_runner, webhook, data_ex
 @pytest.mark.e2e
 def test_cron_error_is_shown_intact(flow_runner, webhook):
     flow_runner.write_config(
-        s3_config("some-bucket", "events/", "files_metadata").replace('"*/5 * * * *"', '"0 10 * * ? *"')
+        s3_config("some-bucket", "events/", "files_metadata").replace(
+            '"*/5 * * * *"', '"0 10 * * ? *"'
+        )
     )
     result = flow_runner.run()
     assert result.returncode != 0
@@ -191,7 +203,9 @@ def test_cron_error_is_shown_intact(flow_runner, webhook):
 
 def test_on_first_check_choices():
     assert parse_flowconfig(VALID)["sensor"]["on_first_check"] == "publish"
-    text = edit('payload_key = "data_version"', 'payload_key = "data_version"\non_first_check = "skip"')
+    text = edit(
+        'payload_key = "data_version"', 'payload_key = "data_version"\non_first_check = "skip"'
+    )
     assert problems_of(text) == [
         "sensor.on_first_check: expected one of 'publish', 'accept', found string 'skip'"
     ]

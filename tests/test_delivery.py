@@ -19,7 +19,6 @@ import os
 import re
 
 import pytest
-
 from conftest import s3_config
 
 pytestmark = pytest.mark.e2e
@@ -64,8 +63,17 @@ def read_state(flow_runner, branch=USER_BRANCH):
 def card_data(flow_runner, run_id):
     """The JSON the sensor card of ``run_id`` renders, read from the local datastore."""
     pattern = os.path.join(
-        metaflow_root(flow_runner), "mf.cards", FLOW, "runs", run_id, "steps", "end", "tasks",
-        "*", "cards", "blank-sensor-*.html",
+        metaflow_root(flow_runner),
+        "mf.cards",
+        FLOW,
+        "runs",
+        run_id,
+        "steps",
+        "end",
+        "tasks",
+        "*",
+        "cards",
+        "blank-sensor-*.html",
     )
     paths = glob.glob(pattern)
     assert len(paths) == 1, "expected one sensor card for run %s, found %s" % (run_id, paths)
@@ -182,7 +190,9 @@ def test_state_recovery_dry_run_and_force(flow_runner, s3_client, bucket, webhoo
     # A deleted state object: the same.
     os.unlink(state_file(flow_runner))
     _, out = check(flow_runner)
-    assert "no state object" in out and "recovered the baseline from run %s/%s" % (FLOW, run1) in out
+    assert (
+        "no state object" in out and "recovered the baseline from run %s/%s" % (FLOW, run1) in out
+    )
     assert len(webhook.events) == 1
 
     # Dry run over a change: reported, nothing published, nothing written.

@@ -207,9 +207,7 @@ def test_dry_run_on_main_compiles_production_templates(compiled):
     for flow, template in load_templates(out).items():
         flow_name = template["metadata"]["annotations"]["metaflow/flow_name"]
         assert template["kind"] == "WorkflowTemplate"
-        assert template["metadata"]["name"] == _argo_name(
-            "%s.prod.%s" % (PROJECT, flow_name)
-        )
+        assert template["metadata"]["name"] == _argo_name("%s.prod.%s" % (PROJECT, flow_name))
         assert template["metadata"]["annotations"]["metaflow/branch_name"] == "prod"
         assert template["metadata"]["namespace"] == "jobs-default"
         assert flow in proc.stdout
@@ -219,7 +217,7 @@ def test_dry_run_on_a_feature_branch_compiles_branch_templates(compiled):
     proc, out = compiled["feature"]
     _ok(proc)
     assert "--branch %s" % FEATURE_MF_BRANCH in proc.stdout
-    for flow, template in load_templates(out).items():
+    for template in load_templates(out).values():
         annotations = template["metadata"]["annotations"]
         branch = "test." + FEATURE_MF_BRANCH
         assert annotations["metaflow/branch_name"] == branch
@@ -241,7 +239,9 @@ def test_sensor_cron_is_flowconfigs(compiled, label):
     assert "metaflow/cron" not in templates["starterflow.py"]["metadata"]["annotations"]
 
 
-@pytest.mark.parametrize("label, branch", [("main", "prod"), ("feature", "test." + FEATURE_MF_BRANCH)])
+@pytest.mark.parametrize(
+    "label, branch", [("main", "prod"), ("feature", "test." + FEATURE_MF_BRANCH)]
+)
 def test_starter_flow_listens_to_the_namespaced_event_of_its_branch(compiled, label, branch):
     from metaflow.plugins.namespaced_events import _make_namespaced_event_name
 
@@ -260,12 +260,12 @@ def test_starter_flow_listens_to_the_namespaced_event_of_its_branch(compiled, la
 def workflow_template_schema():
     """The Argo schema for WorkflowTemplate, with the two relaxations of its README."""
     if not os.path.exists(ARGO_SCHEMA):
-        pytest.skip("Argo Workflows schema not found at %s (it is beside the checkout in CI)" % ARGO_SCHEMA)
+        pytest.skip(
+            "Argo Workflows schema not found at %s (it is beside the checkout in CI)" % ARGO_SCHEMA
+        )
     with open(ARGO_SCHEMA) as f:
         definitions = copy.deepcopy(json.load(f)["definitions"])
-    definitions["io.k8s.apimachinery.pkg.util.intstr.IntOrString"] = {
-        "type": ["string", "integer"]
-    }
+    definitions["io.k8s.apimachinery.pkg.util.intstr.IntOrString"] = {"type": ["string", "integer"]}
     return {
         "$ref": "#/definitions/io.argoproj.workflow.v1alpha1.WorkflowTemplate",
         "definitions": definitions,
@@ -295,14 +295,16 @@ def test_templates_validate_against_the_argo_schema(compiled, workflow_template_
         assert errors == [], "%s does not validate:\n%s" % (flow, "\n".join(errors[:20]))
 
 
-def test_a_bad_flow_fails_deploy_by_name_and_the_others_still_report(git_repo, deploy_env, tmp_path):
+def test_a_bad_flow_fails_deploy_by_name_and_the_others_still_report(
+    git_repo, deploy_env, tmp_path
+):
     _git(git_repo, "checkout", "-q", "-b", "broken")
     try:
         # Same flows, but this one reads a config with a 6-field (AWS-style) cron.
         (git_repo / "bad.toml").write_text(
-            (git_repo / "flowconfig.toml").read_text().replace(
-                CONFIG["sensor"]["cron_schedule"], "0 10 * * ? *"
-            )
+            (git_repo / "flowconfig.toml")
+            .read_text()
+            .replace(CONFIG["sensor"]["cron_schedule"], "0 10 * * ? *")
         )
         (git_repo / "badflow.py").write_text(
             textwrap.dedent(
@@ -334,8 +336,15 @@ def test_a_bad_flow_fails_deploy_by_name_and_the_others_still_report(git_repo, d
         _git(git_repo, "add", "-A")
         _git(git_repo, "commit", "-q", "-m", "a flow with a bad config")
         proc = run_deploy(
-            git_repo, deploy_env, "--dry-run", "--out", str(tmp_path),
-            "--flow", "badflow.py", "--flow", "sensor*",
+            git_repo,
+            deploy_env,
+            "--dry-run",
+            "--out",
+            str(tmp_path),
+            "--flow",
+            "badflow.py",
+            "--flow",
+            "sensor*",
         )
     finally:
         _git(git_repo, "checkout", "-q", "main")
@@ -390,14 +399,29 @@ def test_plain_event_names_when_namespaced_events_is_false(git_repo, deploy_env,
     ensure_bucket()
     config = tmp_path / "plain.toml"
     config.write_text(
-        (git_repo / "flowconfig.toml").read_text().replace(
-            "namespaced_events = true", "namespaced_events = false"
-        ).replace('payload_key = "data_version"', 'payload_key = "snapshot"')
+        (git_repo / "flowconfig.toml")
+        .read_text()
+        .replace("namespaced_events = true", "namespaced_events = false")
+        .replace('payload_key = "data_version"', 'payload_key = "snapshot"')
     )
     proc = subprocess.run(
-        [sys.executable, "starterflow.py", "--config", "flowconfig", str(config),
-         "--branch", "plain", "argo-workflows", "create", "--only-json"],
-        cwd=git_repo, env=env, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "starterflow.py",
+            "--config",
+            "flowconfig",
+            str(config),
+            "--branch",
+            "plain",
+            "argo-workflows",
+            "create",
+            "--only-json",
+        ],
+        cwd=git_repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     annotations = json.loads(proc.stdout)["metadata"]["annotations"]
@@ -409,9 +433,7 @@ def test_plain_event_names_when_namespaced_events_is_false(git_repo, deploy_env,
 
 
 def test_deploy_is_shellcheck_clean():
-    proc = subprocess.run(
-        [_tool("shellcheck"), "deploy"], cwd=REPO, capture_output=True, text=True
-    )
+    proc = subprocess.run([_tool("shellcheck"), "deploy"], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 

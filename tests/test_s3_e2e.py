@@ -1,7 +1,9 @@
-"""SensorFlow end to end against loopback S3 and a loopback webhook: the events actually received."""
+"""SensorFlow end to end against loopback S3 and a loopback webhook.
+
+The tests assert on the events the webhook actually received.
+"""
 
 import pytest
-
 from conftest import s3_config
 
 pytestmark = pytest.mark.e2e
@@ -17,7 +19,9 @@ def check(flow_runner, webhook):
     return webhook.events[before:]
 
 
-def test_files_metadata_each_change_one_event_and_none_when_unchanged(flow_runner, webhook, s3_client, bucket):
+def test_files_metadata_each_change_one_event_and_none_when_unchanged(
+    flow_runner, webhook, s3_client, bucket
+):
     s3_client.put_object(Bucket=bucket, Key="events/dt=2026-01-01/part-0.parquet", Body=b"rows-0")
     flow_runner.write_config(s3_config(bucket, "events/", "files_metadata"))
 
@@ -46,7 +50,9 @@ def test_files_metadata_each_change_one_event_and_none_when_unchanged(flow_runne
     assert len(webhook.events) == 4
 
 
-def test_single_object_absent_to_present_and_same_size_overwrite(flow_runner, webhook, s3_client, bucket):
+def test_single_object_absent_to_present_and_same_size_overwrite(
+    flow_runner, webhook, s3_client, bucket
+):
     flow_runner.write_config(s3_config(bucket, "features/latest.parquet", "etag"))
 
     (first,) = check(flow_runner, webhook)  # the first check counts as a change, even when absent
@@ -71,7 +77,9 @@ def test_missing_bucket_fails_the_run_and_publishes_nothing(flow_runner, webhook
     flow_runner.write_config(s3_config("bucket-that-does-not-exist", "events/", "files_metadata"))
     result = flow_runner.run()
     assert result.returncode != 0
-    assert "Bucket 's3://bucket-that-does-not-exist' does not exist" in result.stdout + result.stderr
+    assert (
+        "Bucket 's3://bucket-that-does-not-exist' does not exist" in result.stdout + result.stderr
+    )
     assert webhook.events == [] and webhook.rejected == 0
 
 
@@ -92,20 +100,26 @@ def test_card_can_be_turned_off(flow_runner, webhook, s3_client, bucket):
     flow_runner.write_config(s3_config(bucket, "a.csv", "etag", extra_sensor="card = false"))
     (event,) = check(flow_runner, webhook)
     assert event["payload"]["state"] == "absent"
-    cards = glob.glob(os.path.join(flow_runner.workdir, ".metaflow", "mf.cards", "**", "*.html"), recursive=True)
+    cards = glob.glob(
+        os.path.join(flow_runner.workdir, ".metaflow", "mf.cards", "**", "*.html"), recursive=True
+    )
     assert cards == []
 
 
 def test_first_check_can_be_accepted_without_an_event(flow_runner, webhook, s3_client, bucket):
     s3_client.put_object(Bucket=bucket, Key="features/latest.parquet", Body=b"v1")
     flow_runner.write_config(
-        s3_config(bucket, "features/latest.parquet", "etag", extra_sensor='on_first_check = "accept"')
+        s3_config(
+            bucket, "features/latest.parquet", "etag", extra_sensor='on_first_check = "accept"'
+        )
     )
     result = flow_runner.run()
     assert result.returncode == 0, result.stdout + result.stderr
     assert "accepted as the baseline without an event" in result.stdout + result.stderr
     assert webhook.events == []
-    first_etag = s3_client.head_object(Bucket=bucket, Key="features/latest.parquet")["ETag"].strip('"')
+    first_etag = s3_client.head_object(Bucket=bucket, Key="features/latest.parquet")["ETag"].strip(
+        '"'
+    )
 
     assert check(flow_runner, webhook) == []  # the accepted value is the baseline
     s3_client.put_object(Bucket=bucket, Key="features/latest.parquet", Body=b"v2")

@@ -88,14 +88,18 @@ def random_layout(rng):
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_concurrent_listing_equals_sequential_on_random_trees(s3_env, s3_client, bucket, monkeypatch, seed):
+def test_concurrent_listing_equals_sequential_on_random_trees(
+    s3_env, s3_client, bucket, monkeypatch, seed
+):
     import random
 
     rng = random.Random(seed)
     monkeypatch.setattr(s3, "PAGE_SIZE", rng.choice([1, 2, 3, 5]))
     put(s3_client, bucket, random_layout(rng))
     sequential, lines, _ = run_check(bucket, "r", list_concurrency=1)
-    observation, concurrent_lines, _ = run_check(bucket, "r", list_concurrency=rng.choice([2, 3, 8]))
+    observation, concurrent_lines, _ = run_check(
+        bucket, "r", list_concurrency=rng.choice([2, 3, 8])
+    )
     assert observation.value == sequential.value
     assert concurrent_lines == lines
 
@@ -132,9 +136,13 @@ def test_filters_apply_the_same_in_both_modes(s3_env, s3_client, bucket, monkeyp
     sequential, lines, _ = run_check(bucket, "data", list_concurrency=1, **filters)
     unfiltered, _, _ = run_check(bucket, "data", list_concurrency=1)
     assert 0 < sequential.summary["objects"] < unfiltered.summary["objects"]
-    assert all(s3.key_matches(sort_key(line), filters["include"], filters["exclude"]) for line in lines)
+    assert all(
+        s3.key_matches(sort_key(line), filters["include"], filters["exclude"]) for line in lines
+    )
     for workers in (3, 8):
-        observation, concurrent_lines, _ = run_check(bucket, "data", list_concurrency=workers, **filters)
+        observation, concurrent_lines, _ = run_check(
+            bucket, "data", list_concurrency=workers, **filters
+        )
         assert observation.value == sequential.value
         assert concurrent_lines == lines
 

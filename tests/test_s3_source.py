@@ -51,7 +51,9 @@ def test_files_metadata_sees_nested_new_files_deletions_and_overwrites(s3_client
     assert first.summary["objects"] == 2 and first.summary["bytes"] == 8
     assert check(data).value == first.value  # unchanged source, same value
 
-    put(s3_client, bucket, "events/dt=2026-01-01/part-2.parquet", b"cccc")  # inside an existing folder
+    put(
+        s3_client, bucket, "events/dt=2026-01-01/part-2.parquet", b"cccc"
+    )  # inside an existing folder
     added = check(data)
     assert added.value != first.value and added.summary["objects"] == 3
 
@@ -173,7 +175,9 @@ def test_access_denied_is_a_clear_error(bucket):
     data = data_for(bucket, "a.csv", "etag")
     with s3.open_session(data) as session:
         stubber = Stubber(session.client)
-        stubber.add_client_error("head_object", service_error_code="AccessDenied", http_status_code=403)
+        stubber.add_client_error(
+            "head_object", service_error_code="AccessDenied", http_status_code=403
+        )
         with stubber, pytest.raises(SourceError) as info:
             s3.check(data, session)
     assert str(info.value).startswith("Access denied to s3://%s/a.csv" % bucket)
@@ -198,6 +202,7 @@ def test_metaflow_endpoint_variable_is_honoured(monkeypatch, s3_server, s3_clien
 
 def test_check_once_walks_a_sensor_through_checks_without_metaflow(s3_client, bucket):
     from conftest import s3_config
+
     from flowproject.testing import check_once
 
     config = s3_config(bucket, "events/", "files_metadata", extra_sensor="settle_checks = 1")

@@ -11,7 +11,6 @@ import pytest
 
 from flowproject import state as state_mod
 from flowproject.sensor import (
-    Baseline,
     Pending,
     SensorState,
     advance,
@@ -311,10 +310,13 @@ def test_card_shows_decision_values_pending_diff_and_chart():
     o = obs("v2", objects=3, bytes=10)
     d = decide(o, state, FLOW, BRANCH, settle_checks=2)
     after = advance(state, o, d, "SensorFlow/2", published=False)
-    changes = diff_listings(parse_listing(["a\t1\tt\te"]), parse_listing(["a\t1\tt\te", "b\t1\tt\te"]))
+    changes = diff_listings(
+        parse_listing(["a\t1\tt\te"]), parse_listing(["a\t1\tt\te", "b\t1\tt\te"])
+    )
     card = []
-    render_sensor_card(card, o, d, after, None, "ev", False, changes=changes, settle_checks=2,
-                       branch=BRANCH)
+    render_sensor_card(
+        card, o, d, after, None, "ev", False, changes=changes, settle_checks=2, branch=BRANCH
+    )
     rendered = json.dumps([c.render() for c in card])
     assert "Settling, not announced yet" in rendered and "settling" in rendered
     assert "Pending change" in rendered and "seen unchanged 0 of 2" in rendered

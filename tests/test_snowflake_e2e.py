@@ -9,9 +9,9 @@ import os
 import textwrap
 
 import pytest
-
 from conftest import REPO, FlowRunner
 from conftest_snowflake import fakesnow_server, snowflake_home, warehouse  # noqa: F401
+
 from flowproject.testing import sensor_env
 
 pytestmark = pytest.mark.e2e
@@ -40,7 +40,9 @@ def snowflake_config(data_lines, params):
 
 @pytest.fixture
 def runner(tmp_path, webhook, snowflake_home):
-    env = sensor_env(webhook_url=webhook.url, metaflow_home=str(tmp_path / "metaflow-home"), user="tester")
+    env = sensor_env(
+        webhook_url=webhook.url, metaflow_home=str(tmp_path / "metaflow-home"), user="tester"
+    )
     env = {k: v for k, v in env.items() if not k.startswith("SNOWFLAKE_")}
     env["SNOWFLAKE_HOME"] = str(snowflake_home)
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
@@ -140,8 +142,11 @@ def test_sensor_announces_first_value_then_only_new_rows(
         ),
         (
             "password in flowconfig.toml",
-            ['template = "row_count"', 'connection_name = "fakesnow"',
-             'password = "%s"' % TOML_PASSWORD],
+            [
+                'template = "row_count"',
+                'connection_name = "fakesnow"',
+                'password = "%s"' % TOML_PASSWORD,
+            ],
             {"table": "T"},
             "data.password: secrets never go in flowconfig.toml",
         ),

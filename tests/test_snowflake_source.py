@@ -7,11 +7,10 @@ import datetime
 import decimal
 import sys
 import textwrap
-import types
 
 import pytest
-
 from conftest_snowflake import fakesnow_server, snowflake_home, warehouse  # noqa: F401
+
 from flowproject import FlowConfigError, SourceError, parse_flowconfig
 from flowproject.decorators import CONNECTOR_PACKAGE, connector_package_spec
 from flowproject.sources import snowflake as sf
@@ -20,9 +19,7 @@ from flowproject.sources import snowflake as sf
 def config_text(data_lines, params=None):
     params_block = ""
     if params is not None:
-        params_block = "[data.params]\n" + "\n".join(
-            '%s = "%s"' % kv for kv in params.items()
-        )
+        params_block = "[data.params]\n" + "\n".join('%s = "%s"' % kv for kv in params.items())
     return textwrap.dedent(
         """\
         project_name = "testproject"
@@ -89,8 +86,7 @@ def test_config_embeds_template_text_and_params():
 def test_template_outside_sql_is_rejected(name):
     problems = problems_of(config_text(['template = "%s"' % name]))
     assert problems == [
-        "data.template: expected the name of a file in sql/ (no folders, no '..'), found %r"
-        % name
+        "data.template: expected the name of a file in sql/ (no folders, no '..'), found %r" % name
     ]
 
 
@@ -127,7 +123,9 @@ def test_params_must_match_the_template_placeholders():
 
 
 def test_unknown_key_is_reported():
-    problems = problems_of(config_text(['template = "row_count"', 'warehous = "WH"'], {"table": "T"}))
+    problems = problems_of(
+        config_text(['template = "row_count"', 'warehous = "WH"'], {"table": "T"})
+    )
     assert problems == ["data.warehous: unknown key; did you mean 'warehouse'?"]
 
 
@@ -243,7 +241,10 @@ def test_env_variables_path(snowflake_home, warehouse, fakesnow_server, monkeypa
     assert observation.value == "1"
     assert session.requests[0]["via"] == "env"
     assert "env-password-123" not in repr(session.requests)
-    assert sf.describe(data) == "snowflake sql/inline.sql via SNOWFLAKE_* environment (account 'fakesnow')"
+    assert (
+        sf.describe(data)
+        == "snowflake sql/inline.sql via SNOWFLAKE_* environment (account 'fakesnow')"
+    )
 
 
 def test_connection_name_wins_over_env(snowflake_home, warehouse, monkeypatch):
@@ -417,6 +418,7 @@ def test_connector_package_follows_the_environment(tmp_path, environment):
     import subprocess
 
     from conftest import REPO
+
     from flowproject.decorators import connector_version
     from flowproject.environment import installed_version
 

@@ -2,7 +2,7 @@
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any
 
 ABSENT_STATE = "absent"
 
@@ -30,8 +30,8 @@ class Observation:
         (what a later diff needs). Not compared.
     """
 
-    value: Optional[str]
-    summary: Dict[str, Any] = field(default_factory=dict)
+    value: str | None
+    summary: dict[str, Any] = field(default_factory=dict)
     detail: Any = None
 
     @property

@@ -193,7 +193,7 @@ def make_client(role=None, max_pool_connections=10):
                 "Credentials"
             ]
         except Exception as e:
-            raise SourceError("Could not assume role %s: %s" % (role, _error_text(e)))
+            raise SourceError("Could not assume role %s: %s" % (role, _error_text(e))) from None
         session = boto3.session.Session(
             botocore_session=_botocore_session(),
             aws_access_key_id=creds["AccessKeyId"],
@@ -209,7 +209,8 @@ class S3Session(object):
     def __init__(self, data):
         self.data = data
         self.client = make_client(
-            data.get("role"), max_pool_connections=max(10, data.get("list_concurrency", DEFAULT_LIST_CONCURRENCY))
+            data.get("role"),
+            max_pool_connections=max(10, data.get("list_concurrency", DEFAULT_LIST_CONCURRENCY)),
         )
         self.requests = []
 
@@ -253,7 +254,8 @@ def _raise_for(e, data, what):
     if code in ("AccessDenied", "403", "AllAccessDisabled", "InvalidAccessKeyId"):
         raise SourceError(
             "Access denied to s3://%s/%s (while %s): check the credentials and the "
-            "bucket policy%s." % (bucket, data["key"], what, " and role" if data.get("role") else "")
+            "bucket policy%s."
+            % (bucket, data["key"], what, " and role" if data.get("role") else "")
         )
     raise SourceError(
         "S3 request failed for s3://%s/%s (while %s): %s"
@@ -277,12 +279,12 @@ def head_object(session, data):
             client.head_bucket(Bucket=bucket)
         except ClientError as be:
             if _error_code(be) in ("404", "NoSuchBucket", "NotFound"):
-                raise SourceError("Bucket 's3://%s' does not exist." % bucket)
+                raise SourceError("Bucket 's3://%s' does not exist." % bucket) from None
             _raise_for(be, data, "checking the bucket")
         session.record("HeadObject", time.monotonic() - started, found=False)
         return None
     except BotoCoreError as e:
-        raise SourceError("Could not reach S3 for s3://%s/%s: %s" % (bucket, key, e))
+        raise SourceError("Could not reach S3 for s3://%s/%s: %s" % (bucket, key, e)) from None
     session.record("HeadObject", time.monotonic() - started, found=True)
     return head
 
@@ -394,7 +396,9 @@ def _list_page(session, data, **kwargs):
     except ClientError as e:
         _raise_for(e, data, "listing s3://%s/%s" % (data["bucket"], prefix))
     except BotoCoreError as e:
-        raise SourceError("Could not reach S3 for s3://%s/%s: %s" % (data["bucket"], prefix, e))
+        raise SourceError(
+            "Could not reach S3 for s3://%s/%s: %s" % (data["bucket"], prefix, e)
+        ) from None
 
 
 def _pages(session, data, prefix, delimiter=None, start_after=None, token=None):
@@ -657,7 +661,7 @@ def list_concurrently(session, data, digest, spool, progress, workers):
                 pages += more
             digest.merge(item.digest)
             if spool is not None:
-                with open(item.path, "r", encoding="utf-8") as segment:
+                with open(item.path, encoding="utf-8") as segment:
                     shutil.copyfileobj(segment, spool, 1 << 20)
         return pages, len(partitions)
     finally:

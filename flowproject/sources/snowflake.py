@@ -133,11 +133,7 @@ def template_path(name, folder=None):
         Templates folder; the repository's ``sql/`` by default.
     """
     folder = Path(folder) if folder else sql_dir()
-    if (
-        not TEMPLATE_NAME_RE.match(name)
-        or ".." in name
-        or os.path.isabs(name)
-    ):
+    if not TEMPLATE_NAME_RE.match(name) or ".." in name or os.path.isabs(name):
         raise ValueError(
             "expected the name of a file in sql/ (no folders, no '..'), found %r" % name
         )
@@ -244,7 +240,10 @@ def describe(data):
 
 
 def connections_file(env=None):
-    """The ``connections.toml`` the connector reads: under ``$SNOWFLAKE_HOME`` or ``~/.snowflake``."""
+    """The ``connections.toml`` the connector reads.
+
+    Under ``$SNOWFLAKE_HOME``, else ``~/.snowflake``.
+    """
     env = os.environ if env is None else env
     home = env.get("SNOWFLAKE_HOME") or "~/.snowflake"
     return Path(home).expanduser() / "connections.toml"
@@ -263,9 +262,7 @@ def _read_connections(path):
         return None
     except (OSError, tomllib.TOMLDecodeError) as e:
         # The parser's message quotes the offending line, which may hold a password.
-        raise SourceError(
-            "Could not read %s: %s" % (path, e.__class__.__name__)
-        ) from None
+        raise SourceError("Could not read %s: %s" % (path, e.__class__.__name__)) from None
 
 
 def _overrides(data):
@@ -491,8 +488,9 @@ def run_query(session, data):
         finally:
             cursor.close()
     except Exception as e:
-        session.record("query", time.monotonic() - started, template=data["template"],
-                       sql=sql, ok=False)
+        session.record(
+            "query", time.monotonic() - started, template=data["template"], sql=sql, ok=False
+        )
         raise SourceError(
             "Snowflake query sql/%s.sql failed: %s"
             % (data["template"], redact(_error_text(e), session.secrets))
