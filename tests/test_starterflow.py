@@ -1,5 +1,6 @@
 """StarterFlow runs locally like any flow, with its Parameter named by [sensor] payload_key."""
 
+import pytest
 from conftest import s3_config
 
 
@@ -24,3 +25,27 @@ def test_the_parameter_name_follows_the_config(flow_runner, bucket):
     proc = flow_runner.run(flow="starterflow.py")
     assert proc.returncode == 0, proc.stderr
     assert "Training on snapshot = 'latest'" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "payload_key, expected",
+    [
+        ("flowconfig", "it is an attribute of the flow"),
+        ("start", "it is a step of the flow"),
+        ("trained_on_value", "step 'start' sets self.trained_on_value"),
+        ("model", "step 'train' sets self.model, and a Parameter cannot be assigned"),
+    ],
+)
+def test_payload_key_taken_by_the_flow_stops_it_loading(flow_runner, payload_key, expected):
+    flow_runner.write_config(
+        s3_config("some-bucket", "events/", "files_metadata").replace(
+            'payload_key = "data_version"', 'payload_key = "%s"' % payload_key
+        )
+    )
+    proc = flow_runner.run(flow="starterflow.py")
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "Invalid flowconfig.toml" in output
+    headline = "sensor.payload_key: '%s' cannot be a Parameter of StarterFlow: " % payload_key
+    assert headline + expected in output
+    assert "Task is starting" not in output
