@@ -195,8 +195,8 @@ def cron_problems(expression, key="sensor.cron_schedule"):
         hint = ""
         if len(fields) > 5:
             hint = (
-                "; Metaflow passes only the first five to Argo, so an AWS-style year field "
-                "would be dropped without notice"
+                "; Metaflow hands Argo only the first five (an AWS-style year field would be "
+                "dropped, and AWS numbers weekdays from SUN=1, cron from SUN=0)"
             )
         return [
             "%s: expected 5 fields (minute hour day-of-month month day-of-week) or a "

@@ -78,7 +78,7 @@ def test_unknown_check_mode():
     "cron, expected",
     [
         ("*/5 * * *", "found '*/5 * * *' with 4 field(s)"),
-        ("0 10 * * ? *", "found '0 10 * * ? *' with 6 field(s); Metaflow passes only the first"),
+        ("0 10 * * ? *", "with 6 field(s); Metaflow hands Argo only the first five"),
         ("61 * * * *", "minute field '61' goes above the maximum 59 (in '61 * * * *')"),
         ("every hour", "with 2 field(s)"),
         ("", "found '' with 0 field(s)"),
