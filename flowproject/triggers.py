@@ -58,9 +58,10 @@ def payload_key_flow_problems(flow_cls, payload_key, step_names):
         return ["%s it is an attribute of the flow; choose another name" % where]
     artifacts = assigned_artifacts(flow_cls)
     if payload_key in artifacts:
+        method = artifacts[payload_key]
         return [
-            "%s step %r sets self.%s, and a Parameter cannot be assigned; choose another name"
-            % (where, artifacts[payload_key], payload_key)
+            "%s %s %r sets self.%s, and a Parameter cannot be assigned; choose another name"
+            % (where, "step" if method in step_names else "method", method, payload_key)
         ]
     return []
 

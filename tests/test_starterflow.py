@@ -2,6 +2,25 @@
 
 import pytest
 from conftest import s3_config
+from metaflow import step
+
+from flowproject import BaseFlow
+from flowproject.triggers import payload_key_flow_problems
+
+
+class AssigningFlow(BaseFlow):
+    """Never run: its source is read for the artifacts it assigns."""
+
+    @step
+    def start(self):
+        self.pair, (self.nested, _) = 1, (2, 3)
+        self.total += 1
+        self.typed: int = 4
+        self.next(self.end)
+
+    @step
+    def end(self):
+        pass
 
 
 def test_runs_with_the_payload_key_as_a_parameter(flow_runner, bucket):
@@ -49,3 +68,26 @@ def test_payload_key_taken_by_the_flow_stops_it_loading(flow_runner, payload_key
     headline = "sensor.payload_key: '%s' cannot be a Parameter of StarterFlow: " % payload_key
     assert headline + expected in output
     assert "Task is starting" not in output
+
+
+@pytest.mark.parametrize(
+    "payload_key, expected",
+    [
+        ("pair", "step 'start' sets self.pair"),
+        ("nested", "step 'start' sets self.nested"),
+        ("total", "step 'start' sets self.total"),
+        ("typed", "step 'start' sets self.typed"),
+        ("observation", "method 'decide_change' sets self.observation"),  # BaseFlow's
+        ("end", "it is a step of the flow"),
+        ("query", "it is an attribute of the flow"),
+    ],
+)
+def test_payload_key_flow_problems(payload_key, expected):
+    (problem,) = payload_key_flow_problems(AssigningFlow, payload_key, ["start", "end"])
+    assert problem == (
+        "sensor.payload_key: %r cannot be a Parameter of AssigningFlow: %s"
+        % (payload_key, expected)
+        + ("" if "self." not in expected else ", and a Parameter cannot be assigned")
+        + "; choose another name"
+    )
+    assert payload_key_flow_problems(AssigningFlow, "data_version", ["start", "end"]) == []
