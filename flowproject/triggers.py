@@ -78,6 +78,8 @@ class sensor_trigger(FlowMutator):
       ``namespaced_events = false``), mapping the payload's ``payload_key`` to that Parameter.
 
     Use it below ``@project`` so the namespaced name resolves to the deployment's branch.
+    The flow fails to load, naming ``payload_key`` and the flow, when that name is already a
+    step, an attribute or an artifact (``self.<name> = ...``) of the flow.
     """
 
     def pre_mutate(self, mutable_flow):
