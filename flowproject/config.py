@@ -6,9 +6,13 @@ or publishes anything. Every problem in the file is reported at once, one line e
 key, what was expected and what was found.
 """
 
+import datetime
 import difflib
+import functools
+import keyword
 import sys
 
+from .cron import cron_problems
 from .exceptions import FlowConfigError
 from .sources import SOURCE_TYPES, load_source
 
@@ -37,12 +41,43 @@ RESERVED_PAYLOAD_KEYS = frozenset(
     ]
 )
 
+# Names a payload_key cannot take because Metaflow rejects them as a Parameter name: the options
+# every flow's command line has (metaflow/parameters.py, checked with '-' and '_'), the name
+# Argo Workflows reserves (argo_workflows.py), and FlowSpec's own members and _NON_PARAMETERS.
+METAFLOW_RESERVED_PARAMETER_NAMES = frozenset(
+    [
+        "params",
+        "with",
+        "tag",
+        "namespace",
+        "obj",
+        "tags",
+        "decospecs",
+        "run_id_file",
+        "max_num_splits",
+        "max_workers",
+        "max_log_size",
+        "user_namespace",
+        "run_id",
+        "task_id",
+        "runner_attribute_file",
+    ]
+)
+ARGO_RESERVED_PARAMETER_NAMES = frozenset(["script"])
+FLOWSPEC_MEMBER_NAMES = frozenset(
+    ["cmd", "foreach_stack", "index", "input", "merge_artifacts", "name", "next", "script_name"]
+)
+
+# Metaflow's @project accepts names up to this length (VALID_NAME_LEN in project_decorator.py).
+PROJECT_NAME_MAX_LENGTH = 128
+
 TOP_SCHEMA = {
     "type": "object",
     "properties": {
         "project_name": {
             "type": "string",
             "pattern": "^[a-z0-9_]+$",
+            "maxLength": PROJECT_NAME_MAX_LENGTH,
             "x-expected": "lowercase letters, digits and underscores (a Metaflow @project name)",
         },
         "data": {"type": "object"},
@@ -64,8 +99,11 @@ SENSOR_SCHEMA = {
         },
         "payload_key": {
             "type": "string",
-            "pattern": "^[A-Za-z_][A-Za-z0-9_]*$",
-            "x-expected": "a Python identifier (it becomes a Parameter of the triggered flow)",
+            # Lowercase: Metaflow lowercases parameter names on Argo, so 'dataVersion' in the
+            # payload would never reach the Parameter. No leading '_': Metaflow skips those.
+            "pattern": "^[a-z][a-z0-9_]*$",
+            "x-expected": "a lowercase letter, then lowercase letters, digits or '_' (it becomes "
+            "a Parameter of the triggered flow)",
         },
         "settle_checks": {"type": "integer", "minimum": 0, "maximum": 1000},
         "namespaced_events": {"type": "boolean"},
@@ -110,6 +148,12 @@ _JSON_TYPE_NAMES = {
 
 
 def _toml_type(value):
+    if isinstance(value, datetime.datetime):
+        return "datetime"
+    if isinstance(value, datetime.date):
+        return "date"
+    if isinstance(value, datetime.time):
+        return "time"
     if isinstance(value, bool):
         return "boolean"
     if isinstance(value, int):
@@ -126,7 +170,32 @@ def _toml_type(value):
 
 
 def _found(value):
+    if isinstance(value, (datetime.date, datetime.time)):
+        return "%s %s" % (_toml_type(value), value.isoformat())
     return "%s %r" % (_toml_type(value), value)
+
+
+def _expected_type(json_type):
+    if isinstance(json_type, list):
+        names = [_JSON_TYPE_NAMES.get(t, t) for t in json_type]
+        return ", ".join(names[:-1]) + " or " + names[-1] if len(names) > 1 else names[0]
+    return _JSON_TYPE_NAMES.get(json_type, json_type)
+
+
+@functools.cache
+def _strict_validator_class():
+    """Draft 2020-12 where an integer is a TOML integer: 50.0 (a float) and true are not.
+
+    JSON Schema counts 50.0 as an integer; a TOML file that says 50.0 means a float, and the
+    code that uses the value (``range``, list slicing) fails on it at run time.
+    """
+    from jsonschema import Draft202012Validator, validators
+
+    def is_integer(checker, instance):
+        return isinstance(instance, int) and not isinstance(instance, bool)
+
+    checker = Draft202012Validator.TYPE_CHECKER.redefine("integer", is_integer)
+    return validators.extend(Draft202012Validator, type_checker=checker)
 
 
 def schema_problems(instance, schema, prefix):
@@ -147,10 +216,8 @@ def schema_problems(instance, schema, prefix):
     List[str]
         Problems, sorted by key.
     """
-    from jsonschema import Draft202012Validator
-
     problems = []
-    for error in Draft202012Validator(schema).iter_errors(instance):
+    for error in _strict_validator_class()(schema).iter_errors(instance):
         path = [prefix] if prefix else []
         path += [str(p) for p in error.absolute_path]
         key = ".".join(path) or "(file)"
@@ -177,7 +244,7 @@ def schema_problems(instance, schema, prefix):
                 "%s: expected one of %s, found %s" % (key, choices, _found(error.instance))
             )
         elif error.validator == "type":
-            expected = _JSON_TYPE_NAMES.get(error.validator_value, error.validator_value)
+            expected = sub.get("x-expected", _expected_type(error.validator_value))
             problems.append("%s: expected %s, found %s" % (key, expected, _found(error.instance)))
         elif error.validator == "pattern":
             expected = sub.get("x-expected", "a value matching %s" % error.validator_value)
@@ -192,6 +259,11 @@ def schema_problems(instance, schema, prefix):
                     error.instance,
                 )
             )
+        elif error.validator == "maxLength":
+            problems.append(
+                "%s: expected at most %d characters, found %d"
+                % (key, error.validator_value, len(error.instance))
+            )
         elif error.validator == "minItems":
             problems.append("%s: expected a non-empty list, found []" % key)
         else:
@@ -199,22 +271,35 @@ def schema_problems(instance, schema, prefix):
     return sorted(set(problems))
 
 
-def cron_problems(expression, key="sensor.cron_schedule"):
-    """Check a 5-field cron expression (minute hour day-of-month month day-of-week).
+def payload_key_problems(payload_key):
+    """Why ``payload_key`` cannot name the triggered flow's Parameter (any flow's).
 
-    Argo Workflows' CronWorkflow takes exactly these five fields; a 6-field AWS-style
-    expression (``0 10 * * ? *``) deploys but never fires, so it is rejected here.
+    The checks that depend on the flow (its steps, attributes and artifacts) run where the
+    trigger is applied: ``sensor_trigger``.
     """
-    from croniter import croniter
-
-    fields = expression.split()
-    if len(fields) != 5:
+    key = "sensor.payload_key"
+    if payload_key in RESERVED_PAYLOAD_KEYS:
         return [
-            "%s: expected a 5-field cron expression (minute hour day month weekday), "
-            "found %r with %d field(s)" % (key, expression, len(fields))
+            "%s: %r is set by the sensor itself; choose another name, e.g. 'value'"
+            % (key, payload_key)
         ]
-    if not croniter.is_valid(expression):
-        return ["%s: expected a valid 5-field cron expression, found %r" % (key, expression)]
+    if keyword.iskeyword(payload_key):
+        return ["%s: %r is a Python keyword; choose another name" % (key, payload_key)]
+    if payload_key in METAFLOW_RESERVED_PARAMETER_NAMES:
+        return [
+            "%s: %r is reserved by Metaflow (an option of every flow's command line); choose "
+            "another name" % (key, payload_key)
+        ]
+    if payload_key in ARGO_RESERVED_PARAMETER_NAMES:
+        return [
+            "%s: %r is reserved by Metaflow on Argo Workflows; choose another name"
+            % (key, payload_key)
+        ]
+    if payload_key in FLOWSPEC_MEMBER_NAMES:
+        return [
+            "%s: %r is a member of every Metaflow flow (FlowSpec.%s); choose another name"
+            % (key, payload_key, payload_key)
+        ]
     return []
 
 
@@ -245,11 +330,8 @@ def validate_flowconfig(raw):
         if isinstance(cron, str):
             problems += cron_problems(cron)
         payload_key = sensor.get("payload_key")
-        if isinstance(payload_key, str) and payload_key in RESERVED_PAYLOAD_KEYS:
-            problems.append(
-                "sensor.payload_key: %r is set by the sensor itself; choose another name, "
-                "e.g. 'value'" % payload_key
-            )
+        if isinstance(payload_key, str):
+            problems += payload_key_problems(payload_key)
     trigger = raw.get("trigger")
     if isinstance(trigger, dict):
         problems += schema_problems(trigger, TRIGGER_SCHEMA, "trigger")

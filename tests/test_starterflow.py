@@ -1,6 +1,26 @@
 """StarterFlow runs locally like any flow, with its Parameter named by [sensor] payload_key."""
 
+import pytest
 from conftest import s3_config
+from metaflow import step
+
+from flowproject import BaseFlow
+from flowproject.triggers import payload_key_flow_problems
+
+
+class AssigningFlow(BaseFlow):
+    """Never run: its source is read for the artifacts it assigns."""
+
+    @step
+    def start(self):
+        self.pair, (self.nested, _) = 1, (2, 3)
+        self.total += 1
+        self.typed: int = 4
+        self.next(self.end)
+
+    @step
+    def end(self):
+        pass
 
 
 def test_runs_with_the_payload_key_as_a_parameter(flow_runner, bucket):
@@ -24,3 +44,50 @@ def test_the_parameter_name_follows_the_config(flow_runner, bucket):
     proc = flow_runner.run(flow="starterflow.py")
     assert proc.returncode == 0, proc.stderr
     assert "Training on snapshot = 'latest'" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "payload_key, expected",
+    [
+        ("flowconfig", "it is an attribute of the flow"),
+        ("start", "it is a step of the flow"),
+        ("trained_on_value", "step 'start' sets self.trained_on_value"),
+        ("model", "step 'train' sets self.model, and a Parameter cannot be assigned"),
+    ],
+)
+def test_payload_key_taken_by_the_flow_stops_it_loading(flow_runner, payload_key, expected):
+    flow_runner.write_config(
+        s3_config("some-bucket", "events/", "files_metadata").replace(
+            'payload_key = "data_version"', 'payload_key = "%s"' % payload_key
+        )
+    )
+    proc = flow_runner.run(flow="starterflow.py")
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "Invalid flowconfig.toml" in output
+    headline = "sensor.payload_key: '%s' cannot be a Parameter of StarterFlow: " % payload_key
+    assert headline + expected in output
+    assert "Task is starting" not in output
+
+
+@pytest.mark.parametrize(
+    "payload_key, expected",
+    [
+        ("pair", "step 'start' sets self.pair"),
+        ("nested", "step 'start' sets self.nested"),
+        ("total", "step 'start' sets self.total"),
+        ("typed", "step 'start' sets self.typed"),
+        ("observation", "method 'decide_change' sets self.observation"),  # BaseFlow's
+        ("end", "it is a step of the flow"),
+        ("query", "it is an attribute of the flow"),
+    ],
+)
+def test_payload_key_flow_problems(payload_key, expected):
+    (problem,) = payload_key_flow_problems(AssigningFlow, payload_key, ["start", "end"])
+    assert problem == (
+        "sensor.payload_key: %r cannot be a Parameter of AssigningFlow: %s"
+        % (payload_key, expected)
+        + ("" if "self." not in expected else ", and a Parameter cannot be assigned")
+        + "; choose another name"
+    )
+    assert payload_key_flow_problems(AssigningFlow, "data_version", ["start", "end"]) == []

@@ -16,6 +16,7 @@ Credentials come from the standard AWS chain (environment, ``AWS_PROFILE``, inst
 
 import fnmatch
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -63,9 +64,36 @@ PAGE_SIZE = 1000
 DEFAULT_LIST_CONCURRENCY = 8
 
 
+# S3's naming rules for general purpose buckets beyond the characters and length the schema
+# checks (https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html).
+BUCKET_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+BUCKET_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
+_IP_ADDRESS_RE = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
+
+
+def bucket_name_problems(bucket):
+    """Why S3 would refuse ``bucket`` (``s3://name``) as a bucket name; [] when it would not."""
+    name = bucket[len("s3://") :].rstrip("/") if bucket.startswith("s3://") else bucket
+    reserved_prefixes, reserved_suffixes = BUCKET_RESERVED_PREFIXES, BUCKET_RESERVED_SUFFIXES
+    reasons = []
+    if ".." in name:
+        reasons.append("two adjacent periods")
+    if _IP_ADDRESS_RE.match(name):
+        reasons.append("the form of an IP address")
+    reasons += ["the reserved prefix %r" % p for p in reserved_prefixes if name.startswith(p)]
+    reasons += ["the reserved suffix %r" % s for s in reserved_suffixes if name.endswith(s)]
+    return [
+        "data.bucket: %r is not a valid S3 bucket name: it has %s" % (bucket, reason)
+        for reason in reasons
+    ]
+
+
 def validate(data):
-    """Checks beyond the schema: key shape per check mode, filters only with a prefix."""
+    """Checks beyond the schema: bucket naming rules, key shape per check mode, filters only
+    with a prefix."""
     problems = []
+    if isinstance(data.get("bucket"), str):
+        problems += bucket_name_problems(data["bucket"])
     mode = data.get("check_mode")
     key = data.get("key")
     if isinstance(key, str) and mode in CHECK_MODES:

@@ -62,7 +62,11 @@ CONFIG_SCHEMA = {
         "params": {
             "type": "object",
             "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
-            "additionalProperties": {"type": ["string", "integer", "number", "boolean"]},
+            # A bind value is a scalar; TOML dates, times, tables and lists are not.
+            "additionalProperties": {
+                "type": ["string", "integer", "number", "boolean"],
+                "x-expected": "a string, integer, float or boolean",
+            },
         },
         "integration": {"type": "string", "minLength": 1},
         "connection_name": {"type": "string", "minLength": 1},
