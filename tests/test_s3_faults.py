@@ -55,7 +55,7 @@ def check_prefix(bucket, key="events/", **extra):
 @pytest.mark.parametrize(
     "fault, expected",
     [
-        ("empty_body", "an empty answer (HTTP 200 without a ListObjectsV2 result)"),
+        ("empty_body", "an empty body (HTTP 200 without a ListObjectsV2 result)"),
         ("no_is_truncated", "an answer without IsTruncated"),
         ("no_key_count", "an answer without KeyCount"),
         ("wrong_key_count", "KeyCount 4, but the page holds 3 objects"),
@@ -140,7 +140,7 @@ def test_malformed_page_fails_the_run_and_the_next_healthy_run_publishes_nothing
     assert proxy.spoiled == 1
     assert spoiled.returncode != 0
     assert "Data source check failed" in output, output
-    assert "S3 answered the listing of s3://%s/events/ with an empty answer" % bucket in output
+    assert "S3 answered the listing of s3://%s/events/ with an empty body" % bucket in output
     assert len(webhook.events) == 1 and webhook.rejected == 0
 
     healthy = runner.run()

@@ -404,7 +404,7 @@ def page_problem(page, delimiter=None):
     """
     fields = [name for name in page if name != "ResponseMetadata"]
     if not fields:
-        return "an empty answer (HTTP 200 without a ListObjectsV2 result)"
+        return "an empty body (HTTP 200 without a ListObjectsV2 result)"
     missing = [name for name in ("IsTruncated", "KeyCount") if name not in page]
     if missing:
         return "an answer without %s" % " or ".join(missing)
