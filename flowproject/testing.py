@@ -272,9 +272,10 @@ class FaultyS3Proxy(LoopbackHTTPServer):
             self.spoiled = 0
 
     def clear(self):
-        """Forward every answer unchanged again."""
+        """Forward every answer unchanged again, and count from zero."""
         with self._lock:
             self._fault = None
+            self.listings = self.spoiled = 0
 
     def _fault_for(self, method, path):
         """The fault to apply to this request's answer, or None (and count the listing)."""

@@ -22,10 +22,17 @@ KEYS = (
 )
 
 
-@pytest.fixture
-def proxy(s3_server):
-    with FaultyS3Proxy(s3_server.endpoint_url) as running:
+@pytest.fixture(scope="module")
+def faulty_proxy(moto_server):
+    with FaultyS3Proxy(moto_server.endpoint_url) as running:
         yield running
+
+
+@pytest.fixture
+def proxy(faulty_proxy, s3_server):
+    """The proxy, forwarding every answer unchanged, in front of an emptied S3 server."""
+    faulty_proxy.clear()
+    return faulty_proxy
 
 
 @pytest.fixture
