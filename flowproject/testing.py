@@ -3,6 +3,7 @@
 - ``MotoS3Server``: moto's S3-compatible server in a subprocess on 127.0.0.1;
 - ``WebhookReceiver``: an Argo Events webhook that records every event it receives, and can
   be told to fail (HTTP 500) or to go away (connection refused);
+- ``FaultyS3Proxy``: a proxy in front of an S3 server that spoils chosen ListObjectsV2 answers;
 - ``sensor_env``: the environment variables that point a flow run at them;
 - ``check_once``: one sensor check as plain function calls, for fast tests of a config.
 
@@ -214,6 +215,164 @@ class WebhookReceiver(LoopbackHTTPServer):
         with self._lock:
             self.events.clear()
             self.rejected = 0
+
+
+class FaultyS3Proxy(LoopbackHTTPServer):
+    """A loopback HTTP proxy in front of an S3 server that can spoil ListObjectsV2 answers.
+
+    Clients use ``endpoint_url`` instead of the server's; every request is forwarded as it
+    came. ``inject(fault)`` rewrites the next ListObjectsV2 answer (or a later one, or several)
+    the way a misbehaving S3-compatible store or proxy would, with a 200 status:
+
+    - ``"empty_body"``: no body at all;
+    - ``"cut_body"``: the first half of the XML;
+    - ``"no_is_truncated"`` / ``"no_key_count"``: that element left out;
+    - ``"wrong_key_count"``: ``KeyCount`` one more than the page holds;
+    - ``"truncated_without_token"``: ``IsTruncated`` true and no ``NextContinuationToken``.
+
+    ``listings`` counts the ListObjectsV2 answers forwarded, ``spoiled`` those rewritten, so a
+    test can tell the fault was met.
+
+    Parameters
+    ----------
+    upstream : str
+        The S3 server's endpoint, e.g. ``MotoS3Server.endpoint_url``.
+    port : int, optional
+        Port to listen on; a free one by default.
+    """
+
+    FAULTS = (
+        "empty_body",
+        "cut_body",
+        "no_is_truncated",
+        "no_key_count",
+        "wrong_key_count",
+        "truncated_without_token",
+    )
+
+    def __init__(self, upstream, port=None):
+        super().__init__(port)
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(upstream)
+        self.upstream = (parts.hostname, parts.port or 80)
+        self.endpoint_url = "http://%s:%d" % (LOOPBACK, self.port)
+        self.spoiled = 0
+        self.listings = 0
+        self._fault = None
+        self._lock = threading.Lock()
+
+    def inject(self, fault, nth=1, times=1):
+        """Spoil ListObjectsV2 answers from the ``nth`` one on (1 = the next), ``times`` of
+        them (None: every one) with ``fault``, one of ``FAULTS``."""
+        if fault not in self.FAULTS:
+            raise ValueError("unknown fault %r; expected one of %s" % (fault, self.FAULTS))
+        with self._lock:
+            self._fault = {"fault": fault, "skip": nth - 1, "left": times}
+            self.spoiled = 0
+
+    def clear(self):
+        """Forward every answer unchanged again, and count from zero."""
+        with self._lock:
+            self._fault = None
+            self.listings = self.spoiled = 0
+
+    def _fault_for(self, method, path):
+        """The fault to apply to this request's answer, or None (and count the listing)."""
+        if method != "GET" or "list-type=2" not in path.partition("?")[2]:
+            return None
+        with self._lock:
+            self.listings += 1
+            plan = self._fault
+            if plan is None:
+                return None
+            if plan["skip"] > 0:
+                plan["skip"] -= 1
+                return None
+            if plan["left"] is not None:
+                if plan["left"] <= 0:
+                    return None
+                plan["left"] -= 1
+            self.spoiled += 1
+            return plan["fault"]
+
+    @staticmethod
+    def spoil(body, fault):
+        """``body``, a ListObjectsV2 XML answer, rewritten as ``fault`` says."""
+        import re
+
+        if fault == "empty_body":
+            return b""
+        if fault == "cut_body":
+            return body[: len(body) // 2]
+        if fault == "no_is_truncated":
+            return re.sub(rb"<IsTruncated>[^<]*</IsTruncated>", b"", body)
+        if fault == "no_key_count":
+            return re.sub(rb"<KeyCount>[^<]*</KeyCount>", b"", body)
+        if fault == "wrong_key_count":
+            return re.sub(
+                rb"<KeyCount>([0-9]+)</KeyCount>",
+                lambda m: b"<KeyCount>%d</KeyCount>" % (int(m.group(1)) + 1),
+                body,
+            )
+        body = re.sub(rb"<NextContinuationToken>[^<]*</NextContinuationToken>", b"", body)
+        return re.sub(
+            rb"<IsTruncated>[^<]*</IsTruncated>", b"<IsTruncated>true</IsTruncated>", body
+        )
+
+    def handler(self):
+        import http.client
+
+        proxy = self
+        hop_by_hop = {"connection", "keep-alive", "transfer-encoding", "content-length"}
+
+        class Handler(BaseHTTPRequestHandler):
+            def _read_body(self):
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    chunks = []
+                    while True:
+                        size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                        if size == 0:
+                            while self.rfile.readline().strip():
+                                pass  # trailers
+                            return b"".join(chunks)
+                        chunks.append(self.rfile.read(size))
+                        self.rfile.readline()
+                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+            def _forward(self):
+                body = self._read_body()
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in hop_by_hop}
+                connection = http.client.HTTPConnection(*proxy.upstream, timeout=60)
+                try:
+                    connection.request(self.command, self.path, body=body, headers=headers)
+                    answer = connection.getresponse()
+                    payload = answer.read()
+                    status, answer_headers = answer.status, answer.getheaders()
+                finally:
+                    connection.close()
+                fault = proxy._fault_for(self.command, self.path) if status == 200 else None
+                length = dict((k.lower(), v) for k, v in answer_headers).get("content-length")
+                if fault is not None:
+                    payload = proxy.spoil(payload, fault)
+                if self.command != "HEAD":
+                    length = str(len(payload))
+                self.send_response(status)
+                for name, value in answer_headers:
+                    if name.lower() not in hop_by_hop:
+                        self.send_header(name, value)
+                if length is not None:
+                    self.send_header("Content-Length", length)
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(payload)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
+
+            def log_message(self, *args):
+                pass
+
+        return Handler
 
 
 def check_once(config, state=None, flow_name="SensorFlow", branch="user.test", force=False):

@@ -1,5 +1,5 @@
 """SensorFlow against a loopback fakesnow server: the events a webhook receives, exit codes,
-messages. Each ``python sensorflow.py run`` costs seconds: 9 runs in this file.
+messages. Each ``python sensorflow.py run`` costs seconds: 10 runs in this file.
 """
 
 import datetime
@@ -194,3 +194,24 @@ def test_sql_error_fails_clearly_without_secrets(runner, webhook, warehouse, fak
     assert "NOPE does not exist" in output(result)
     assert ENV_PASSWORD not in output(result)
     assert webhook.events == []
+
+
+def test_malformed_snowflake_variable_is_named_and_publishes_nothing(runner, webhook):
+    # The environment path with a port that is not a number (today: a ValueError traceback).
+    runner.env.update(
+        SNOWFLAKE_ACCOUNT="fakesnow",
+        SNOWFLAKE_USER="fake",
+        SNOWFLAKE_PASSWORD=ENV_PASSWORD,
+        SNOWFLAKE_HOST="127.0.0.1",
+        SNOWFLAKE_PORT="80a",
+        SNOWFLAKE_PROTOCOL="http",
+    )
+    runner.write_config(
+        snowflake_config(['template = "row_count"'], {"table": "ANALYTICS.PUBLIC.EVENTS"})
+    )
+    result = runner.run()
+    assert result.returncode != 0
+    assert "SNOWFLAKE_PORT=80a: expected an integer port 1-65535" in output(result), output(result)
+    assert "Traceback" not in output(result) and "ValueError" not in output(result)
+    assert ENV_PASSWORD not in output(result)
+    assert webhook.events == [] and webhook.rejected == 0

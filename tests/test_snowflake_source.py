@@ -270,6 +270,140 @@ def test_no_connection_configured(snowflake_home):
     assert str(e.value).startswith("No Snowflake connection configured: set [data] integration")
 
 
+# ------------------------------------------------------------------ SNOWFLAKE_* values
+
+# A working environment path; each case below spoils one variable of it.
+GOOD_ENV = {
+    "SNOWFLAKE_ACCOUNT": "myorg-myaccount",
+    "SNOWFLAKE_USER": "sensor@example.com",
+    "SNOWFLAKE_PASSWORD": "pw-9d1c3b",
+}
+
+
+def env_plan(**env):
+    data = data_for("SELECT 1")
+    del data["connection_name"]
+    return sf.connection_plan(data, dict(GOOD_ENV, **env))
+
+
+def test_malformed_port_is_a_message_naming_the_variable(snowflake_home, monkeypatch):
+    # Through the source's own check: today a ValueError from int('80a').
+    for name, value in dict(GOOD_ENV, SNOWFLAKE_PORT="80a").items():
+        monkeypatch.setenv(name, value)
+    data = data_for("SELECT 1")
+    del data["connection_name"]
+    with pytest.raises(SourceError) as e:
+        run_check(data)
+    assert str(e.value) == (
+        "Invalid Snowflake environment variable:\n"
+        "SNOWFLAKE_PORT=80a: expected an integer port 1-65535"
+    )
+
+
+@pytest.mark.parametrize(
+    "name, value, expected",
+    [
+        ("SNOWFLAKE_PORT", "0", "SNOWFLAKE_PORT=0: expected an integer port 1-65535"),
+        ("SNOWFLAKE_PORT", "65536", "SNOWFLAKE_PORT=65536: expected an integer port 1-65535"),
+        ("SNOWFLAKE_PORT", "443 ", "SNOWFLAKE_PORT='443 ': expected an integer port 1-65535"),
+        ("SNOWFLAKE_PORT", "-1", "SNOWFLAKE_PORT=-1: expected an integer port 1-65535"),
+        ("SNOWFLAKE_PROTOCOL", "ftp", "SNOWFLAKE_PROTOCOL=ftp: expected 'https' or 'http'"),
+        (
+            "SNOWFLAKE_HOST",
+            "https://xy.snowflakecomputing.com/",
+            "SNOWFLAKE_HOST=https://xy.snowflakecomputing.com/: expected a host name like",
+        ),
+        ("SNOWFLAKE_HOST", "db:443", "SNOWFLAKE_HOST=db:443: expected a host name like"),
+        (
+            "SNOWFLAKE_ACCOUNT",
+            "https://xy12345.snowflakecomputing.com",
+            "SNOWFLAKE_ACCOUNT=https://xy12345.snowflakecomputing.com: expected an account",
+        ),
+        (
+            "SNOWFLAKE_AUTHENTICATOR",
+            "okta",
+            "SNOWFLAKE_AUTHENTICATOR=okta: expected one of snowflake, externalbrowser,",
+        ),
+        (
+            "SNOWFLAKE_PRIVATE_KEY_FILE",
+            "/nonexistent/rsa_key.p8",
+            "SNOWFLAKE_PRIVATE_KEY_FILE=/nonexistent/rsa_key.p8: expected the path of a private",
+        ),
+        ("SNOWFLAKE_ROLE", " ANALYST", "SNOWFLAKE_ROLE=' ANALYST': expected a name without"),
+        ("SNOWFLAKE_DATABASE", "DB\n", "SNOWFLAKE_DATABASE='DB\\n': expected a name without"),
+        ("SNOWFLAKE_WAREHOUSE", "   ", "SNOWFLAKE_WAREHOUSE is set but blank"),
+        ("SNOWFLAKE_USER", "\t", "SNOWFLAKE_USER is set but blank"),
+    ],
+)
+def test_malformed_variable_is_named_with_what_was_expected(name, value, expected):
+    with pytest.raises(SourceError) as e:
+        env_plan(**{name: value})
+    assert e.value.headline == "Data source check failed"
+    assert str(e.value).startswith("Invalid Snowflake environment variable:\n" + expected)
+
+
+def test_a_secret_variable_is_checked_without_showing_its_value():
+    secret = "pw-51f0a7c2"
+    with pytest.raises(SourceError) as e:
+        env_plan(
+            SNOWFLAKE_PASSWORD=secret + "\n",
+            SNOWFLAKE_TOKEN=" ",
+            SNOWFLAKE_PORT="x",
+            SNOWFLAKE_HOST="a b",
+        )
+    message = str(e.value)
+    assert secret not in message
+    assert message.splitlines() == [
+        "Invalid Snowflake environment variables:",
+        "SNOWFLAKE_PASSWORD contains a line break (read from a file with its trailing "
+        "newline?); its value is not shown",
+        "SNOWFLAKE_TOKEN is set but blank",
+        "SNOWFLAKE_HOST=a b: expected a host name like 'myorg-myaccount.snowflakecomputing.com' "
+        "(no scheme, port or path)",
+        "SNOWFLAKE_PORT=x: expected an integer port 1-65535",
+    ]
+
+
+def test_well_formed_variables_pass(tmp_path):
+    key = tmp_path / "rsa_key.p8"
+    key.write_text("not really a key")
+    how, kwargs, _ = env_plan(
+        SNOWFLAKE_PORT="443",
+        SNOWFLAKE_PROTOCOL="HTTPS",
+        SNOWFLAKE_HOST="myorg-myaccount.privatelink.snowflakecomputing.com",
+        SNOWFLAKE_ACCOUNT="xy12345.us-east-1.aws",
+        SNOWFLAKE_AUTHENTICATOR="https://acme.okta.com",
+        SNOWFLAKE_PRIVATE_KEY_FILE=str(key),
+        SNOWFLAKE_ROLE="ANALYST",
+        SNOWFLAKE_DATABASE='"My DB"',
+    )
+    assert how == "env"
+    assert kwargs["port"] == 443 and kwargs["protocol"] == "https"
+    for authenticator in ("SNOWFLAKE_JWT", "externalbrowser", "oauth"):
+        env_plan(SNOWFLAKE_AUTHENTICATOR=authenticator)
+    env_plan(SNOWFLAKE_HOST="127.0.0.1")
+    env_plan(SNOWFLAKE_HOST="[::1]")
+
+
+def test_connection_name_path_does_not_read_the_env_values(snowflake_home):
+    # SNOWFLAKE_PORT is not used with connection_name: a stray value there is no error.
+    how, _, _ = sf.connection_plan(
+        data_for("SELECT 1"), {"SNOWFLAKE_HOME": str(snowflake_home), "SNOWFLAKE_PORT": "80a"}
+    )
+    assert how == "connection_name"
+
+
+def test_snowflake_home_must_be_a_folder(tmp_path):
+    not_a_folder = tmp_path / "connections.toml"
+    not_a_folder.write_text("[fakesnow]\n")
+    with pytest.raises(SourceError) as e:
+        sf.connection_plan(data_for("SELECT 1"), {"SNOWFLAKE_HOME": str(not_a_folder)})
+    assert str(e.value) == (
+        "SNOWFLAKE_HOME=%s: expected the folder holding connections.toml, found a file"
+        % not_a_folder
+    )
+
+
 # ------------------------------------------------------------------ Outerbounds integration
 
 

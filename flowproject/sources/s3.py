@@ -414,19 +414,62 @@ class ListingDigest(object):
         }
 
 
+def page_problem(page, delimiter=None):
+    """What makes ``page`` not a well-formed ListObjectsV2 answer, or None if it is one.
+
+    A page that is not understood must never pass for the last page of a listing: an empty
+    200 from an S3-compatible store or a proxy would otherwise end the listing early, and the
+    digest of a partial listing would announce a change that did not happen (and then another
+    one back). S3 always sends ``IsTruncated`` and ``KeyCount``, and ``KeyCount`` counts the
+    objects of the page plus, with a delimiter, its common prefixes.
+
+    Parameters
+    ----------
+    page : dict
+        A ``list_objects_v2`` response as botocore parsed it.
+    delimiter : str, optional
+        The ``Delimiter`` of the request.
+    """
+    fields = [name for name in page if name != "ResponseMetadata"]
+    if not fields:
+        return "an empty body (HTTP 200 without a ListObjectsV2 result)"
+    missing = [name for name in ("IsTruncated", "KeyCount") if name not in page]
+    if missing:
+        return "an answer without %s" % " or ".join(missing)
+    listed = len(page.get("Contents", ()))
+    what = "%d objects" % listed
+    if delimiter:
+        prefixes = len(page.get("CommonPrefixes", ()))
+        listed += prefixes
+        what += " and %d common prefixes" % prefixes
+    if page["KeyCount"] != listed:
+        return "KeyCount %s, but the page holds %s" % (page["KeyCount"], what)
+    if page["IsTruncated"] and not page.get("NextContinuationToken"):
+        return "a truncated page without a NextContinuationToken"
+    return None
+
+
 def _list_page(session, data, **kwargs):
-    """One ListObjectsV2 request, with S3 errors turned into ``SourceError``."""
+    """One ListObjectsV2 request, with S3 errors and malformed pages turned into
+    ``SourceError``."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    prefix = kwargs.get("Prefix", "")
+    bucket, prefix = data["bucket"], kwargs.get("Prefix", "")
     try:
-        return session.client.list_objects_v2(Bucket=data["bucket"], MaxKeys=PAGE_SIZE, **kwargs)
+        page = session.client.list_objects_v2(Bucket=bucket, MaxKeys=PAGE_SIZE, **kwargs)
     except ClientError as e:
-        _raise_for(e, data, "listing s3://%s/%s" % (data["bucket"], prefix))
+        _raise_for(e, data, "listing s3://%s/%s" % (bucket, prefix))
     except BotoCoreError as e:
+        raise SourceError("Could not reach S3 for s3://%s/%s: %s" % (bucket, prefix, e)) from None
+    # An answer that is not XML at all botocore retries, then reports as a ClientError.
+    problem = page_problem(page, kwargs.get("Delimiter"))
+    if problem:
         raise SourceError(
-            "Could not reach S3 for s3://%s/%s: %s" % (data["bucket"], prefix, e)
-        ) from None
+            "S3 answered the listing of s3://%s/%s with %s: not a well-formed ListObjectsV2 "
+            "page, so the listing cannot be trusted and this check stops (the baseline is kept)."
+            % (bucket, prefix, problem)
+        )
+    return page
 
 
 def _pages(session, data, prefix, delimiter=None, start_after=None, token=None):

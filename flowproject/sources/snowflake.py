@@ -105,6 +105,26 @@ ENV_PARAMS = {
 # Connector keywords whose values are secrets: scrubbed from every message we raise.
 SECRET_PARAMS = ("password", "private_key_file_pwd", "token", "passcode", "private_key")
 
+# SNOWFLAKE_AUTHENTICATOR values the connector (4.8) accepts, besides an Okta URL.
+AUTHENTICATORS = (
+    "snowflake",
+    "externalbrowser",
+    "snowflake_jwt",
+    "oauth",
+    "oauth_authorization_code",
+    "oauth_client_credentials",
+    "username_password_mfa",
+    "workload_identity",
+    "programmatic_access_token",
+    "pat_with_external_session",
+)
+
+# A host name or an IP address, without scheme, port or path.
+HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$|^\[[0-9A-Fa-f:.]+\]$")
+
+# An account identifier: 'myorg-myaccount', 'xy12345.us-east-1.aws', 'xy12345'.
+ACCOUNT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
 
 # --------------------------------------------------------------------------------------
 # Templates
@@ -301,6 +321,7 @@ def connection_plan(data, env=None):
         return "integration", dict(_overrides(data), integration=data["integration"]), secrets
     if data.get("connection_name"):
         name = data["connection_name"]
+        check_snowflake_home(env)
         path = connections_file(env)
         connections = _read_connections(path)
         if connections is None:
@@ -317,6 +338,7 @@ def connection_plan(data, env=None):
         secrets += [str(entry[k]) for k in SECRET_PARAMS if entry.get(k)]
         kwargs = dict(connection_name=name, connections_file_path=path, **_overrides(data))
         return "connection_name", kwargs, secrets
+    check_environment(env)
     kwargs = {p: env[k] for k, p in ENV_PARAMS.items() if env.get(k)}
     if not (kwargs.get("account") and kwargs.get("user")):
         raise SourceError(
@@ -327,8 +349,99 @@ def connection_plan(data, env=None):
         )
     if "port" in kwargs:
         kwargs["port"] = int(kwargs["port"])
+    if "protocol" in kwargs:
+        kwargs["protocol"] = kwargs["protocol"].lower()
     kwargs.update(_overrides(data))
     return "env", kwargs, secrets
+
+
+def _env_value_problem(name, value):
+    """What is wrong with the environment variable ``name`` = ``value``, or None.
+
+    A secret's value is never part of the answer.
+    """
+    param = ENV_PARAMS.get(name)
+    if param in SECRET_PARAMS:
+        if not value.strip():
+            return "%s is set but blank" % name
+        if "\n" in value or "\r" in value:
+            return (
+                "%s contains a line break (read from a file with its trailing newline?); "
+                "its value is not shown" % name
+            )
+        return None
+    plain = value == value.strip() and value.isprintable()
+    shown = ("%s=%s" if plain else "%s=%r") % (name, value)
+    if not value.strip():
+        return "%s is set but blank" % name
+    if name == "SNOWFLAKE_PORT":
+        if not (value.isascii() and value.isdigit() and 1 <= int(value) <= 65535):
+            return "%s: expected an integer port 1-65535" % shown
+    elif name == "SNOWFLAKE_PROTOCOL":
+        if value.lower() not in ("https", "http"):
+            return "%s: expected 'https' or 'http'" % shown
+    elif name == "SNOWFLAKE_HOST":
+        if not HOST_RE.match(value):
+            return (
+                "%s: expected a host name like 'myorg-myaccount.snowflakecomputing.com' "
+                "(no scheme, port or path)" % shown
+            )
+    elif name == "SNOWFLAKE_ACCOUNT":
+        if not ACCOUNT_RE.match(value):
+            return (
+                "%s: expected an account identifier like 'myorg-myaccount' or "
+                "'xy12345.us-east-1' (no scheme or path)" % shown
+            )
+    elif name == "SNOWFLAKE_AUTHENTICATOR":
+        if value.lower() not in AUTHENTICATORS and not value.lower().startswith("https://"):
+            return "%s: expected one of %s, or an Okta URL 'https://<org>.okta.com'" % (
+                shown,
+                ", ".join(AUTHENTICATORS),
+            )
+    elif name == "SNOWFLAKE_PRIVATE_KEY_FILE":
+        if not os.path.isfile(os.path.expanduser(value)):
+            return "%s: expected the path of a private key file; there is no such file" % shown
+    elif not plain:  # user, role, warehouse, database, schema
+        return "%s: expected a name without surrounding spaces or control characters" % shown
+    return None
+
+
+def check_environment(env=None):
+    """Check the ``SNOWFLAKE_*`` variables the environment connection path reads.
+
+    Parameters
+    ----------
+    env : dict, optional
+        Environment variables; ``os.environ`` by default.
+
+    Raises
+    ------
+    SourceError
+        Naming each malformed variable and what was expected (never a secret's value).
+    """
+    env = os.environ if env is None else env
+    problems = [_env_value_problem(name, env[name]) for name in ENV_PARAMS if env.get(name)]
+    problems = [p for p in problems if p]
+    if problems:
+        raise SourceError(
+            "Invalid Snowflake environment variable%s:\n%s"
+            % ("s" if len(problems) > 1 else "", "\n".join(problems))
+        )
+
+
+def check_snowflake_home(env=None):
+    """``SNOWFLAKE_HOME``, when set, must be a folder (it holds ``connections.toml``)."""
+    env = os.environ if env is None else env
+    home = env.get("SNOWFLAKE_HOME")
+    if not home:
+        return
+    if not home.strip() or not home.isprintable():
+        raise SourceError("SNOWFLAKE_HOME=%r: expected the folder holding connections.toml" % home)
+    path = Path(home).expanduser()
+    if path.exists() and not path.is_dir():
+        raise SourceError(
+            "SNOWFLAKE_HOME=%s: expected the folder holding connections.toml, found a file" % home
+        )
 
 
 def redact(text, secrets):
