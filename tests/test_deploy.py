@@ -7,6 +7,7 @@ settings a real deployment has. Each flow is compiled once per branch (module fi
 """
 
 import copy
+import hashlib
 import json
 import os
 import shutil
@@ -17,14 +18,14 @@ import textwrap
 import pytest
 
 from flowproject.config import load_flowconfig
-from flowproject.deploy_support import branch_name
+from flowproject.deploy_support import branch_name, delete_state, project_args
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARGO_SCHEMA = os.path.join(os.path.dirname(REPO), "shared", "argo", "workflows-schema.json")
 BIN = os.path.dirname(sys.executable)
 
-FEATURE_BRANCH = "feature/Foo-1"
-FEATURE_MF_BRANCH = "feature_foo_1"  # short enough that Argo does not shorten the names
+FEATURE_BRANCH = "Foo-1"
+FEATURE_MF_BRANCH = "foo_1_596979"  # short enough that Argo does not shorten the names
 DATASTORE_BUCKET = "deploy-test"
 
 CONFIG = load_flowconfig(os.path.join(REPO, "flowconfig.toml"))
@@ -176,11 +177,13 @@ def _ok(proc):
 @pytest.mark.parametrize(
     "git_branch, expected",
     [
-        ("feature/New-Model", "feature_new_model"),
-        ("refs/heads/fix-42", "fix_42"),
-        ("dependabot/pip/boto3-1.35.0", "dependabot_pip_boto3_1_35_0"),
-        ("--Weird..Name__", "weird_name"),
-        ("x" * 80, "x" * 40),
+        ("feature/New-Model", "feature_new_model_46cd65"),
+        ("refs/heads/fix_42", "fix_42"),  # valid as it is: no hash
+        ("dependabot/pip/boto3-1.35.0", "dependabot_pip_boto3_1_35_0_fa8bb2"),
+        ("--Weird..Name__", "weird_name_ba2b35"),
+        ("x" * 80, "x" * 33 + "_d929cd"),
+        ("x" * 40, "x" * 40),
+        ("x" * 41, "x" * 33 + "_" + hashlib.sha256(b"x" * 41).hexdigest()[:6]),
     ],
 )
 def test_branch_name_is_valid_for_metaflow_and_kubernetes(git_branch, expected):
@@ -188,8 +191,39 @@ def test_branch_name_is_valid_for_metaflow_and_kubernetes(git_branch, expected):
 
     name = branch_name(git_branch)
     assert name == expected
+    assert len(name) <= 40
     # Metaflow's own check of --branch raises on anything it does not accept.
     assert format_name("F", PROJECT, False, name, "u")[1] == "test." + name
+
+
+@pytest.mark.parametrize(
+    "first, second",
+    [
+        ("feature/Model-A", "feature/model_a"),
+        ("feature/model-a", "feature/model_a"),
+        ("model_a", "Model_A"),
+        ("release/" + "a" * 40 + "-one", "release/" + "a" * 40 + "-two"),
+        ("y" * 40 + "1", "y" * 40 + "2"),
+    ],
+)
+def test_different_git_branches_never_share_a_metaflow_branch(first, second):
+    assert branch_name(first) != branch_name(second)
+    # Stable: the same git branch always deploys to the same place.
+    assert branch_name(first) == branch_name(first)
+
+
+@pytest.mark.parametrize(
+    "git_branch, expected",
+    [
+        ("main", ["--production"]),
+        ("master", ["--production"]),
+        ("refs/heads/main", ["--production"]),
+        ("Main", ["--branch", "main_eb814b"]),
+        ("feature/Model-A", ["--branch", "feature_model_a_dce9b4"]),
+    ],
+)
+def test_project_args(git_branch, expected):
+    assert project_args(git_branch) == expected
 
 
 def test_branch_name_rejects_a_name_with_nothing_left():
@@ -361,7 +395,11 @@ def test_a_bad_flow_fails_deploy_by_name_and_the_others_still_report(
 @pytest.mark.parametrize(
     "github_env, expected",
     [
-        ({"GITHUB_HEAD_REF": "feature/PR-7", "GITHUB_REF_NAME": "7/merge"}, "test.feature_pr_7"),
+        (
+            {"GITHUB_HEAD_REF": "feature/PR-7", "GITHUB_REF_NAME": "7/merge"},
+            "test.feature_pr_7_aaffef",
+        ),
+        ({"GITHUB_REF_NAME": "refs/heads/main"}, "prod"),
         ({"GITHUB_REF_NAME": "main"}, "prod"),
     ],
 )
@@ -427,6 +465,115 @@ def test_plain_event_names_when_namespaced_events_is_false(git_repo, deploy_env,
     annotations = json.loads(proc.stdout)["metadata"]["annotations"]
     assert json.loads(annotations["metaflow/triggers"]) == [{"name": EVENT, "type": "event"}]
     assert list(json.loads(annotations["metaflow/parameters"])) == ["snapshot"]
+
+
+# ---------------------------------------------------------------------------------- teardown
+
+TEARDOWN_BRANCH = "feature/Model-A"
+TEARDOWN_MF_BRANCH = "test.feature_model_a_dce9b4"
+
+
+def _state_key(flow_name, branch, project=PROJECT):
+    return "metaflow/%s/sensor_state/%s/%s.json" % (flow_name, project, branch)
+
+
+@pytest.fixture
+def stored_states(deploy_env, moto_server):
+    """Sensor state objects in the S3 datastore: the torn-down branch's and others'."""
+    _, ensure_bucket = deploy_env
+    ensure_bucket()
+    client = moto_server.client()
+    keys = {
+        "gone": [
+            _state_key("SensorFlow", TEARDOWN_MF_BRANCH),
+            _state_key("OldSensorFlow", TEARDOWN_MF_BRANCH),  # a flow since removed
+        ],
+        "kept": [
+            # feature/model_a: sanitised alike, but another branch.
+            _state_key("SensorFlow", "test." + branch_name("feature/model_a")),
+            _state_key("SensorFlow", "prod"),
+            _state_key("SensorFlow", TEARDOWN_MF_BRANCH, project="otherproject"),
+        ],
+    }
+    for key in keys["gone"] + keys["kept"]:
+        client.put_object(Bucket=DATASTORE_BUCKET, Key=key, Body=b"{}")
+    yield keys
+    for key in keys["gone"] + keys["kept"]:
+        client.delete_object(Bucket=DATASTORE_BUCKET, Key=key)
+
+
+def _exists(moto_server, key):
+    listed = moto_server.client().list_objects_v2(Bucket=DATASTORE_BUCKET, Prefix=key)
+    return any(o["Key"] == key for o in listed.get("Contents", []))
+
+
+def test_teardown_dry_run_says_what_it_would_delete(
+    git_repo, deploy_env, moto_server, stored_states
+):
+    proc = run_deploy(git_repo, deploy_env, "--teardown", TEARDOWN_BRANCH, "--dry-run")
+    _ok(proc)
+    assert "(namespace %s)" % TEARDOWN_MF_BRANCH in proc.stdout
+    for flow in flow_files():
+        assert (
+            "would run: %s %s --branch feature_model_a_dce9b4 argo-workflows delete"
+            % (sys.executable, flow)
+            in proc.stdout
+        )
+    for key in stored_states["gone"]:
+        assert "would delete sensor state %s" % key[len("metaflow/") :] in proc.stdout
+    for key in stored_states["kept"]:
+        assert key[len("metaflow/") :] not in proc.stdout
+    assert "would delete 2 object(s)" in proc.stdout.split("Summary")[1]
+    # Nothing deleted.
+    for key in stored_states["gone"] + stored_states["kept"]:
+        assert _exists(moto_server, key)
+
+
+def test_teardown_refuses_production(git_repo, deploy_env):
+    for branch in ["main", "refs/heads/master"]:
+        proc = run_deploy(git_repo, deploy_env, "--teardown", branch, "--dry-run")
+        assert proc.returncode == 2
+        assert "refusing to tear down production" in proc.stderr
+
+
+def test_delete_state_removes_only_that_branchs_objects_on_s3(
+    git_repo, deploy_env, moto_server, stored_states
+):
+    """The command ./deploy --teardown runs, against the S3 datastore."""
+    env, _ = deploy_env
+    proc = subprocess.run(
+        [sys.executable, "-m", "flowproject.deploy_support", "delete-state", TEARDOWN_MF_BRANCH],
+        cwd=git_repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for key in stored_states["gone"]:
+        assert "deleted sensor state %s" % key[len("metaflow/") :] in proc.stdout
+        assert not _exists(moto_server, key)
+    for key in stored_states["kept"]:
+        assert _exists(moto_server, key)
+
+
+def test_delete_state_on_the_local_datastore(tmp_path):
+    from metaflow.plugins.datastores.local_storage import LocalStorage
+
+    from flowproject.state import state_path
+
+    storage = LocalStorage(str(tmp_path))
+    gone = state_path("SensorFlow", PROJECT, "test.x")
+    kept = state_path("SensorFlow", PROJECT, "test.y")
+    for path in (gone, kept):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("{}")
+
+    assert delete_state(PROJECT, "test.x", storage=storage, dry_run=True) == [gone]
+    assert (tmp_path / gone).exists()
+    assert delete_state(PROJECT, "test.x", storage=storage) == [gone]
+    assert not (tmp_path / gone).exists() and (tmp_path / kept).exists()
+    assert delete_state(PROJECT, "test.x", storage=storage) == []
 
 
 # ---------------------------------------------------------------------------------- linters
