@@ -576,6 +576,63 @@ def test_delete_state_on_the_local_datastore(tmp_path):
     assert delete_state(PROJECT, "test.x", storage=storage) == []
 
 
+# ---------------------------------------------------------------------------------- CI
+
+
+def _workflow(name):
+    yaml = pytest.importorskip("yaml")
+    with open(os.path.join(REPO, ".github", "workflows", name)) as f:
+        workflow = yaml.safe_load(f)
+    # YAML 1.1 reads the key `on` as True.
+    workflow["on"] = workflow.pop(True, workflow.get("on"))
+    return workflow
+
+
+def test_ci_deploys_only_after_the_tests_of_the_same_commit_passed():
+    tests, deploy = _workflow("tests.yml"), _workflow("deploy.yml")
+    assert "workflow_call" in tests["on"]
+    # tests.yml runs for pushes through deploy.yml only, so each commit is tested once.
+    assert "push" not in tests["on"]
+    jobs = deploy["jobs"]
+    assert jobs["tests"]["uses"] == "./.github/workflows/tests.yml"
+    assert jobs["deploy"]["needs"] == "tests"
+    condition = " ".join(jobs["deploy"]["if"].split())
+    assert "github.event_name == 'push' && needs.tests.result == 'success'" in condition
+    steps = {step.get("name"): step for step in jobs["deploy"]["steps"]}
+    assert steps["Deploy"]["run"] == "./deploy"
+    assert steps["Deploy"]["if"] == "github.event_name == 'push'"
+
+
+def test_ci_tears_down_a_deleted_branch():
+    deploy = _workflow("deploy.yml")
+    assert "delete" in deploy["on"]
+    job = deploy["jobs"]["deploy"]
+    assert "github.event_name == 'delete' && github.event.ref_type == 'branch'" in job["if"]
+    step = {step.get("name"): step for step in job["steps"]}["Tear down the deleted branch"]
+    assert step["if"] == "github.event_name == 'delete'"
+    # The branch name reaches the script through the environment (no expression injection).
+    assert step["env"]["DELETED_BRANCH"] == "${{ github.event.ref }}"
+    assert step["run"] == './deploy --teardown "$DELETED_BRANCH"'
+
+
+def test_ci_aws_credentials_oidc_by_default_keys_as_fallback():
+    job = _workflow("deploy.yml")["jobs"]["deploy"]
+    assert job["permissions"]["id-token"] == "write"
+    aws_steps = [
+        step
+        for step in job["steps"]
+        if step.get("uses", "").startswith("aws-actions/configure-aws-credentials@")
+    ]
+    oidc, keys = aws_steps
+    assert oidc["if"] == "env.AWS_ROLE_ARN != ''"
+    assert oidc["with"]["role-to-assume"] == "${{ env.AWS_ROLE_ARN }}"
+    assert "aws-access-key-id" not in oidc["with"]
+    assert keys["if"].startswith("env.AWS_ROLE_ARN == ''")
+    assert keys["with"]["aws-access-key-id"] == "${{ secrets.AWS_ACCESS_KEY_ID }}"
+    # No long-lived key in the job's environment when the role is used.
+    assert "AWS_ACCESS_KEY_ID" not in job["env"]
+
+
 # ---------------------------------------------------------------------------------- linters
 
 
