@@ -14,11 +14,13 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from flowproject.config import load_flowconfig
 from flowproject.deploy_support import branch_name, delete_state, project_args
+from flowproject.testing import LoopbackHTTPServer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARGO_SCHEMA = os.path.join(os.path.dirname(REPO), "shared", "argo", "workflows-schema.json")
@@ -574,6 +576,156 @@ def test_delete_state_on_the_local_datastore(tmp_path):
     assert delete_state(PROJECT, "test.x", storage=storage) == [gone]
     assert not (tmp_path / gone).exists() and (tmp_path / kept).exists()
     assert delete_state(PROJECT, "test.x", storage=storage) == []
+
+
+class ArgoStandIn(LoopbackHTTPServer):
+    """The part of the Kubernetes API ``argo-workflows delete`` uses, on 127.0.0.1.
+
+    ``resources`` is the set of existing ``(plural, namespace, name)``: GET answers them (as
+    Metaflow deployments owned by METAFLOW_USER), DELETE removes them; anything else is 404.
+    """
+
+    GROUP_PREFIX = "/apis/argoproj.io/v1alpha1/namespaces/"
+
+    def __init__(self, resources):
+        super().__init__()
+        self.resources = set(resources)
+        self.deleted = []
+
+    def kubeconfig(self, folder):
+        path = os.path.join(str(folder), "kubeconfig")
+        server = "http://127.0.0.1:%d" % self.port
+        context = {"cluster": "standin", "user": "ci"}
+        with open(path, "w") as f:
+            json.dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [{"name": "standin", "cluster": {"server": server}}],
+                    "users": [{"name": "ci", "user": {"token": "not-a-secret"}}],
+                    "contexts": [{"name": "standin", "context": context}],
+                    "current-context": "standin",
+                },
+                f,
+            )
+        return path
+
+    def handler(self):
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _resource(self):
+                path = self.path.split("?")[0]
+                if not path.startswith(stand_in.GROUP_PREFIX):
+                    return None
+                parts = path[len(stand_in.GROUP_PREFIX) :].split("/")
+                if len(parts) != 3:
+                    return None
+                namespace, plural, name = parts
+                return plural, namespace, name
+
+            def _answer(self, status, body):
+                data = json.dumps(body).encode("utf-8")
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _not_found(self):
+                self._answer(
+                    404,
+                    {"kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404},
+                )
+
+            def do_GET(self):
+                resource = self._resource()
+                if resource not in stand_in.resources:
+                    return self._not_found()
+                annotations = {"metaflow/owner": "tester", "metaflow/production_token": "t"}
+                self._answer(200, {"metadata": {"name": resource[2], "annotations": annotations}})
+
+            def do_DELETE(self):
+                resource = self._resource()
+                if resource not in stand_in.resources:
+                    return self._not_found()
+                stand_in.resources.discard(resource)
+                stand_in.deleted.append(resource)
+                self._answer(200, {"kind": "Status", "status": "Success"})
+
+            def log_message(self, *args):
+                pass
+
+        return Handler
+
+
+def _deployment(flow_name, branch):
+    """The Argo resources ``argo-workflows create`` makes for a flow, named as Metaflow does."""
+    from unittest import mock
+
+    from metaflow.plugins.argo import argo_workflows_cli
+    from metaflow.plugins.argo.argo_workflows import ArgoWorkflows
+
+    class Current(object):
+        project_flow_name = "%s.%s.%s" % (PROJECT, branch, flow_name)
+        branch_name = branch
+
+        def get(self, key, default=None):
+            return PROJECT if key == "project_name" else default
+
+    Current.flow_name = flow_name
+    with mock.patch.object(argo_workflows_cli, "current", Current()):
+        name = argo_workflows_cli.resolve_workflow_name_v2(None, None)[0]
+    namespace = "jobs-default"
+    return {
+        ("workflowtemplates", namespace, name),
+        ("cronworkflows", namespace, name),
+        ("sensors", namespace, ArgoWorkflows._sensor_name(name)),
+    }
+
+
+@pytest.mark.e2e
+def test_teardown_deletes_every_flows_deployment_and_the_state_of_that_branch_only(
+    git_repo, deploy_env, moto_server, stored_states, tmp_path
+):
+    flow_names = ["SensorFlow", "StarterFlow"]
+    gone = set().union(*(_deployment(f, TEARDOWN_MF_BRANCH) for f in flow_names))
+    kept = set().union(
+        *(_deployment(f, b) for f in flow_names for b in ["prod", "test." + FEATURE_MF_BRANCH])
+    )
+    with ArgoStandIn(gone | kept) as argo:
+        env = {"KUBECONFIG": argo.kubeconfig(tmp_path)}
+        proc = run_deploy(git_repo, deploy_env, "--teardown", TEARDOWN_BRANCH, env=env)
+        _ok(proc)
+        assert set(argo.deleted) == gone
+        assert argo.resources == kept
+        for key in stored_states["gone"]:
+            assert not _exists(moto_server, key)
+        for key in stored_states["kept"]:
+            assert _exists(moto_server, key)
+        summary = proc.stdout.split("Summary")[1]
+        assert summary.count("deleted") == 3, summary
+        assert "deleted 2 object(s)" in summary
+
+        # Again: nothing left to delete is not an error (a branch deleted before it deployed).
+        proc = run_deploy(git_repo, deploy_env, "--teardown", TEARDOWN_BRANCH, env=env)
+        _ok(proc)
+        summary = proc.stdout.split("Summary")[1]
+        assert summary.count("not deployed, nothing to delete") == 2, summary
+        assert "deleted 0 object(s)" in summary
+        assert argo.resources == kept
+
+
+@pytest.mark.e2e
+def test_teardown_fails_naming_the_flow_when_argo_refuses(git_repo, deploy_env, tmp_path):
+    with ArgoStandIn(_deployment("SensorFlow", TEARDOWN_MF_BRANCH)) as argo:
+        env = {"KUBECONFIG": argo.kubeconfig(tmp_path)}
+        argo.stop()  # connection refused
+        proc = run_deploy(
+            git_repo, deploy_env, "--teardown", TEARDOWN_BRANCH, "--flow", "sensor*", env=env
+        )
+    assert proc.returncode == 1
+    assert "FAILED: sensorflow.py" in proc.stderr
 
 
 # ---------------------------------------------------------------------------------- CI
