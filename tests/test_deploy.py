@@ -717,7 +717,9 @@ def test_teardown_deletes_every_flows_deployment_and_the_state_of_that_branch_on
 
 
 @pytest.mark.e2e
-def test_teardown_fails_naming_the_flow_when_argo_refuses(git_repo, deploy_env, tmp_path):
+def test_teardown_fails_naming_the_flow_when_argo_refuses(
+    git_repo, deploy_env, moto_server, stored_states, tmp_path
+):
     with ArgoStandIn(_deployment("SensorFlow", TEARDOWN_MF_BRANCH)) as argo:
         env = {"KUBECONFIG": argo.kubeconfig(tmp_path)}
         argo.stop()  # connection refused
@@ -726,6 +728,10 @@ def test_teardown_fails_naming_the_flow_when_argo_refuses(git_repo, deploy_env, 
         )
     assert proc.returncode == 1
     assert "FAILED: sensorflow.py" in proc.stderr
+    # The sensor may still be deployed: its baseline stays.
+    assert "(sensor state)" in proc.stdout and "kept" in proc.stdout.split("Summary")[1]
+    for key in stored_states["gone"]:
+        assert _exists(moto_server, key)
 
 
 # ---------------------------------------------------------------------------------- CI
