@@ -7,24 +7,27 @@ settings a real deployment has. Each flow is compiled once per branch (module fi
 """
 
 import copy
+import hashlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import textwrap
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from flowproject.config import load_flowconfig
-from flowproject.deploy_support import branch_name
+from flowproject.deploy_support import branch_name, delete_state, project_args
+from flowproject.testing import LoopbackHTTPServer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARGO_SCHEMA = os.path.join(os.path.dirname(REPO), "shared", "argo", "workflows-schema.json")
 BIN = os.path.dirname(sys.executable)
 
-FEATURE_BRANCH = "feature/Foo-1"
-FEATURE_MF_BRANCH = "feature_foo_1"  # short enough that Argo does not shorten the names
+FEATURE_BRANCH = "Foo-1"
+FEATURE_MF_BRANCH = "foo_1_596979"  # short enough that Argo does not shorten the names
 DATASTORE_BUCKET = "deploy-test"
 
 CONFIG = load_flowconfig(os.path.join(REPO, "flowconfig.toml"))
@@ -176,11 +179,13 @@ def _ok(proc):
 @pytest.mark.parametrize(
     "git_branch, expected",
     [
-        ("feature/New-Model", "feature_new_model"),
-        ("refs/heads/fix-42", "fix_42"),
-        ("dependabot/pip/boto3-1.35.0", "dependabot_pip_boto3_1_35_0"),
-        ("--Weird..Name__", "weird_name"),
-        ("x" * 80, "x" * 40),
+        ("feature/New-Model", "feature_new_model_46cd65"),
+        ("refs/heads/fix_42", "fix_42"),  # valid as it is: no hash
+        ("dependabot/pip/boto3-1.35.0", "dependabot_pip_boto3_1_35_0_fa8bb2"),
+        ("--Weird..Name__", "weird_name_ba2b35"),
+        ("x" * 80, "x" * 33 + "_d929cd"),
+        ("x" * 40, "x" * 40),
+        ("x" * 41, "x" * 33 + "_" + hashlib.sha256(b"x" * 41).hexdigest()[:6]),
     ],
 )
 def test_branch_name_is_valid_for_metaflow_and_kubernetes(git_branch, expected):
@@ -188,8 +193,39 @@ def test_branch_name_is_valid_for_metaflow_and_kubernetes(git_branch, expected):
 
     name = branch_name(git_branch)
     assert name == expected
+    assert len(name) <= 40
     # Metaflow's own check of --branch raises on anything it does not accept.
     assert format_name("F", PROJECT, False, name, "u")[1] == "test." + name
+
+
+@pytest.mark.parametrize(
+    "first, second",
+    [
+        ("feature/Model-A", "feature/model_a"),
+        ("feature/model-a", "feature/model_a"),
+        ("model_a", "Model_A"),
+        ("release/" + "a" * 40 + "-one", "release/" + "a" * 40 + "-two"),
+        ("y" * 40 + "1", "y" * 40 + "2"),
+    ],
+)
+def test_different_git_branches_never_share_a_metaflow_branch(first, second):
+    assert branch_name(first) != branch_name(second)
+    # Stable: the same git branch always deploys to the same place.
+    assert branch_name(first) == branch_name(first)
+
+
+@pytest.mark.parametrize(
+    "git_branch, expected",
+    [
+        ("main", ["--production"]),
+        ("master", ["--production"]),
+        ("refs/heads/main", ["--production"]),
+        ("Main", ["--branch", "main_eb814b"]),
+        ("feature/Model-A", ["--branch", "feature_model_a_dce9b4"]),
+    ],
+)
+def test_project_args(git_branch, expected):
+    assert project_args(git_branch) == expected
 
 
 def test_branch_name_rejects_a_name_with_nothing_left():
@@ -361,7 +397,11 @@ def test_a_bad_flow_fails_deploy_by_name_and_the_others_still_report(
 @pytest.mark.parametrize(
     "github_env, expected",
     [
-        ({"GITHUB_HEAD_REF": "feature/PR-7", "GITHUB_REF_NAME": "7/merge"}, "test.feature_pr_7"),
+        (
+            {"GITHUB_HEAD_REF": "feature/PR-7", "GITHUB_REF_NAME": "7/merge"},
+            "test.feature_pr_7_aaffef",
+        ),
+        ({"GITHUB_REF_NAME": "refs/heads/main"}, "prod"),
         ({"GITHUB_REF_NAME": "main"}, "prod"),
     ],
 )
@@ -427,6 +467,328 @@ def test_plain_event_names_when_namespaced_events_is_false(git_repo, deploy_env,
     annotations = json.loads(proc.stdout)["metadata"]["annotations"]
     assert json.loads(annotations["metaflow/triggers"]) == [{"name": EVENT, "type": "event"}]
     assert list(json.loads(annotations["metaflow/parameters"])) == ["snapshot"]
+
+
+# ---------------------------------------------------------------------------------- teardown
+
+TEARDOWN_BRANCH = "feature/Model-A"
+TEARDOWN_MF_BRANCH = "test.feature_model_a_dce9b4"
+
+
+def _state_key(flow_name, branch, project=PROJECT):
+    return "metaflow/%s/sensor_state/%s/%s.json" % (flow_name, project, branch)
+
+
+@pytest.fixture
+def stored_states(deploy_env, moto_server):
+    """Sensor state objects in the S3 datastore: the torn-down branch's and others'."""
+    _, ensure_bucket = deploy_env
+    ensure_bucket()
+    client = moto_server.client()
+    keys = {
+        "gone": [
+            _state_key("SensorFlow", TEARDOWN_MF_BRANCH),
+            _state_key("OldSensorFlow", TEARDOWN_MF_BRANCH),  # a flow since removed
+        ],
+        "kept": [
+            # feature/model_a: sanitised alike, but another branch.
+            _state_key("SensorFlow", "test." + branch_name("feature/model_a")),
+            _state_key("SensorFlow", "prod"),
+            _state_key("SensorFlow", TEARDOWN_MF_BRANCH, project="otherproject"),
+        ],
+    }
+    for key in keys["gone"] + keys["kept"]:
+        client.put_object(Bucket=DATASTORE_BUCKET, Key=key, Body=b"{}")
+    yield keys
+    for key in keys["gone"] + keys["kept"]:
+        client.delete_object(Bucket=DATASTORE_BUCKET, Key=key)
+
+
+def _exists(moto_server, key):
+    listed = moto_server.client().list_objects_v2(Bucket=DATASTORE_BUCKET, Prefix=key)
+    return any(o["Key"] == key for o in listed.get("Contents", []))
+
+
+def test_teardown_dry_run_says_what_it_would_delete(
+    git_repo, deploy_env, moto_server, stored_states
+):
+    proc = run_deploy(git_repo, deploy_env, "--teardown", TEARDOWN_BRANCH, "--dry-run")
+    _ok(proc)
+    assert "(namespace %s)" % TEARDOWN_MF_BRANCH in proc.stdout
+    for flow in flow_files():
+        assert (
+            "would run: %s %s --branch feature_model_a_dce9b4 argo-workflows delete"
+            % (sys.executable, flow)
+            in proc.stdout
+        )
+    for key in stored_states["gone"]:
+        assert "would delete sensor state %s" % key[len("metaflow/") :] in proc.stdout
+    for key in stored_states["kept"]:
+        assert key[len("metaflow/") :] not in proc.stdout
+    assert "would delete 2 object(s)" in proc.stdout.split("Summary")[1]
+    # Nothing deleted.
+    for key in stored_states["gone"] + stored_states["kept"]:
+        assert _exists(moto_server, key)
+
+
+def test_teardown_refuses_production(git_repo, deploy_env):
+    for branch in ["main", "refs/heads/master"]:
+        proc = run_deploy(git_repo, deploy_env, "--teardown", branch, "--dry-run")
+        assert proc.returncode == 2
+        assert "refusing to tear down production" in proc.stderr
+
+
+def test_delete_state_removes_only_that_branchs_objects_on_s3(
+    git_repo, deploy_env, moto_server, stored_states
+):
+    """The command ./deploy --teardown runs, against the S3 datastore."""
+    env, _ = deploy_env
+    proc = subprocess.run(
+        [sys.executable, "-m", "flowproject.deploy_support", "delete-state", TEARDOWN_MF_BRANCH],
+        cwd=git_repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for key in stored_states["gone"]:
+        assert "deleted sensor state %s" % key[len("metaflow/") :] in proc.stdout
+        assert not _exists(moto_server, key)
+    for key in stored_states["kept"]:
+        assert _exists(moto_server, key)
+
+
+def test_delete_state_on_the_local_datastore(tmp_path):
+    from metaflow.plugins.datastores.local_storage import LocalStorage
+
+    from flowproject.state import state_path
+
+    storage = LocalStorage(str(tmp_path))
+    gone = state_path("SensorFlow", PROJECT, "test.x")
+    kept = state_path("SensorFlow", PROJECT, "test.y")
+    for path in (gone, kept):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("{}")
+
+    assert delete_state(PROJECT, "test.x", storage=storage, dry_run=True) == [gone]
+    assert (tmp_path / gone).exists()
+    assert delete_state(PROJECT, "test.x", storage=storage) == [gone]
+    assert not (tmp_path / gone).exists() and (tmp_path / kept).exists()
+    assert delete_state(PROJECT, "test.x", storage=storage) == []
+
+
+class ArgoStandIn(LoopbackHTTPServer):
+    """The part of the Kubernetes API ``argo-workflows delete`` uses, on 127.0.0.1.
+
+    ``resources`` is the set of existing ``(plural, namespace, name)``: GET answers them (as
+    Metaflow deployments owned by METAFLOW_USER), DELETE removes them; anything else is 404.
+    """
+
+    GROUP_PREFIX = "/apis/argoproj.io/v1alpha1/namespaces/"
+
+    def __init__(self, resources):
+        super().__init__()
+        self.resources = set(resources)
+        self.deleted = []
+
+    def kubeconfig(self, folder):
+        path = os.path.join(str(folder), "kubeconfig")
+        server = "http://127.0.0.1:%d" % self.port
+        context = {"cluster": "standin", "user": "ci"}
+        with open(path, "w") as f:
+            json.dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [{"name": "standin", "cluster": {"server": server}}],
+                    "users": [{"name": "ci", "user": {"token": "not-a-secret"}}],
+                    "contexts": [{"name": "standin", "context": context}],
+                    "current-context": "standin",
+                },
+                f,
+            )
+        return path
+
+    def handler(self):
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _resource(self):
+                path = self.path.split("?")[0]
+                if not path.startswith(stand_in.GROUP_PREFIX):
+                    return None
+                parts = path[len(stand_in.GROUP_PREFIX) :].split("/")
+                if len(parts) != 3:
+                    return None
+                namespace, plural, name = parts
+                return plural, namespace, name
+
+            def _answer(self, status, body):
+                data = json.dumps(body).encode("utf-8")
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _not_found(self):
+                self._answer(
+                    404,
+                    {"kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404},
+                )
+
+            def do_GET(self):
+                resource = self._resource()
+                if resource not in stand_in.resources:
+                    return self._not_found()
+                annotations = {"metaflow/owner": "tester", "metaflow/production_token": "t"}
+                self._answer(200, {"metadata": {"name": resource[2], "annotations": annotations}})
+
+            def do_DELETE(self):
+                resource = self._resource()
+                if resource not in stand_in.resources:
+                    return self._not_found()
+                stand_in.resources.discard(resource)
+                stand_in.deleted.append(resource)
+                self._answer(200, {"kind": "Status", "status": "Success"})
+
+            def log_message(self, *args):
+                pass
+
+        return Handler
+
+
+def _deployment(flow_name, branch):
+    """The Argo resources ``argo-workflows create`` makes for a flow, named as Metaflow does."""
+    from unittest import mock
+
+    from metaflow.plugins.argo import argo_workflows_cli
+    from metaflow.plugins.argo.argo_workflows import ArgoWorkflows
+
+    class Current(object):
+        project_flow_name = "%s.%s.%s" % (PROJECT, branch, flow_name)
+        branch_name = branch
+
+        def get(self, key, default=None):
+            return PROJECT if key == "project_name" else default
+
+    Current.flow_name = flow_name
+    with mock.patch.object(argo_workflows_cli, "current", Current()):
+        name = argo_workflows_cli.resolve_workflow_name_v2(None, None)[0]
+    namespace = "jobs-default"
+    return {
+        ("workflowtemplates", namespace, name),
+        ("cronworkflows", namespace, name),
+        ("sensors", namespace, ArgoWorkflows._sensor_name(name)),
+    }
+
+
+@pytest.mark.e2e
+def test_teardown_deletes_every_flows_deployment_and_the_state_of_that_branch_only(
+    git_repo, deploy_env, moto_server, stored_states, tmp_path
+):
+    flow_names = ["SensorFlow", "StarterFlow"]
+    gone = set().union(*(_deployment(f, TEARDOWN_MF_BRANCH) for f in flow_names))
+    kept = set().union(
+        *(_deployment(f, b) for f in flow_names for b in ["prod", "test." + FEATURE_MF_BRANCH])
+    )
+    with ArgoStandIn(gone | kept) as argo:
+        env = {"KUBECONFIG": argo.kubeconfig(tmp_path)}
+        proc = run_deploy(git_repo, deploy_env, "--teardown", TEARDOWN_BRANCH, env=env)
+        _ok(proc)
+        assert set(argo.deleted) == gone
+        assert argo.resources == kept
+        for key in stored_states["gone"]:
+            assert not _exists(moto_server, key)
+        for key in stored_states["kept"]:
+            assert _exists(moto_server, key)
+        summary = proc.stdout.split("Summary")[1]
+        assert summary.count("deleted") == 3, summary
+        assert "deleted 2 object(s)" in summary
+
+        # Again: nothing left to delete is not an error (a branch deleted before it deployed).
+        proc = run_deploy(git_repo, deploy_env, "--teardown", TEARDOWN_BRANCH, env=env)
+        _ok(proc)
+        summary = proc.stdout.split("Summary")[1]
+        assert summary.count("not deployed, nothing to delete") == 2, summary
+        assert "deleted 0 object(s)" in summary
+        assert argo.resources == kept
+
+
+@pytest.mark.e2e
+def test_teardown_fails_naming_the_flow_when_argo_refuses(
+    git_repo, deploy_env, moto_server, stored_states, tmp_path
+):
+    with ArgoStandIn(_deployment("SensorFlow", TEARDOWN_MF_BRANCH)) as argo:
+        env = {"KUBECONFIG": argo.kubeconfig(tmp_path)}
+        argo.stop()  # connection refused
+        proc = run_deploy(
+            git_repo, deploy_env, "--teardown", TEARDOWN_BRANCH, "--flow", "sensor*", env=env
+        )
+    assert proc.returncode == 1
+    assert "FAILED: sensorflow.py" in proc.stderr
+    # The sensor may still be deployed: its baseline stays.
+    assert "(sensor state)" in proc.stdout and "kept" in proc.stdout.split("Summary")[1]
+    for key in stored_states["gone"]:
+        assert _exists(moto_server, key)
+
+
+# ---------------------------------------------------------------------------------- CI
+
+
+def _workflow(name):
+    yaml = pytest.importorskip("yaml")
+    with open(os.path.join(REPO, ".github", "workflows", name)) as f:
+        workflow = yaml.safe_load(f)
+    # YAML 1.1 reads the key `on` as True.
+    workflow["on"] = workflow.pop(True, workflow.get("on"))
+    return workflow
+
+
+def test_ci_deploys_only_after_the_tests_of_the_same_commit_passed():
+    tests, deploy = _workflow("tests.yml"), _workflow("deploy.yml")
+    assert "workflow_call" in tests["on"]
+    # tests.yml runs for pushes through deploy.yml only, so each commit is tested once.
+    assert "push" not in tests["on"]
+    jobs = deploy["jobs"]
+    assert jobs["tests"]["uses"] == "./.github/workflows/tests.yml"
+    assert jobs["deploy"]["needs"] == "tests"
+    condition = " ".join(jobs["deploy"]["if"].split())
+    assert "github.event_name == 'push' && needs.tests.result == 'success'" in condition
+    steps = {step.get("name"): step for step in jobs["deploy"]["steps"]}
+    assert steps["Deploy"]["run"] == "./deploy"
+    assert steps["Deploy"]["if"] == "github.event_name == 'push'"
+
+
+def test_ci_tears_down_a_deleted_branch():
+    deploy = _workflow("deploy.yml")
+    assert "delete" in deploy["on"]
+    job = deploy["jobs"]["deploy"]
+    assert "github.event_name == 'delete' && github.event.ref_type == 'branch'" in job["if"]
+    step = {step.get("name"): step for step in job["steps"]}["Tear down the deleted branch"]
+    assert step["if"] == "github.event_name == 'delete'"
+    # The branch name reaches the script through the environment (no expression injection).
+    assert step["env"]["DELETED_BRANCH"] == "${{ github.event.ref }}"
+    assert step["run"] == './deploy --teardown "$DELETED_BRANCH"'
+
+
+def test_ci_aws_credentials_oidc_by_default_keys_as_fallback():
+    job = _workflow("deploy.yml")["jobs"]["deploy"]
+    assert job["permissions"]["id-token"] == "write"
+    aws_steps = [
+        step
+        for step in job["steps"]
+        if step.get("uses", "").startswith("aws-actions/configure-aws-credentials@")
+    ]
+    oidc, keys = aws_steps
+    assert oidc["if"] == "env.AWS_ROLE_ARN != ''"
+    assert oidc["with"]["role-to-assume"] == "${{ env.AWS_ROLE_ARN }}"
+    assert "aws-access-key-id" not in oidc["with"]
+    assert keys["if"].startswith("env.AWS_ROLE_ARN == ''")
+    assert keys["with"]["aws-access-key-id"] == "${{ secrets.AWS_ACCESS_KEY_ID }}"
+    # No long-lived key in the job's environment when the role is used.
+    assert "AWS_ACCESS_KEY_ID" not in job["env"]
 
 
 # ---------------------------------------------------------------------------------- linters
