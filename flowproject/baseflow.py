@@ -221,6 +221,7 @@ class BaseFlow(FlowSpec):
         self.announced = decision.moves_baseline and not dry_run
         if self.announced:
             self.announced_value = observation.value
+            self.announced_identity = decision.identity  # what a recovered baseline is of
             self.change_id = decision.change_id
         self.show_check(observation, decision, new_state, published, name, dry_run)
         return published

@@ -221,6 +221,8 @@ def _baseline_of(run):
                 announced_at=str(end.finished_at),
             ),
             recovered_from=run.pathspec,
+            # Runs from before identities were recorded have none: the current one is adopted.
+            identity=end["announced_identity"].data if "announced_identity" in end else None,
         )
     except (KeyError, MetaflowNotFound):
         return None

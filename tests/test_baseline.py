@@ -214,6 +214,34 @@ def test_state_with_wrong_types_is_recovered_from_runs_and_said(storage, monkeyp
     render_sensor_card([], obs("v1"), d, after, None, "ev", False)
 
 
+def test_baseline_recovered_from_a_run_keeps_what_it_was_of():
+    class Artifact:
+        def __init__(self, data):
+            self.data = data
+
+    class Task(dict):
+        successful, finished_at = True, "t0"
+
+        def __getitem__(self, name):
+            return Artifact(dict.__getitem__(self, name))
+
+    class Step:
+        def __init__(self, task):
+            self.task = task
+
+    class Run(dict):
+        pathspec = "SensorFlow/7"
+
+    identity = s3_source.identity(s3_data(), ENV)
+    end = Task(announced=True, announced_value="v1", change_id="cid")
+    assert state_mod._baseline_of(Run(end=Step(end))).identity is None  # an older run: adopted
+    end["announced_identity"] = identity
+    recovered = state_mod._baseline_of(Run(end=Step(end)))
+    assert recovered.identity == identity and recovered.baseline.value == "v1"
+    d, _ = check("v1", recovered, data=s3_data(key="other/"))
+    assert d.new_baseline and "the watched source changed" in d.reason
+
+
 def test_state_with_identity_round_trips_through_the_store(storage, capsys):
     _, state = check("v1", SensorState())
     store = StateStore(storage, FLOW, PROJECT, BRANCH)
