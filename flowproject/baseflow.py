@@ -16,7 +16,7 @@ from metaflow import Config, FlowSpec, current
 
 from .cards import render_sensor_card
 from .config import parse_flowconfig
-from .decorators import CARD_ID, SourceDecoratorError, active_session
+from .decorators import CARD_ID, SourceDecoratorError, active_session, config_data
 from .events import event_name, publish
 from .exceptions import PublishError
 from .sensor import (
@@ -28,6 +28,7 @@ from .sensor import (
     read_listing_file,
     unpack_listing,
 )
+from .sources import source_absent_message, source_identity
 from .state import StateStore, datastore_storage, load_listing
 
 
@@ -76,6 +77,17 @@ class BaseFlow(FlowSpec):
             self.sensor_branch(),
         )
 
+    def watched_source(self):
+        """What this branch's baseline is of, as ``decide`` keyword arguments: the project,
+        the source's name and identity, and what "absent" means for it."""
+        data = config_data(self)
+        return {
+            "project": current.get("project_name", None),
+            "source": "default",
+            "identity": source_identity(data),
+            "absent_message": source_absent_message(data),
+        }
+
     def decide_change(self, observation, force=False, dry_run=False):
         """Compare ``observation`` with this branch's baseline.
 
@@ -108,7 +120,10 @@ class BaseFlow(FlowSpec):
             self.sensor_branch(),
             force=force,
             **decision_options(self.flowconfig.sensor),
+            **self.watched_source(),
         )
+        if decision.warning:
+            print("Warning: %s" % decision.warning)
         spool = observation.detail
         if isinstance(spool, str) and os.path.exists(spool):
             try:
@@ -206,6 +221,7 @@ class BaseFlow(FlowSpec):
         self.announced = decision.moves_baseline and not dry_run
         if self.announced:
             self.announced_value = observation.value
+            self.announced_identity = decision.identity  # what a recovered baseline is of
             self.change_id = decision.change_id
         self.show_check(observation, decision, new_state, published, name, dry_run)
         return published

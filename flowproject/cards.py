@@ -31,6 +31,10 @@ def headline(decision, published, dry_run):
         return "Would publish (dry run)"
     if decision.kind == "settling":
         return "Settling, not announced yet"
+    if decision.kind == "absent":
+        return "Source absent, recorded as the baseline (no event)" + (
+            " (dry run)" if dry_run else ""
+        )
     if decision.action == "accept":
         return "Accepted as the baseline (no event)" + (" (dry run)" if dry_run else "")
     return "Nothing to announce"
@@ -164,6 +168,8 @@ def render_sensor_card(
         )
     )
     rows = [
+        # Plain table cells: the warning names data (a key), which is never Markdown.
+        *([["Warning", str(decision.warning)]] if getattr(decision, "warning", None) else []),
         ["Branch", branch or ""],
         ["Previous value (baseline)", _cell(decision.previous_value)],
         ["Current value", _cell(observation.value)],

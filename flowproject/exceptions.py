@@ -40,3 +40,9 @@ class StateError(FlowprojectException):
     """The sensor's stored state could not be read or written."""
 
     headline = "Sensor state unavailable"
+
+
+class StateFormatError(StateError):
+    """The stored state object is not a sensor state (fields missing or of the wrong type)."""
+
+    headline = "Sensor state unreadable"

@@ -8,6 +8,7 @@ Plain functions over plain data, so every rule here is unit-tested without runni
 """
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -17,14 +18,35 @@ ACCEPT = "accept"  # move the baseline without an event (on_first_check = "accep
 SKIP = "skip"
 
 
-def change_id(flow_name, branch, value_fingerprint):
-    """A stable key for a change: the same flow, branch and value always give the same id.
+def change_id(flow_name, branch, value_fingerprint, project=None, source="default"):
+    """A stable key for a change: the same project, flow, branch, source and value always give
+    the same id, and equal values anywhere else never do.
 
     Consumers drop duplicates by it (overlapping cron runs, a forced re-publish). A value that
     comes back later (A, B, A) gets its first id again, so deduplicate within a window (a few
     cron periods), not forever.
+
+    Parameters
+    ----------
+    flow_name, branch : str
+    value_fingerprint : str
+        ``Observation.fingerprint``.
+    project : str, optional
+        The ``@project`` name.
+    source : str
+        The watched source's name (``"default"`` for the one ``[data]`` table).
     """
-    text = "%s\x00%s\x00%s" % (flow_name, branch, value_fingerprint)
+    text = json.dumps(
+        {
+            "branch": branch,
+            "flow": flow_name,
+            "project": project,
+            "source": source,
+            "value": value_fingerprint,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
@@ -62,16 +84,26 @@ class SensorState:
         A change still settling (``[sensor] settle_checks``).
     history : list of dict
         The last observations of this branch, newest last, bounded by ``history_size``.
+    scope : dict, optional
+        Whose baseline this is: ``flow``, ``project``, ``branch`` and ``source`` (the
+        source's name). None in a state written before it was recorded.
+    identity : dict, optional
+        What the baseline is a value of (``sources.source_identity``): a check of another
+        identity starts a new baseline. None in a state written before it was recorded.
     """
 
     baseline: Baseline | None = None
     pending: Pending | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     recovered_from: str | None = None
+    scope: dict[str, Any] | None = None
+    identity: dict[str, Any] | None = None
 
     def to_dict(self):
         return {
             "version": 1,
+            "scope": self.scope,
+            "identity": self.identity,
             "baseline": None if self.baseline is None else vars(self.baseline),
             "pending": None if self.pending is None else vars(self.pending),
             "history": self.history,
@@ -83,6 +115,8 @@ class SensorState:
             baseline=Baseline(**doc["baseline"]) if doc.get("baseline") else None,
             pending=Pending(**doc["pending"]) if doc.get("pending") else None,
             history=list(doc.get("history") or []),
+            scope=doc.get("scope"),
+            identity=doc.get("identity"),
         )
 
 
@@ -96,7 +130,8 @@ class Decision:
         ``"publish"``, ``"accept"`` (the first value becomes the baseline without an event)
         or ``"skip"``.
     kind : str
-        ``first``, ``changed``, ``forced``, ``accepted``, ``unchanged``, ``settling``,
+        ``first``, ``changed``, ``forced``, ``accepted``, ``absent`` (the first check found
+        nothing: recorded as the baseline without an event), ``unchanged``, ``settling``,
         ``reverted``.
     reason : str
         One sentence for logs and the card.
@@ -108,6 +143,14 @@ class Decision:
         For ``settling``: checks the new value has been seen unchanged so far.
     baseline_run : str, optional
         Pathspec of the run that announced the baseline (where its listing is stored).
+    warning : str, optional
+        Something the user should look at although the run succeeds (the first check found
+        the source absent: a typo in ``key``?); printed in the log and shown on the card.
+    new_baseline : bool
+        The stored state was of another source, flow or project: it was not compared with,
+        and the state after this check starts from this decision.
+    scope, identity : dict, optional
+        What the state written after this check is the baseline of (``SensorState``).
     """
 
     action: str
@@ -117,6 +160,10 @@ class Decision:
     previous_value: str | None = None
     pending_seen: int | None = None
     baseline_run: str | None = None
+    warning: str | None = None
+    new_baseline: bool = False
+    scope: dict[str, Any] | None = None
+    identity: dict[str, Any] | None = None
 
     @property
     def publish(self):
@@ -134,6 +181,52 @@ def _short(value, limit=80):
     return value if len(value) <= limit else value[: limit - 3] + "..."
 
 
+def _field_text(value, limit=60):
+    text = json.dumps(value, sort_keys=True) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _differences(old, new):
+    """``("key='a/'", "key='b/'")``: the fields of two dicts that differ, as short text."""
+    names = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+    def shown(fields):
+        return ", ".join(
+            "%s=%s" % (k, _field_text(fields[k])) if k in fields else "no %s" % k for k in names
+        )
+
+    return shown(old), shown(new)
+
+
+def baseline_mismatch(state, scope, identity):
+    """Why ``state`` is not a baseline of ``scope`` and ``identity``, or None if it is.
+
+    A state that recorded no scope or identity (written before they were recorded) matches:
+    it adopts the current ones, so an upgrade does not fire every deployed sensor once.
+
+    Parameters
+    ----------
+    state : SensorState
+    scope : dict
+        ``flow``, ``project``, ``branch``, ``source`` of this check.
+    identity : dict or None
+        The watched source's identity; None compares nothing.
+
+    Returns
+    -------
+    str or None
+        E.g. ``the watched source changed from key='events/' to key='evnets/'``.
+    """
+    if state.scope is not None and scope is not None and dict(state.scope) != dict(scope):
+        old, new = _differences(dict(state.scope), dict(scope))
+        return "the stored baseline belongs to %s, not to %s" % (old, new)
+    if state.identity is not None and identity is not None:
+        if dict(state.identity) != dict(identity):
+            old, new = _differences(dict(state.identity), dict(identity))
+            return "the watched source changed from %s to %s" % (old, new)
+    return None
+
+
 def decision_options(sensor_config):
     """The ``decide`` keyword arguments that ``flowconfig.toml``'s ``[sensor]`` table sets.
 
@@ -146,7 +239,17 @@ def decision_options(sensor_config):
 
 
 def decide(
-    observation, state, flow_name, branch, settle_checks=0, force=False, on_first_check="publish"
+    observation,
+    state,
+    flow_name,
+    branch,
+    settle_checks=0,
+    force=False,
+    on_first_check="publish",
+    project=None,
+    source="default",
+    identity=None,
+    absent_message=None,
 ):
     """Compare ``observation`` with ``state`` and decide whether to announce it.
 
@@ -165,24 +268,67 @@ def decide(
     on_first_check : str
         ``"publish"``: the first value of a branch is announced like a change;
         ``"accept"``: it becomes the baseline without an event (a sensor added to data that
-        downstream flows have already processed).
+        downstream flows have already processed). Either way a first check that finds the
+        source absent publishes nothing: absent becomes the baseline, with a warning.
+    project : str, optional
+        The ``@project`` name; part of the change id and of the state's scope.
+    source : str
+        The watched source's name; part of the change id and of the state's scope.
+    identity : dict, optional
+        The watched source's identity (``sources.source_identity``). A state of another
+        identity, flow, project or branch is not compared with: the check starts a new
+        baseline and the reason says why.
+    absent_message : str, optional
+        What absent means for this source (``no objects under s3://...``), for the warning.
 
     Returns
     -------
     Decision
     """
     fp = observation.fingerprint
-    cid = change_id(flow_name, branch, fp)
+    cid = change_id(flow_name, branch, fp, project=project, source=source)
+    scope = {"flow": flow_name, "project": project, "branch": branch, "source": source}
+    mismatch = baseline_mismatch(state, scope, identity)
+    if mismatch is not None:
+        # Another source's history still tells this branch's story; another flow's does not.
+        same_scope = state.scope is None or dict(state.scope) == scope
+        state = SensorState(history=state.history if same_scope else [])
     baseline = state.baseline
     previous = None if baseline is None else baseline.value
     base_run = None if baseline is None else baseline.run
     now_text = _short(observation.value)
 
-    def made(action, kind, reason, pending_seen=None):
-        return Decision(action, kind, reason, cid, previous, pending_seen, base_run)
+    def made(action, kind, reason, pending_seen=None, warning=None):
+        if mismatch is not None:
+            reason = "%s, so this starts a new baseline: %s" % (mismatch, reason)
+        return Decision(
+            action,
+            kind,
+            reason,
+            cid,
+            previous,
+            pending_seen,
+            base_run,
+            warning=warning,
+            new_baseline=mismatch is not None,
+            scope=scope,
+            identity=identity,
+        )
 
     if force:
         return made(PUBLISH, "forced", "forced by --force-trigger: %s" % now_text)
+
+    if baseline is None and observation.absent:
+        # An event saying "nothing is there" would start a training run on nothing; a typo
+        # in the key looks exactly like this, so say what was absent.
+        warning = "the first check found the source absent: %s" % (absent_message or "no value")
+        return made(
+            ACCEPT,
+            "absent",
+            "first check, no baseline yet: absent; recorded as the baseline without an event "
+            "(its appearance will be announced)",
+            warning=warning,
+        )
 
     if baseline is not None and baseline.fingerprint == fp:
         if state.pending is not None:
@@ -269,6 +415,8 @@ def advance(
     """
     at = at or utc_now()
     baseline, pending = state.baseline, state.pending
+    if decision.new_baseline:
+        baseline, pending = None, None  # the stored ones were of another source
     if published or decision.action == ACCEPT:
         baseline = Baseline(
             value=observation.value,
@@ -290,10 +438,20 @@ def advance(
         )
     elif decision.kind in ("unchanged", "reverted"):
         pending = None
-    history = (
-        state.history + [history_entry(observation, decision, run_id, at, published, failed)]
-    )[-history_size:]
-    return SensorState(baseline=baseline, pending=pending, history=history)
+    history = state.history
+    if decision.new_baseline and state.scope is not None and decision.scope is not None:
+        if dict(state.scope) != dict(decision.scope):
+            history = []  # another flow's or project's checks
+    history = (history + [history_entry(observation, decision, run_id, at, published, failed)])[
+        -history_size:
+    ]
+    return SensorState(
+        baseline=baseline,
+        pending=pending,
+        history=history,
+        scope=decision.scope if decision.scope is not None else state.scope,
+        identity=decision.identity if decision.identity is not None else state.identity,
+    )
 
 
 # ------------------------------------------------------------------------------------------

@@ -15,9 +15,78 @@ import io
 import json
 import sys
 
-from .exceptions import StateError
+from .exceptions import StateError, StateFormatError
 from .sensor import Baseline, SensorState
 from .sources.observation import fingerprint
+
+_TEXT = {"type": "string"}
+_TEXT_OR_NULL = {"type": ["string", "null"]}
+
+# The shape ``SensorState.to_dict`` writes. A document of another shape is unreadable (like
+# corrupt JSON): the baseline is rebuilt from run artifacts instead of crashing a check,
+# possibly after it published.
+STATE_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "version": {"type": "integer"},
+        "scope": {
+            "type": ["object", "null"],
+            "properties": {
+                "flow": _TEXT,
+                "project": _TEXT_OR_NULL,
+                "branch": _TEXT,
+                "source": _TEXT,
+            },
+        },
+        "identity": {"type": ["object", "null"]},
+        "baseline": {
+            "type": ["object", "null"],
+            "properties": {
+                "value": _TEXT_OR_NULL,
+                "fingerprint": _TEXT,
+                "change_id": _TEXT,
+                "run": _TEXT_OR_NULL,
+                "announced_at": _TEXT_OR_NULL,
+                "summary": {"type": "object"},
+            },
+            "required": ["value", "fingerprint", "change_id"],
+            "additionalProperties": False,
+        },
+        "pending": {
+            "type": ["object", "null"],
+            "properties": {
+                "value": _TEXT_OR_NULL,
+                "fingerprint": _TEXT,
+                "seen": {"type": "integer", "minimum": 0},
+                "first_seen_at": _TEXT_OR_NULL,
+            },
+            "required": ["value", "fingerprint", "seen"],
+            "additionalProperties": False,
+        },
+        "history": {"type": "array", "items": {"type": "object"}},
+    },
+}
+
+
+def check_state_document(doc):
+    """Raise ``StateFormatError`` naming the first field of ``doc`` that has the wrong shape."""
+    from jsonschema import Draft202012Validator
+
+    errors = sorted(Draft202012Validator(STATE_SCHEMA).iter_errors(doc), key=lambda e: list(e.path))
+    if errors:
+        error = errors[0]
+        where = ".".join(str(p) for p in error.path) or "the document"
+        # The validator's message quotes the stored value; the field and the rule are enough.
+        rule = error.schema.get(error.validator) if isinstance(error.schema, dict) else None
+        if error.validator == "type":
+            what = "expected %s" % (" or ".join(rule) if isinstance(rule, list) else rule)
+        elif error.validator == "required":
+            what = "a required field is missing"
+        elif error.validator == "additionalProperties":
+            what = "unexpected fields"
+        else:
+            what = "fails %s %s" % (error.validator, json.dumps(rule))
+        raise StateFormatError("%s: %s" % (where, what))
 
 
 def state_path(flow_name, project, branch):
@@ -95,8 +164,11 @@ class StateStore(object):
         try:
             doc = self.read_raw()
             if doc is not None:
+                check_state_document(doc)
                 return SensorState.from_dict(doc)
             why = "no state object at %s" % self.path
+        except StateFormatError as e:
+            why = "state object at %s is unreadable (wrong shape, %s)" % (self.path, e)
         except Exception as e:  # unreadable: corrupt JSON, wrong shape, storage error
             why = "state object at %s is unreadable (%s)" % (self.path, e.__class__.__name__)
         if baseline_run is not None:
@@ -149,6 +221,8 @@ def _baseline_of(run):
                 announced_at=str(end.finished_at),
             ),
             recovered_from=run.pathspec,
+            # Runs from before identities were recorded have none: the current one is adopted.
+            identity=end["announced_identity"].data if "announced_identity" in end else None,
         )
     except (KeyError, MetaflowNotFound):
         return None

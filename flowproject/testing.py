@@ -408,7 +408,7 @@ def check_once(config, state=None, flow_name="SensorFlow", branch="user.test", f
     """
     from .config import parse_flowconfig
     from .sensor import SensorState, advance, decide, decision_options
-    from .sources import load_source
+    from .sources import load_source, source_absent_message, source_identity
 
     if isinstance(config, str):
         config = parse_flowconfig(config)
@@ -420,7 +420,15 @@ def check_once(config, state=None, flow_name="SensorFlow", branch="user.test", f
     if isinstance(observation.detail, str) and os.path.exists(observation.detail):
         os.unlink(observation.detail)  # the listing spool; a flow keeps it only on a change
     decision = decide(
-        observation, state, flow_name, branch, force=force, **decision_options(sensor)
+        observation,
+        state,
+        flow_name,
+        branch,
+        force=force,
+        project=config["project_name"],
+        identity=source_identity(data),
+        absent_message=source_absent_message(data),
+        **decision_options(sensor),
     )
     next_state = advance(
         state,

@@ -55,13 +55,14 @@ def test_single_object_absent_to_present_and_same_size_overwrite(
 ):
     flow_runner.write_config(s3_config(bucket, "features/latest.parquet", "etag"))
 
-    (first,) = check(flow_runner, webhook)  # the first check counts as a change, even when absent
-    assert first["payload"]["state"] == "absent"
-    assert first["payload"]["data_version"] == ""
+    # A first check that finds nothing announces nothing (issue 9, promise 8): absent becomes
+    # the baseline, so the object appearing is the first event.
+    assert check(flow_runner, webhook) == []
 
     s3_client.put_object(Bucket=bucket, Key="features/latest.parquet", Body=b"v1")
     (appeared,) = check(flow_runner, webhook)
     assert appeared["payload"]["state"] == "present"
+    assert appeared["payload"]["previous_value"] == ""
     etag = s3_client.head_object(Bucket=bucket, Key="features/latest.parquet")["ETag"].strip('"')
     assert appeared["payload"]["data_version"] == etag
 
@@ -84,6 +85,7 @@ def test_missing_bucket_fails_the_run_and_publishes_nothing(flow_runner, webhook
 
 
 def test_unset_webhook_fails_clearly(flow_runner, webhook, s3_client, bucket):
+    s3_client.put_object(Bucket=bucket, Key="events/a.csv", Body=b"a")  # a change to publish
     flow_runner.write_config(s3_config(bucket, "events/", "files_metadata"))
     env = dict(flow_runner.env)
     del env["METAFLOW_ARGO_EVENTS_WEBHOOK_URL"]
@@ -97,9 +99,10 @@ def test_card_can_be_turned_off(flow_runner, webhook, s3_client, bucket):
     import glob
     import os
 
+    s3_client.put_object(Bucket=bucket, Key="a.csv", Body=b"a")
     flow_runner.write_config(s3_config(bucket, "a.csv", "etag", extra_sensor="card = false"))
     (event,) = check(flow_runner, webhook)
-    assert event["payload"]["state"] == "absent"
+    assert event["payload"]["state"] == "present"
     cards = glob.glob(
         os.path.join(flow_runner.workdir, ".metaflow", "mf.cards", "**", "*.html"), recursive=True
     )

@@ -8,7 +8,10 @@ A source module defines:
 - ``normalize(data) -> dict``: the validated table with defaults and resolved values;
 - ``describe(data) -> str``: what is watched, for logs and cards (never a secret);
 - ``open_session(data) -> Session``: a context manager holding the client or connection;
-- ``check(data, session) -> Observation``: the source's state now, as one comparable value.
+- ``check(data, session) -> Observation``: the source's state now, as one comparable value;
+- ``identity(data) -> dict``: what the value depends on (a baseline of another identity is
+  not compared with); JSON-serialisable, never a secret;
+- ``absent_message(data) -> str``: what the absent state means, for people.
 
 Modules are imported only when their type is configured, so the S3 path never imports the
 Snowflake connector and the other way round. Adding a source is one module plus one line below.
@@ -29,4 +32,23 @@ def load_source(source_type):
     return importlib.import_module(SOURCE_TYPES[source_type])
 
 
-__all__ = ["ABSENT_STATE", "Observation", "SOURCE_TYPES", "fingerprint", "load_source"]
+def source_identity(data):
+    """The identity of the source ``data`` (a normalized ``[data]`` table) configures."""
+    return load_source(data["type"]).identity(data)
+
+
+def source_absent_message(data):
+    """What it means that the source ``data`` configures is absent, e.g. ``no objects under
+    s3://my-ml-data/evnets/``."""
+    return load_source(data["type"]).absent_message(data)
+
+
+__all__ = [
+    "ABSENT_STATE",
+    "Observation",
+    "SOURCE_TYPES",
+    "fingerprint",
+    "load_source",
+    "source_absent_message",
+    "source_identity",
+]

@@ -138,6 +138,48 @@ def describe(data):
     return "s3://%s/%s (%s)" % (data["bucket"], data["key"], data["check_mode"])
 
 
+def endpoint_host(env=None):
+    """Host name of the S3 endpoint the sensor reads (``s3.amazonaws.com`` for AWS itself)."""
+    from urllib.parse import urlsplit
+
+    env = os.environ if env is None else env
+    for name in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "METAFLOW_S3_ENDPOINT_URL"):
+        if env.get(name):
+            return (urlsplit(env[name]).hostname or env[name]).lower()
+    return "s3.amazonaws.com"
+
+
+def identity(data, env=None):
+    """What the value depends on: endpoint host, bucket, key, mode and filters.
+
+    A stored baseline of another identity is not compared with (``sensor.decide``). The role,
+    the concurrency and the endpoint's port change how the data is read, not what it is.
+    """
+    found = {
+        "type": TYPE,
+        "endpoint": endpoint_host(env),
+        "bucket": data["bucket"],
+        "key": data["key"],
+        "check_mode": data["check_mode"],
+    }
+    if data["check_mode"] == "files_metadata":
+        # Filters match a key if any pattern does: their order does not change the value.
+        found["include"] = sorted(data.get("include") or [])
+        found["exclude"] = sorted(data.get("exclude") or [])
+    return found
+
+
+def absent_message(data):
+    """What an absent observation means, for people: ``no objects under s3://b/k``."""
+    where = "s3://%s/%s" % (data["bucket"], data["key"])
+    if data["check_mode"] != "files_metadata":
+        return "no object at %s" % where
+    filters = [
+        "%s %s" % (name, ", ".join(data[name])) for name in ("include", "exclude") if data.get(name)
+    ]
+    return "no objects under %s%s" % (where, " (%s)" % "; ".join(filters) if filters else "")
+
+
 # --------------------------------------------------------------------------------------
 # Session: one boto3 client per check, with the role assumed when configured.
 # --------------------------------------------------------------------------------------

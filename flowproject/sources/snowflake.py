@@ -258,6 +258,85 @@ def describe(data):
     )
 
 
+def normalized_sql(sql):
+    """``sql`` without comments and with runs of whitespace as one space, outside quotes.
+
+    Two templates that differ only in layout or comments query the same thing.
+    """
+    parts, i, n = [], 0, len(sql)  # text pieces; None stands for a separator
+    while i < n:
+        c = sql[i]
+        if c in "'\"":  # a string literal or quoted identifier ('' and "" escape the quote)
+            j = i + 1
+            while j < n and not (sql[j] == c and sql[j + 1 : j + 2] != c):
+                j += 2 if sql[j] == c else 1
+            parts.append(sql[i : j + 1])
+            i = j + 1
+        elif sql.startswith(("--", "//"), i):
+            j = sql.find("\n", i)
+            i = n if j < 0 else j
+            parts.append(None)
+        elif sql.startswith("/*", i):
+            j = sql.find("*/", i + 2)
+            i = n if j < 0 else j + 2
+            parts.append(None)
+        elif c.isspace():
+            i += 1
+            parts.append(None)
+        else:
+            parts.append(c)
+            i += 1
+    words, text = [], []
+    for part in parts + [None]:
+        if part is not None:
+            text.append(part)
+        elif text:
+            words.append("".join(text))
+            text = []
+    if words and words[-1].endswith(";"):
+        words[-1] = words[-1][:-1]
+        if not words[-1]:
+            words.pop()
+    return " ".join(words)
+
+
+def _connection_defaults(data, env):
+    """Account, database, schema and role of the configured connection, where known."""
+    keys = ("account", "database", "schema", "role")
+    if data.get("integration"):
+        return {"integration": data["integration"]}
+    if data.get("connection_name"):
+        try:
+            entry = (_read_connections(connections_file(env)) or {}).get(data["connection_name"])
+        except SourceError:
+            entry = None
+        found = {k: str(entry[k]) for k in keys if isinstance(entry, dict) and entry.get(k)}
+        return dict(found, connection_name=data["connection_name"])
+    return {p: env[k] for k, p in ENV_PARAMS.items() if p in keys and env.get(k)}
+
+
+def identity(data, env=None):
+    """What the value depends on: account, database, schema, role, the SQL and its params.
+
+    The SQL is compared without comments and extra whitespace; the warehouse, the timeout
+    and the credentials change how the query runs, not what it returns. Never holds a secret.
+    """
+    env = os.environ if env is None else env
+    found = dict(_connection_defaults(data, env), **_overrides(data))
+    found.pop("warehouse", None)
+    found.update(
+        type=TYPE,
+        sql=normalized_sql(data["query_text"]),
+        params=dict(sorted((data.get("params") or {}).items())),
+    )
+    return found
+
+
+def absent_message(data):
+    """What an absent observation means, for people."""
+    return "the query sql/%s.sql returned no rows, or only NULLs" % data["template"]
+
+
 # --------------------------------------------------------------------------------------
 # Connection: integration, then connection_name, then SNOWFLAKE_* variables.
 # --------------------------------------------------------------------------------------

@@ -1,0 +1,120 @@
+"""The baseline knows what it is the baseline of (issue 9, promises 6 to 8), end to end.
+
+Real ``sensorflow.py run``s against loopback S3 and a loopback webhook; the tests assert on the
+events the webhook received, exit codes, the log and the card.
+"""
+
+import base64
+import glob
+import json
+import os
+import re
+
+import pytest
+from conftest import s3_config
+
+pytestmark = pytest.mark.e2e
+
+
+def check(flow_runner, webhook, **kwargs):
+    """Run the sensor once; return (events it published, its output). The run must succeed."""
+    before = len(webhook.events)
+    result = flow_runner.run(**kwargs)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return webhook.events[before:], result.stdout + result.stderr
+
+
+def newest_card(flow_runner):
+    """The data of the newest card (Metaflow embeds it as base64 JSON), as text."""
+    cards = glob.glob(
+        os.path.join(flow_runner.workdir, ".metaflow", "mf.cards", "**", "*.html"), recursive=True
+    )
+    assert cards
+    with open(max(cards, key=os.path.getmtime), encoding="utf-8") as f:
+        html = f.read()
+    (data,) = re.findall(r'window\.__MF_DATA__\["[^"]+"\] = "([A-Za-z0-9+/=]+)"', html)
+    return base64.b64decode(data).decode("utf-8")
+
+
+def state_file(flow_runner):
+    return os.path.join(
+        flow_runner.workdir,
+        ".metaflow",
+        "SensorFlow",
+        "sensor_state",
+        "testproject",
+        "user.tester.json",
+    )
+
+
+@pytest.mark.parametrize("on_first_check", ["publish", "accept"])
+def test_editing_the_key_starts_a_new_baseline_and_says_why(
+    flow_runner, webhook, s3_client, bucket, on_first_check
+):
+    s3_client.put_object(Bucket=bucket, Key="events/a.csv", Body=b"a")
+    s3_client.put_object(Bucket=bucket, Key="events-v2/a.csv", Body=b"a")
+    option = 'on_first_check = "%s"' % on_first_check
+    flow_runner.write_config(s3_config(bucket, "events/", "files_metadata", extra_sensor=option))
+    first, _ = check(flow_runner, webhook)
+
+    flow_runner.write_config(s3_config(bucket, "events-v2/", "files_metadata", extra_sensor=option))
+    moved, output = check(flow_runner, webhook)
+    why = "the watched source changed from key='events/' to key='events-v2/'"
+    assert why in output
+    assert "the watched source changed from key=" in newest_card(flow_runner)
+    if on_first_check == "accept":
+        assert first == [] and moved == []
+        assert "accepted as the baseline without an event" in output
+    else:
+        (event,) = moved  # a first check of the new source: announced, compared with nothing
+        assert event["payload"]["previous_value"] == ""
+        assert event["payload"]["data_version"] == first[0]["payload"]["data_version"]
+
+    unchanged, output = check(flow_runner, webhook)
+    assert unchanged == [] and "unchanged since the last announcement" in output
+
+
+def test_a_typo_in_the_key_publishes_nothing_and_warns(flow_runner, webhook, s3_client, bucket):
+    s3_client.put_object(Bucket=bucket, Key="events/a.csv", Body=b"a")
+    flow_runner.write_config(
+        s3_config(bucket, "evnets/", "files_metadata", extra_sensor='on_first_check = "accept"')
+    )
+    result = flow_runner.run()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert webhook.events == [] and webhook.rejected == 0
+    warning = "the first check found the source absent: no objects under s3://%s/evnets/" % bucket
+    assert warning in result.stdout
+    assert "no objects under s3://%s/evnets/" % bucket in newest_card(flow_runner)
+
+    # Absent is the baseline: the data appearing is a change, even under "accept".
+    s3_client.put_object(Bucket=bucket, Key="evnets/a.csv", Body=b"a")
+    (appeared,), output = check(flow_runner, webhook)
+    assert appeared["payload"]["state"] == "present"
+    assert appeared["payload"]["previous_value"] == ""
+    assert "changed from absent to sha256:" in output
+
+
+def test_state_with_wrong_types_is_recovered_and_never_crashes(
+    flow_runner, webhook, s3_client, bucket
+):
+    s3_client.put_object(Bucket=bucket, Key="events/a.csv", Body=b"a")
+    flow_runner.write_config(s3_config(bucket, "events/", "files_metadata"))
+    (first,), _ = check(flow_runner, webhook)
+
+    with open(state_file(flow_runner)) as f:
+        doc = json.load(f)
+    doc["history"] = "not a list"  # the card's chart crashed on this, after publishing
+    doc["baseline"]["value"] = 5
+    with open(state_file(flow_runner), "w") as f:
+        json.dump(doc, f)
+    s3_client.put_object(Bucket=bucket, Key="events/b.csv", Body=b"b")
+
+    (changed,), output = check(flow_runner, webhook)
+    assert "is unreadable (wrong shape, baseline.value: expected string or null)" in output
+    assert "recovered the baseline from run SensorFlow/" in output
+    assert changed["payload"]["previous_value"] == first["payload"]["data_version"]
+
+    unchanged, _ = check(flow_runner, webhook)  # the state object was written whole again
+    assert unchanged == []
+    with open(state_file(flow_runner)) as f:
+        assert isinstance(json.load(f)["history"], list)
