@@ -7,7 +7,7 @@ with what it last announced, and publishes an Argo Event when the data changed.
 from .baseflow import BaseFlow
 from .config import load_flowconfig, parse_flowconfig
 from .decorators import announcement, s3, snowflake, source
-from .exceptions import FlowConfigError, PublishError, SourceError, StateError
+from .exceptions import FlowConfigError, PublishError, SourceError, StateConflict, StateError
 from .sensor import Decision, SensorState, advance, change_id, decide
 from .sources import Observation
 from .triggers import sensor_trigger
@@ -20,6 +20,7 @@ __all__ = [
     "PublishError",
     "SensorState",
     "SourceError",
+    "StateConflict",
     "StateError",
     "advance",
     "announcement",

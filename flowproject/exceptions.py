@@ -40,3 +40,9 @@ class StateError(FlowprojectException):
     """The sensor's stored state could not be read or written."""
 
     headline = "Sensor state unavailable"
+
+
+class StateConflict(StateError):
+    """Another run wrote the sensor state since this run read it (a lost compare-and-swap)."""
+
+    headline = "Sensor state changed by another run"

@@ -68,6 +68,8 @@ class SensorState:
     pending: Pending | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     recovered_from: str | None = None
+    # A run announcing a change right now (state.Claim); stored and read by state.StateStore.
+    claim: Any = None
 
     def to_dict(self):
         return {
