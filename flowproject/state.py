@@ -220,9 +220,14 @@ class S3StateObject(object):
         return answer["Body"].read(), answer["ETag"]
 
     def write(self, body, expected_version):
+        from metaflow.metaflow_config import S3_SERVER_SIDE_ENCRYPTION
+
         condition = (
             {"IfNoneMatch": "*"} if expected_version is None else {"IfMatch": expected_version}
         )
+        if S3_SERVER_SIDE_ENCRYPTION:
+            # As Metaflow's own S3 writes (METAFLOW_S3_SERVER_SIDE_ENCRYPTION).
+            condition["ServerSideEncryption"] = S3_SERVER_SIDE_ENCRYPTION
         try:
             answer = self.client.put_object(
                 Bucket=self.bucket,
