@@ -11,6 +11,7 @@ from .exceptions import (
     FlowConfigError,
     PublishError,
     SourceError,
+    StateConflict,
     StateError,
     StateFormatError,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "PublishError",
     "SensorState",
     "SourceError",
+    "StateConflict",
     "StateError",
     "StateFormatError",
     "advance",

@@ -11,6 +11,7 @@ operations as short methods, so flow files read like the story they tell:
 
 import dataclasses
 import os
+import sys
 
 from metaflow import Config, FlowSpec, current
 
@@ -18,8 +19,9 @@ from .cards import render_sensor_card
 from .config import parse_flowconfig
 from .decorators import CARD_ID, SourceDecoratorError, active_session, config_data
 from .events import event_name, publish
-from .exceptions import PublishError
+from .exceptions import PublishError, StateConflict, StateError
 from .sensor import (
+    SKIP,
     advance,
     decide,
     decision_options,
@@ -29,7 +31,15 @@ from .sensor import (
     unpack_listing,
 )
 from .sources import source_absent_message, source_identity
-from .state import StateStore, datastore_storage, load_listing
+from .state import (
+    STATE_WRITE_ATTEMPTS,
+    StateStore,
+    claim_lease_seconds,
+    claim_of_another_run,
+    datastore_storage,
+    load_listing,
+    new_claim,
+)
 
 
 class BaseFlow(FlowSpec):
@@ -112,12 +122,10 @@ class BaseFlow(FlowSpec):
         Decision
             Also stored as artifacts by the caller; its ``reason`` says why.
         """
-        state = self.state_store().load()
-        decision = decide(
-            observation,
+        state, self.state_version = self.state_store().load_versioned()
+        decision = self.decide_against(
             state,
-            current.flow_name,
-            self.sensor_branch(),
+            observation,
             force=force,
             **decision_options(self.flowconfig.sensor),
             **self.watched_source(),
@@ -140,6 +148,88 @@ class BaseFlow(FlowSpec):
             if getattr(self, "observation", None) is observation:
                 self.observation = dataclasses.replace(observation, detail=None)
         return decision
+
+    def run_pathspec(self):
+        """``FlowName/run_id`` of this run, as recorded in the state."""
+        return "%s/%s" % (current.flow_name, current.run_id)
+
+    def decide_against(self, state, observation, **decide_kwargs):
+        """``decide()`` for this flow and branch, aware of other runs announcing right now.
+
+        A live claim of another run (see ``flowproject.state``) turns a decision to publish
+        into ``concurrent``: that run is announcing, this one publishes nothing.
+
+        Parameters
+        ----------
+        state : SensorState
+            From ``StateStore.load_versioned()``.
+        observation : Observation
+        **decide_kwargs
+            Passed to ``decide()`` untouched (``force``, ``settle_checks``, ...); kept as the
+            ``decide_options`` artifact so the announcing step re-decides alike.
+
+        Returns
+        -------
+        Decision
+        """
+        self.decide_options = dict(decide_kwargs)
+        decision = decide(
+            observation, state, current.flow_name, self.sensor_branch(), **decide_kwargs
+        )
+        claim = claim_of_another_run(state, self.run_pathspec())
+        if decision.publish and not decide_kwargs.get("force") and claim is not None:
+            what = "this change" if claim.change_id == decision.change_id else "a change"
+            decision = dataclasses.replace(
+                decision,
+                action=SKIP,
+                kind="concurrent",
+                reason="run %s is announcing %s (%s, claimed until %s); this check publishes "
+                "nothing, the next one compares again"
+                % (claim.run, what, claim.value, claim.expires_at),
+            )
+        return decision
+
+    def redecide(self, decided, observation, state):
+        """The decision after another run wrote the state that ``decided`` was made against.
+
+        Only the change this run decided to announce, against the baseline it saw, may still
+        be published: if the baseline moved meanwhile, this run's observation may be older
+        than the other run's, so it publishes nothing and the next check compares again.
+
+        Parameters
+        ----------
+        decided : Decision
+            The decision made against the older state.
+        observation : Observation
+        state : SensorState
+            The state as it is now.
+
+        Returns
+        -------
+        Decision
+        """
+        options = getattr(self, "decide_options", None) or {}
+        fresh = self.decide_against(state, observation, **options)
+        if decided.kind == "forced" or fresh.kind == "concurrent":
+            return fresh
+        baseline = state.baseline
+        moved = (None if baseline is None else baseline.run) != decided.baseline_run
+        reason = None
+        if moved and baseline is not None and baseline.fingerprint == observation.fingerprint:
+            if decided.publish:
+                reason = "run %s announced this value while this run was checking: %s" % (
+                    baseline.run,
+                    fresh.reason,
+                )
+        elif fresh.moves_baseline and (moved or not decided.moves_baseline):
+            reason = (
+                "the sensor state was changed by %s while this run was checking; this run's "
+                "observation may be older, so it announces nothing (the next check compares "
+                "again)" % ("run %s" % baseline.run if moved and baseline else "another run")
+            )
+        if reason is None:
+            return fresh
+        return dataclasses.replace(fresh, action=SKIP, kind="concurrent", reason=reason)
 
     # ------------------------------------------------------------------ announcing
 
@@ -183,9 +273,18 @@ class BaseFlow(FlowSpec):
         store = self.state_store()
         # The deciding step already said where the baseline came from; read it quietly here
         # and, without a state object, rebuild it from the one run the decision names.
-        state = store.load(quiet=True, baseline_run=decision.baseline_run)
-        run_id = "%s/%s" % (current.flow_name, current.run_id)
+        state, version = store.load_versioned(quiet=True, baseline_run=decision.baseline_run)
+        run_id = self.run_pathspec()
         published, name = None, event_name(sensor)
+        decided = decision
+        if not dry_run and version != getattr(self, "state_version", version):
+            decision = self.redecide(decided, observation, state)
+        if decision.publish and not dry_run:
+            decision, state, version = self._claim(store, observation, decided, state, version)
+        if decision is not decided:
+            print(decision.reason)
+            if getattr(self, "decision", None) is decided:
+                self.decision = decision
         if decision.publish:
             payload = self.event_payload(observation, decision)
             if dry_run:
@@ -195,27 +294,19 @@ class BaseFlow(FlowSpec):
                     event_id = publish(name, payload)
                 except PublishError:
                     # Keep the failed attempt in the history; the baseline does not move.
-                    store.save(
-                        advance(
-                            state,
-                            observation,
-                            decision,
-                            run_id,
-                            False,
-                            sensor.history_size,
-                            failed=True,
-                        )
-                    )
+                    self._commit(store, observation, decision, state, version, failed=True)
                     raise
                 published = dict(payload, name=name, id=event_id)
                 print("Published %s (change %s)" % (name, decision.change_id))
-        new_state = advance(
-            state, observation, decision, run_id, published is not None, sensor.history_size
-        )
         if dry_run:
+            new_state = advance(
+                state, observation, decision, run_id, published is not None, sensor.history_size
+            )
             print("Dry run: the sensor state was not changed.")
         else:
-            store.save(new_state)
+            new_state, decision = self._commit(
+                store, observation, decision, state, version, published=published is not None
+            )
         # The baseline also stays an artifact of the run that set it, so that a lost state
         # object can be rebuilt from past runs (state.recover_from_runs).
         self.announced = decision.moves_baseline and not dry_run
@@ -225,6 +316,77 @@ class BaseFlow(FlowSpec):
             self.change_id = decision.change_id
         self.show_check(observation, decision, new_state, published, name, dry_run)
         return published
+
+    def _claim(self, store, observation, decided, state, version):
+        """Claim the change (a CAS write with a lease) before publishing it.
+
+        Returns ``(decision, state, version)``: the decision is re-made after each lost
+        compare-and-swap, and may no longer be to publish.
+        """
+        lease = claim_lease_seconds(self.flowconfig.sensor)
+        decision = decided
+        for _attempt in range(STATE_WRITE_ATTEMPTS):
+            claim = new_claim(self.run_pathspec(), decision.change_id, observation.value, lease)
+            try:
+                return decision, state, store.save(state, version, claim)
+            except StateConflict:
+                state, version = store.load_versioned(quiet=True, baseline_run=decided.baseline_run)
+                decision = self.redecide(decided, observation, state)
+                if not decision.publish:
+                    return decision, state, version
+        raise StateConflict(
+            "Could not claim change %s: the sensor state of branch %s kept changing (%d "
+            "attempts); nothing was published"
+            % (decision.change_id, store.branch, STATE_WRITE_ATTEMPTS)
+        )
+
+    def _commit(self, store, observation, decision, state, version, published=False, failed=False):
+        """Record the check in the state (CAS, retried on the re-read state); clear our claim.
+
+        A run that published moves the baseline whatever others wrote meanwhile, retrying
+        until it can. A run that did not re-decides on the re-read state, and after
+        ``STATE_WRITE_ATTEMPTS`` lost writes drops its history entry with a warning: a
+        history write never fails a run.
+
+        Returns
+        -------
+        tuple
+            ``(state written, decision recorded)``.
+        """
+        sensor = self.flowconfig.sensor
+        run_id = self.run_pathspec()
+        recorded = {"decision": decision}
+
+        def change(current):
+            if current is not state and not published and not failed:
+                recorded["decision"] = self.redecide(decision, observation, current)
+            other = claim_of_another_run(current, run_id)
+            new_state = advance(
+                current,
+                observation,
+                recorded["decision"],
+                run_id,
+                published,
+                sensor.history_size,
+                failed=failed,
+            )
+            return new_state, other
+
+        attempts = STATE_WRITE_ATTEMPTS * (3 if published else 1)
+        try:
+            new_state, _version = store.update(
+                change, state, version, attempts=attempts, baseline_run=decision.baseline_run
+            )
+        except StateError as e:
+            if published:
+                raise StateError(
+                    "Published change %s, but could not record it in the sensor state (%s); "
+                    "the next check will publish it again with the same change id"
+                    % (decision.change_id, e)
+                ) from None
+            print("Sensor state: this check's history entry was dropped: %s" % e, file=sys.stderr)
+            new_state, _ = change(state)
+        return new_state, recorded["decision"]
 
     def show_check(self, observation, decision, state, published, name, dry_run):
         """Draw the check on the step's ``sensor`` card, if the step has one."""

@@ -46,3 +46,9 @@ class StateFormatError(StateError):
     """The stored state object is not a sensor state (fields missing or of the wrong type)."""
 
     headline = "Sensor state unreadable"
+
+
+class StateConflict(StateError):
+    """Another run wrote the sensor state since this run read it (a lost compare-and-swap)."""
+
+    headline = "Sensor state changed by another run"

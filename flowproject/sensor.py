@@ -98,6 +98,8 @@ class SensorState:
     recovered_from: str | None = None
     scope: dict[str, Any] | None = None
     identity: dict[str, Any] | None = None
+    # A run announcing a change right now (state.Claim); stored and read by state.StateStore.
+    claim: Any = None
 
     def to_dict(self):
         return {

@@ -9,13 +9,59 @@ object in the Metaflow datastore (the local ``.metaflow`` folder when local, S3 
 so a lookup is one read whatever the history. The announced value also stays an artifact of
 the run that announced it (``announced_value``), and a missing or unreadable state object is
 rebuilt from those artifacts, with a message saying so, never treated as "no baseline" silently.
+
+Overlapping runs: every write is a compare-and-swap
+---------------------------------------------------
+Metaflow's CronWorkflow lets a slow check overlap the next one, and the decision (``start``)
+and the publish (``end``) run in different tasks. So every write of the state object names the
+version it was computed from (``StateStore.load_versioned()`` -> ``(state, version)``;
+``StateStore.save(state, expected_version)``) and fails with ``StateConflict`` if another run
+wrote in between:
+
+- S3 datastore: ``PutObject`` with ``IfMatch=<ETag>`` (``IfNoneMatch="*"`` when there is no
+  object yet), through boto3 configured as Metaflow's own S3 client (Metaflow's storage layer
+  has no conditional write);
+- local datastore: a file lock beside the object, the version being a digest of its bytes,
+  written by atomic rename;
+- other datastores (gs, azure): no conditional write here; the last writer wins and a warning
+  says so once per process.
+
+The protocol of one run:
+
+1. ``start`` reads ``(state, version)`` and decides against it. A live *claim* of another run
+   (below) means "being announced right now": no event (decision kind ``concurrent``).
+2. ``end``, when the decision is to publish, first *claims* the change: a CAS write of the same
+   state plus ``claim = {run, change_id, value, expires_at}``, a lease longer than the publish
+   can take (``[sensor] publish_timeout`` + 60 s).
+3. It publishes, then *commits*: a CAS write moving the baseline, appending the history entry
+   and clearing the claim.
+
+A run that loses a CAS re-reads the state and re-decides with its observation: if another run
+announced the same value meanwhile, or holds a live claim, it publishes nothing (kind
+``concurrent``); if the baseline moved to another value, its own observation may be older, so
+it publishes nothing and the next check compares again; a claim whose lease expired (its run
+died between claim and commit) is ignored, so the change is published again. A run that has
+published retries its commit on the state it re-read, so no history entry is lost. History-only
+writes (unchanged, settling) retry a few times, then are logged and dropped: they never fail a
+run, and never make an announcing run fail.
+
+``FLOWPROJECT_TEST_WRITE_BARRIER=<folder>:<n>`` (tests only) makes the n-th state write of a
+process create ``<folder>/write-<n>.waiting`` and wait for ``<folder>/write-<n>.go``, so a test
+can interleave two runs exactly.
 """
 
+import hashlib
 import io
 import json
+import os
+import random
 import sys
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 
-from .exceptions import StateError, StateFormatError
+from .exceptions import StateConflict, StateError, StateFormatError
 from .sensor import Baseline, SensorState
 from .sources.observation import fingerprint
 
@@ -89,6 +135,230 @@ def check_state_document(doc):
         raise StateFormatError("%s: %s" % (where, what))
 
 
+# Attempts of a CAS write before giving up (re-reading the state between attempts).
+STATE_WRITE_ATTEMPTS = 6
+# The claim outlives the longest publish by this much (seconds).
+CLAIM_MARGIN = 60
+DEFAULT_PUBLISH_TIMEOUT = 60
+WRITE_BARRIER_ENV = "FLOWPROJECT_TEST_WRITE_BARRIER"
+
+
+@dataclass
+class Claim:
+    """A run announcing a change right now: others publish nothing until ``expires_at``.
+
+    Parameters
+    ----------
+    run : str
+        Pathspec of the announcing run (``SensorFlow/123``).
+    change_id : str
+        The change being announced.
+    value : str or None
+        The value being announced (shortened), for logs.
+    expires_at : str
+        ISO UTC time after which the claim is ignored (its run died before committing).
+    """
+
+    run: str
+    change_id: str
+    value: str | None
+    expires_at: str
+
+    def live(self, now=None):
+        """Whether the lease still holds at ``now`` (a UTC datetime, now by default)."""
+        now = now or datetime.now(timezone.utc)
+        try:
+            return datetime.fromisoformat(self.expires_at) > now
+        except (TypeError, ValueError):
+            return False
+
+    def to_dict(self):
+        return dict(vars(self))
+
+    @classmethod
+    def from_dict(cls, doc):
+        """The claim stored in a state document, or None (also for a malformed one)."""
+        if not isinstance(doc, dict):
+            return None
+        try:
+            return cls(
+                str(doc["run"]), str(doc["change_id"]), doc.get("value"), str(doc["expires_at"])
+            )
+        except KeyError:
+            return None
+
+
+def claim_lease_seconds(sensor_config):
+    """How long a claim holds: ``[sensor] publish_timeout`` (60 s if unset) plus a margin."""
+    timeout = None
+    if sensor_config is not None and hasattr(sensor_config, "get"):
+        timeout = sensor_config.get("publish_timeout", None)
+    return (timeout or DEFAULT_PUBLISH_TIMEOUT) + CLAIM_MARGIN
+
+
+def new_claim(run, change_id, value, lease_seconds, now=None):
+    """A ``Claim`` of ``run`` on ``change_id`` that expires ``lease_seconds`` from now."""
+    now = now or datetime.now(timezone.utc)
+    expires = now + timedelta(seconds=lease_seconds)
+    short = value if value is None or len(value) <= 80 else value[:77] + "..."
+    return Claim(run, change_id, short, expires.isoformat(timespec="seconds"))
+
+
+def claim_of_another_run(state, run, now=None):
+    """The live claim of a run other than ``run`` in ``state``, or None."""
+    claim = getattr(state, "claim", None)
+    if claim is not None and claim.run != run and claim.live(now):
+        return claim
+    return None
+
+
+_writes_in_process = 0
+
+
+def _test_write_barrier():
+    """Tests only: pause the n-th state write of this process (see the module docstring)."""
+    global _writes_in_process
+    _writes_in_process += 1
+    spec = os.environ.get(WRITE_BARRIER_ENV)
+    if not spec:
+        return
+    folder, _, nth = spec.rpartition(":")
+    if not nth.isdigit() or int(nth) != _writes_in_process:
+        return
+    open(os.path.join(folder, "write-%s.waiting" % nth), "w").close()
+    deadline = time.monotonic() + 300
+    while not os.path.exists(os.path.join(folder, "write-%s.go" % nth)):
+        if time.monotonic() > deadline:
+            raise StateError("%s: write %s was never released" % (WRITE_BARRIER_ENV, nth))
+        time.sleep(0.05)
+
+
+class LocalStateObject(object):
+    """The state object in the local datastore: a file lock, a content digest as version."""
+
+    def __init__(self, full_path):
+        self.full_path = full_path
+
+    @staticmethod
+    def version_of(body):
+        return "sha256:" + hashlib.sha256(body).hexdigest()
+
+    def read(self):
+        """``(bytes, version)``, or ``(None, None)`` when there is no object."""
+        try:
+            with open(self.full_path, "rb") as f:
+                body = f.read()
+        except FileNotFoundError:
+            return None, None
+        return body, self.version_of(body)
+
+    def write(self, body, expected_version):
+        from filelock import FileLock
+
+        os.makedirs(os.path.dirname(self.full_path), exist_ok=True)
+        with FileLock(self.full_path + ".lock", timeout=60):
+            _, current = self.read()
+            if current != expected_version:
+                raise StateConflict("%s changed since it was read" % self.full_path)
+            tmp = "%s.%s.tmp" % (self.full_path, uuid.uuid4().hex[:8])
+            with open(tmp, "wb") as f:
+                f.write(body)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.full_path)
+        return self.version_of(body)
+
+
+class S3StateObject(object):
+    """The state object in S3: conditional PutObject, the ETag as version."""
+
+    def __init__(self, url):
+        from metaflow.plugins.datatools.s3.s3util import get_s3_client
+
+        bucket_and_key = url[len("s3://") :]
+        self.bucket, _, self.key = bucket_and_key.partition("/")
+        # Metaflow's own client settings: endpoint (METAFLOW_S3_ENDPOINT_URL), retries, role.
+        self.client, self.client_error = get_s3_client()
+
+    def read(self):
+        try:
+            answer = self.client.get_object(Bucket=self.bucket, Key=self.key)
+        except self.client_error as e:
+            if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None, None
+            raise
+        return answer["Body"].read(), answer["ETag"]
+
+    def write(self, body, expected_version):
+        from metaflow.metaflow_config import S3_SERVER_SIDE_ENCRYPTION
+
+        condition = (
+            {"IfNoneMatch": "*"} if expected_version is None else {"IfMatch": expected_version}
+        )
+        if S3_SERVER_SIDE_ENCRYPTION:
+            # As Metaflow's own S3 writes (METAFLOW_S3_SERVER_SIDE_ENCRYPTION).
+            condition["ServerSideEncryption"] = S3_SERVER_SIDE_ENCRYPTION
+        try:
+            answer = self.client.put_object(
+                Bucket=self.bucket,
+                Key=self.key,
+                Body=body,
+                ContentType="application/json",
+                **condition,
+            )
+        except self.client_error as e:
+            error = e.response.get("Error", {})
+            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if error.get("Code") in ("PreconditionFailed", "ConditionalRequestConflict") or (
+                status in (409, 412)
+            ):
+                raise StateConflict(
+                    "s3://%s/%s changed since it was read" % (self.bucket, self.key)
+                ) from None
+            raise
+        return answer["ETag"]
+
+
+class UnconditionalStateObject(object):
+    """Any other datastore: Metaflow's storage layer, last writer wins (said once)."""
+
+    warned = False
+
+    def __init__(self, storage, path):
+        self.storage, self.path = storage, path
+
+    def read(self):
+        with self.storage.load_bytes([self.path]) as loaded:
+            for _key, local_path, _meta in loaded:
+                if local_path is None:
+                    return None, None
+                with open(local_path, "rb") as f:
+                    return f.read(), None
+        return None, None
+
+    def write(self, body, expected_version):
+        if not UnconditionalStateObject.warned:
+            UnconditionalStateObject.warned = True
+            print(
+                "Sensor state: the %s datastore has no conditional write here, so overlapping "
+                "runs of one branch may publish a change twice (last writer wins)"
+                % getattr(self.storage, "TYPE", "current"),
+                file=sys.stderr,
+            )
+        self.storage.save_bytes([(self.path, io.BytesIO(body))], overwrite=True)
+        return None
+
+
+def state_object(storage, path):
+    """The state object at ``path`` of ``storage``, with the conditional write it supports."""
+    kind = getattr(storage, "TYPE", None)
+    if kind == "local":
+        return LocalStateObject(storage.full_uri(path))
+    if kind == "s3":
+        return S3StateObject(storage.full_uri(path))
+    return UnconditionalStateObject(storage, path)
+
+
 def state_path(flow_name, project, branch):
     """Key of a branch's state object, relative to the datastore root."""
     safe_branch = branch.replace("/", "_")
@@ -132,16 +402,26 @@ class StateStore(object):
         self.storage = storage
         self.flow_name, self.project, self.branch = flow_name, project, branch
         self.path = state_path(flow_name, project, branch)
+        self.object = state_object(storage, self.path)
 
     def read_raw(self):
         """The stored JSON document, or None when there is none. Raises on unreadable data."""
-        with self.storage.load_bytes([self.path]) as loaded:
-            for _key, local_path, _meta in loaded:
-                if local_path is None:
-                    return None
-                with open(local_path, "rb") as f:
-                    return json.loads(f.read().decode("utf-8"))
-        return None
+        return self.read_versioned()[0]
+
+    def read_versioned(self):
+        """``(document, version)``; ``(None, None)`` when there is no object.
+
+        Raises on an unreadable document, with ``.version`` set on the exception so the object
+        can still be replaced by a CAS write.
+        """
+        body, version = self.object.read()
+        if body is None:
+            return None, None
+        try:
+            return json.loads(body.decode("utf-8")), version
+        except Exception as e:
+            e.version = version
+            raise
 
     def load(self, quiet=False, baseline_run=None):
         """The branch's state: from the state object, else recovered from past runs.
@@ -159,17 +439,35 @@ class StateStore(object):
         -------
         SensorState
             ``recovered_from`` says where a recovered baseline came from (None when read
-            from the state object).
+            from the state object); ``claim`` is the live or expired ``Claim``, if any.
         """
+        return self.load_versioned(quiet=quiet, baseline_run=baseline_run)[0]
+
+    def load_versioned(self, quiet=False, baseline_run=None):
+        """The branch's state and the version to pass to ``save()``.
+
+        Parameters are those of ``load()``.
+
+        Returns
+        -------
+        tuple
+            ``(SensorState, version)``: the version is the S3 ETag or the local object's
+            digest, None when there is no object (and on datastores without conditional
+            writes).
+        """
+        version = None
         try:
-            doc = self.read_raw()
+            doc, version = self.read_versioned()
             if doc is not None:
                 check_state_document(doc)
-                return SensorState.from_dict(doc)
+                state = SensorState.from_dict(doc)
+                state.claim = Claim.from_dict(doc.get("claim"))
+                return state, version
             why = "no state object at %s" % self.path
         except StateFormatError as e:
             why = "state object at %s is unreadable (wrong shape, %s)" % (self.path, e)
         except Exception as e:  # unreadable: corrupt JSON, wrong shape, storage error
+            version = getattr(e, "version", version)
             why = "state object at %s is unreadable (%s)" % (self.path, e.__class__.__name__)
         if baseline_run is not None:
             state = recover_from_run(baseline_run)
@@ -189,18 +487,73 @@ class StateStore(object):
                 ),
                 file=sys.stderr,
             )
-        return state
+        return state, version
 
-    def save(self, state):
-        """Write the branch's state (replacing the previous object)."""
-        body = json.dumps(state.to_dict(), sort_keys=True, separators=(",", ":")).encode("utf-8")
+    def save(self, state, expected_version, claim=None):
+        """Write the branch's state if nobody wrote it since ``expected_version`` was read.
+
+        Parameters
+        ----------
+        state : SensorState
+        expected_version : str or None
+            From ``load_versioned()``; None when there was no object.
+        claim : Claim, optional
+            Stored with the state (a run announcing a change); a write without it clears it.
+
+        Returns
+        -------
+        str or None
+            The new version.
+
+        Raises
+        ------
+        StateConflict
+            Another run wrote the state in between: re-read, re-decide, retry.
+        """
+        doc = state.to_dict()
+        if claim is not None:
+            doc["claim"] = claim.to_dict()
+        body = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
+        _test_write_barrier()
         try:
-            self.storage.save_bytes([(self.path, io.BytesIO(body))], overwrite=True)
+            return self.object.write(body, expected_version)
+        except StateConflict:
+            raise
         except Exception as e:
             raise StateError(
                 "Could not write the sensor state to %s: %s" % (self.path, e)
             ) from None
-        return len(body)
+
+    def update(self, change, state, version, attempts=STATE_WRITE_ATTEMPTS, baseline_run=None):
+        """Apply ``change`` to the state and write it, re-reading and retrying on conflicts.
+
+        Parameters
+        ----------
+        change : callable
+            ``change(state) -> (new_state, claim)``; called again on the re-read state after
+            each lost compare-and-swap.
+        state, version
+            What the caller read (``load_versioned()``).
+        attempts : int
+            Writes to try before the last ``StateConflict`` is raised.
+        baseline_run : str, optional
+            As in ``load()``, for re-reads when the object is missing.
+
+        Returns
+        -------
+        tuple
+            ``(new_state, new_version)`` as written.
+        """
+        for attempt in range(attempts):
+            new_state, claim = change(state)
+            try:
+                return new_state, self.save(new_state, version, claim)
+            except StateConflict:
+                if attempt + 1 == attempts:
+                    raise
+            # Another run wrote: a short random pause spreads the retries of overlapping runs.
+            time.sleep(random.uniform(0.05, 0.3) * (attempt + 1))
+            state, version = self.load_versioned(quiet=True, baseline_run=baseline_run)
 
 
 def _baseline_of(run):

@@ -242,10 +242,10 @@ def test_state_path_per_branch():
 def test_store_round_trip_and_branch_isolation(storage):
     main = StateStore(storage, FLOW, "proj", "user.alice")
     other = StateStore(storage, FLOW, "proj", "test.feature")
-    main.save(announced("v1"))
+    main.save(announced("v1"), None)
     assert main.load().baseline.value == "v1"
     assert main.load().recovered_from is None
-    other.save(announced("other"))
+    other.save(announced("other"), None)
     assert main.load().baseline.value == "v1"
 
 
@@ -269,7 +269,7 @@ def test_missing_state_falls_back_to_runs_and_says_so(storage, monkeypatch, caps
 
 def test_corrupt_state_falls_back_to_runs(storage, monkeypatch, capsys):
     store = StateStore(storage, FLOW, "proj", BRANCH)
-    store.save(announced("v1"))
+    store.save(announced("v1"), None)
     import io
 
     storage.save_bytes([(store.path, io.BytesIO(b"{broken"))], overwrite=True)
@@ -295,9 +295,10 @@ def test_quiet_load_with_known_run_does_not_walk(storage, monkeypatch, capsys):
     assert capsys.readouterr().err == ""
 
 
-def test_save_returns_small_size(storage):
+def test_state_object_is_small(storage):
     store = StateStore(storage, FLOW, "proj", BRANCH)
-    assert store.save(announced("v1")) < 1000
+    store.save(announced("v1"), None)
+    assert len(store.object.read()[0]) < 1000
 
 
 # ------------------------------------------------------------------------------ card
