@@ -102,7 +102,7 @@ def trigger_rules(source):
             "required": sorted(required),
         }
     for trigger in spec["triggers"]:
-        for parameter in trigger["template"]["argoWorkflow"]["parameters"]:
+        for parameter in trigger["template"]["k8s"]["parameters"]:
             src = parameter["src"]
             key = _HAS_KEY.search(src.get("dataTemplate") or "")
             if key is None:  # the whole payload, for the run's current.trigger
@@ -135,9 +135,9 @@ def _main(argv):
 
     def make_flow_and_sensor(obj, *args, **kwargs):
         flow = make_flow(obj, *args, **kwargs)
-        with open(sensor_out, "w") as f:
-            # An empty object for a flow without trigger: deploy then writes no file.
-            json.dump(flow._sensor.to_json() if flow._sensor else {}, f, indent=2)
+        if flow._sensor:  # a flow without @trigger has no Sensor
+            with open(sensor_out, "w") as f:
+                json.dump(flow._sensor.to_json(), f, indent=2)
         return flow
 
     def describe_only(obj, *args, **kwargs):
