@@ -25,6 +25,7 @@ from .exceptions import FlowprojectException
 DEV_TAG = "flowproject-dev"
 
 _RUN_ID = re.compile(r"Workflow starting \(run-id (\S+)\)")
+_START_LINE = re.compile(r"/start/\d+ \(pid \d+\)\] (.*)$")
 _SCRIPT = re.compile(r"\bBaseFlow\b|\bflowconfig\b")
 
 
@@ -42,6 +43,7 @@ class TriggeredRun(object):
         self.argv, self.process = argv, process
         self.log_path, self.run_id_file = log_path, run_id_file
         self.returncode = None
+        self.announced = False
 
     @property
     def run_id(self):
@@ -205,7 +207,7 @@ class DevLoop(object):
         flow = os.path.join(self.root, self.sensor_flow)
         argv = [self.python, flow] + self.top_args(self.sensor_flow) + ["run", "--tag", DEV_TAG]
         log_path = os.path.join(self.log_dir, "check-%d.log" % number)
-        self.say("[bold]check %d[/bold]: %s" % (number, " ".join(argv[1:])))
+        self.say("[bold]check %d[/bold]: %s" % (number, " ".join([self.sensor_flow] + argv[2:])))
         with open(log_path, "w") as log:
             self._sensor_process = subprocess.Popen(
                 argv,
@@ -239,13 +241,13 @@ class DevLoop(object):
 
     @staticmethod
     def _decision_line(output):
-        # The sensor's start step prints decision.reason; Metaflow prefixes it with the task.
+        # The sensor's start step prints decision.reason last; Metaflow prefixes the task.
+        reason = None
         for line in output.splitlines():
-            if "[start/" in line:
-                text = line.split("] ", 1)[-1].strip()
-                if text and not text.startswith(("Task is starting", "Task finished")):
-                    return text
-        return None
+            match = _START_LINE.search(line)
+            if match and not match.group(1).startswith(("Task is starting", "Task finished")):
+                reason = match.group(1).strip()
+        return reason
 
     def deliver(self, event):
         """Start every flow whose trigger listens for ``event``; show what happened."""
@@ -299,6 +301,9 @@ class DevLoop(object):
         for run in self.runs:
             if run.returncode is not None:
                 continue
+            if not run.announced and run.run_id:
+                run.announced = True
+                self.say("  %s running (log %s)" % (run.pathspec, run.log_path))
             code = run.process.wait() if wait else run.process.poll()
             if code is None:
                 continue

@@ -6,6 +6,7 @@ read back with the Metaflow client, in a separate process pinned to the test's d
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -92,14 +93,15 @@ def test_each_announced_value_starts_one_starter_run_with_that_value(
     assert first["data_version"].startswith("sha256:")
     assert first["trained_on"] == first["data_version"]
     assert "flowproject-dev" in first["tags"]
-    # The timeline names the event, the triggered run and its result.
+    # The timeline: check -> decision -> event -> triggered run id -> its result.
+    assert "decided: first check" in out
     assert "event mfns.testproject.user.tester.data_updated" in out
     assert "data_version=%s" % first["data_version"] in out
     assert "StarterFlow/%s succeeded" % first["id"] in out
 
     out = _ok(dev(flow_runner, "--checks", "1"))
     assert len(starter_runs(flow_runner)) == 1
-    assert "no event" in out
+    assert "decided: unchanged" in out and "no event" in out
 
     s3_client.put_object(Bucket=bucket, Key="events/part-1.parquet", Body=b"rows-1")
     _ok(dev(flow_runner, "--checks", "1"))
@@ -140,6 +142,46 @@ def test_a_failing_check_exits_non_zero_naming_it(dev_env):
     assert proc.returncode == 1
     assert "FAILED: check 1 (SensorFlow/" in proc.stdout
     assert starter_runs(flow_runner) == []
+
+
+def processes_with(marker):
+    """Pids of the processes whose environment contains ``marker`` (this test's folder)."""
+    pids = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            with open("/proc/%s/environ" % pid, "rb") as f:
+                if marker.encode() in f.read():
+                    pids.append(int(pid))
+        except OSError:
+            pass
+    return pids
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc to find processes")
+def test_ctrl_c_stops_every_run_it_started(dev_env, s3_client, bucket):
+    flow_runner = dev_env
+    s3_client.put_object(Bucket=bucket, Key="events/part-0.parquet", Body=b"rows-0")
+    flow_runner.write_config(s3_config(bucket, "events/", "files_metadata"))
+    argv = [sys.executable, "-m", "flowproject", "dev", "--config", flow_runner.config_path]
+    argv += ["--root", REPO, "--every", "600"]
+    proc = subprocess.Popen(
+        argv, cwd=flow_runner.workdir, env=flow_runner.env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        for line in proc.stdout:
+            if "started StarterFlow" in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        rest = proc.stdout.read()
+        assert proc.wait(timeout=60) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "interrupted: stopping every run the dev loop started" in rest
+    assert processes_with(flow_runner.workdir) == []
 
 
 def test_help_on_every_command():
