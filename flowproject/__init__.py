@@ -7,7 +7,8 @@ with what it last announced, and publishes an Argo Event when the data changed.
 from .baseflow import BaseFlow
 from .config import load_flowconfig, parse_flowconfig
 from .decorators import announcement, s3, snowflake, source
-from .exceptions import FlowConfigError, PublishError, SourceError, StateError
+from .devloop import DevLoop
+from .exceptions import DevLoopError, FlowConfigError, PublishError, SourceError, StateError
 from .sensor import Decision, SensorState, advance, change_id, decide
 from .sources import Observation
 from .triggers import sensor_trigger
@@ -15,6 +16,8 @@ from .triggers import sensor_trigger
 __all__ = [
     "BaseFlow",
     "Decision",
+    "DevLoop",
+    "DevLoopError",
     "FlowConfigError",
     "Observation",
     "PublishError",

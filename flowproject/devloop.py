@@ -19,7 +19,7 @@ import tempfile
 import time
 
 from .config import load_flowconfig
-from .exceptions import FlowprojectException
+from .exceptions import DevLoopError
 
 # The tag every run the dev loop starts carries, so dev runs can be told from real ones.
 DEV_TAG = "flowproject-dev"
@@ -27,12 +27,6 @@ DEV_TAG = "flowproject-dev"
 _RUN_ID = re.compile(r"Workflow starting \(run-id (\S+)\)")
 _START_LINE = re.compile(r"/start/\d+ \(pid \d+\)\] (.*)$")
 _SCRIPT = re.compile(r"\bBaseFlow\b|\bflowconfig\b")
-
-
-class DevLoopError(FlowprojectException):
-    """The dev loop cannot start (no sensor flow, an unreadable config, a flow that fails)."""
-
-    headline = "flowproject dev cannot start"
 
 
 class TriggeredRun(object):
@@ -128,6 +122,7 @@ class DevLoop(object):
         console=None,
         python=None,
         log_dir=None,
+        cwd=None,
     ):
         from rich.console import Console
 
@@ -137,8 +132,10 @@ class DevLoop(object):
         self.every, self.checks = every, checks
         self.sensor_flow = sensor_flow
         self.python = python or sys.executable
+        self.cwd = cwd  # where the runs keep .metaflow; the current folder by default
         self.console = console or Console(highlight=False, soft_wrap=True)
         self.log_dir = log_dir or tempfile.mkdtemp(prefix="flowproject-dev-")
+        os.makedirs(self.log_dir, exist_ok=True)
         self.env = dict(os.environ if env is None else env)
         self.env["PYTHONUNBUFFERED"] = "1"
         self.env["PYTHONPATH"] = self.root + os.pathsep + self.env.get("PYTHONPATH", "")
@@ -181,7 +178,7 @@ class DevLoop(object):
             out = os.path.join(self.log_dir, flow_file + ".describe.json")
             argv = [self.python, "-m", "flowproject.argo_sensor", "--describe-out", out, path]
             argv += self.top_args(flow_file) + ["argo-workflows", "create", "--only-json"]
-            proc = subprocess.run(argv, env=self.env, capture_output=True, text=True)
+            proc = subprocess.run(argv, cwd=self.cwd, env=self.env, capture_output=True, text=True)
             if proc.returncode != 0 or not os.path.exists(out):
                 raise DevLoopError(
                     "cannot read the triggers of %s:\n%s"
@@ -203,7 +200,13 @@ class DevLoop(object):
     # ------------------------------------------------------------------ one check
 
     def check(self, number):
-        """Run the sensor once; deliver the events it published. False if the run failed."""
+        """Run the sensor once and deliver the events it published.
+
+        Returns
+        -------
+        tuple
+            ``(succeeded, events)``: whether the sensor run succeeded, the events received.
+        """
         flow = os.path.join(self.root, self.sensor_flow)
         argv = [self.python, flow] + self.top_args(self.sensor_flow) + ["run", "--tag", DEV_TAG]
         log_path = os.path.join(self.log_dir, "check-%d.log" % number)
@@ -211,6 +214,7 @@ class DevLoop(object):
         with open(log_path, "w") as log:
             self._sensor_process = subprocess.Popen(
                 argv,
+                cwd=self.cwd,
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -237,7 +241,7 @@ class DevLoop(object):
             self.say("  no event")
         for event in events:
             self.deliver(event)
-        return returncode == 0
+        return returncode == 0, events
 
     @staticmethod
     def _decision_line(output):
@@ -289,7 +293,12 @@ class DevLoop(object):
         argv += ["run", "--run-id-file", run_id_file, "--tag", DEV_TAG] + args
         with open(log_path, "w") as log:
             process = subprocess.Popen(
-                argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                argv,
+                cwd=self.cwd,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         run = TriggeredRun(flow_file, flow_name, event, argv, process, log_path, run_id_file)
         self.runs.append(run)
@@ -327,8 +336,8 @@ class DevLoop(object):
         utc = datetime.datetime.fromtimestamp(now, datetime.timezone.utc)
         return croniter(cron, utc).get_next(float)
 
-    def run(self):
-        """Run until ``checks`` checks are done (or Ctrl-C). Returns the exit code."""
+    def open(self):
+        """Start the webhook and read the triggered flows (``with DevLoop(...)`` does it)."""
         from .testing import WebhookReceiver
 
         self.flowconfig()  # a bad config stops here, with its problems listed
@@ -337,20 +346,42 @@ class DevLoop(object):
         try:
             self.say("webhook (Argo Events format): %s" % self.receiver.url)
             self.discover()
-            for description in self.flows.values():
-                for rule in description["rules"]:
-                    self.say(
-                        "%s listens to %s (payload -> parameters: %s)"
-                        % (
-                            description["flow"],
-                            rule["event"],
-                            ", ".join("%s -> %s" % (k, p) for p, k in rule["parameters"].items()),
-                        )
+        except BaseException:
+            self.close()
+            raise
+        for description in self.flows.values():
+            for rule in description["rules"]:
+                self.say(
+                    "%s listens to %s (payload -> parameters: %s)"
+                    % (
+                        description["flow"],
+                        rule["event"],
+                        ", ".join("%s -> %s" % (k, p) for p, k in rule["parameters"].items()),
                     )
-            if not self.flows:
-                self.say("[yellow]no flow at %s has a @trigger[/yellow]" % self.root)
-            self.say("logs: %s" % self.log_dir)
-            number = 0
+                )
+        if not self.flows:
+            self.say("[yellow]no flow at %s has a @trigger[/yellow]" % self.root)
+        self.say("logs: %s" % self.log_dir)
+        return self
+
+    def close(self):
+        """Stop what is still running and the webhook."""
+        self.stop()
+        if self.receiver is not None:
+            self.receiver.stop()
+            self.receiver = None
+
+    def __enter__(self):
+        return self.open()
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def run(self):
+        """Run until ``checks`` checks are done (or Ctrl-C). Returns the exit code."""
+        number = 0
+        try:
+            self.open()
             while self.checks is None or number < self.checks:
                 number += 1
                 self.check(number)
@@ -371,7 +402,7 @@ class DevLoop(object):
             self.stop()
             return 130
         finally:
-            self.receiver.stop()
+            self.close()
         if self.failures:
             self.console.print("[red]FAILED:[/red] %s" % "; ".join(self.failures))
             return 1

@@ -40,3 +40,9 @@ class StateError(FlowprojectException):
     """The sensor's stored state could not be read or written."""
 
     headline = "Sensor state unavailable"
+
+
+class DevLoopError(FlowprojectException):
+    """``flowproject dev`` cannot start: an unreadable config, a flow whose triggers fail."""
+
+    headline = "flowproject dev cannot start"
