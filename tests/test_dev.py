@@ -197,6 +197,21 @@ def test_help_on_every_command():
     assert "--checks" in proc.stdout and "--every" in proc.stdout
 
 
+def test_an_invalid_config_exits_2_with_its_problems(tmp_path):
+    config = tmp_path / "flowconfig.toml"
+    config.write_text('project_name = "p"\n[data]\ntype = "ftp"\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "flowproject", "dev", "--config", str(config), "--root", REPO],
+        cwd=str(tmp_path),
+        env=dict(os.environ, PYTHONPATH=REPO),
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Invalid flowconfig.toml" in proc.stderr
+    assert "data.type" in proc.stderr
+
+
 # ------------------------------------------------------------------ Metaflow's mapping rules
 
 RULE = {"event": "e", "parameters": {"data_version": "data_version"}, "required": []}
