@@ -138,7 +138,12 @@ class DevLoop(object):
         os.makedirs(self.log_dir, exist_ok=True)
         self.env = dict(os.environ if env is None else env)
         self.env["PYTHONUNBUFFERED"] = "1"
-        self.env["PYTHONPATH"] = self.root + os.pathsep + self.env.get("PYTHONPATH", "")
+        # The flows import flowproject from the root; `-m flowproject.argo_sensor` needs this
+        # very package even when the root is elsewhere.
+        package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        self.env["PYTHONPATH"] = os.pathsep.join(
+            [self.root, package_parent] + [p for p in [self.env.get("PYTHONPATH")] if p]
+        )
         self.receiver = None
         self.runs = []  # every TriggeredRun started
         self.failures = []  # what failed, one line each
@@ -282,7 +287,7 @@ class DevLoop(object):
         keys = []
         for description in self.flows.values():
             for rule in description["rules"]:
-                keys += [k for k in rule["parameters"].values() if k not in keys]
+                keys += [k for k in rule["parameters"].values() if k not in keys + ["change_id"]]
         return tuple(keys)
 
     def start(self, flow_file, flow_name, event, args):

@@ -6,6 +6,7 @@ read back with the Metaflow client, in a separate process pinned to the test's d
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -182,6 +183,40 @@ def test_ctrl_c_stops_every_run_it_started(dev_env, s3_client, bucket):
             proc.kill()
     assert "interrupted: stopping every run the dev loop started" in rest
     assert processes_with(flow_runner.workdir) == []
+
+
+@pytest.mark.e2e
+def test_the_readme_consumer_skips_a_change_it_already_processed(tmp_path):
+    """The README's de-duplicating example, delivered the same event twice by the dev loop."""
+    with open(os.path.join(REPO, "README.md")) as f:
+        readme = f.read()
+    example = re.search(r"```python\n(from itertools import islice\n.*?)```", readme, re.S)
+    root, work = tmp_path / "root", tmp_path / "work"
+    root.mkdir()
+    work.mkdir()
+    (root / "trainflow.py").write_text(
+        example.group(1) + '\nif __name__ == "__main__":\n    TrainFlow()\n'
+    )
+    env = dict(
+        os.environ,
+        METAFLOW_USER="tester",
+        METAFLOW_HOME=str(tmp_path / "home"),
+        METAFLOW_DATASTORE_SYSROOT_LOCAL=str(work),
+    )
+    loop = DevLoop(root=str(root), env=env, cwd=str(work), log_dir=str(tmp_path / "logs"))
+    loop.discover()
+    event = {
+        "name": "mfns.flowproject.user.tester.data_updated",
+        "payload": {"data_version": "v1", "change_id": "c1"},
+    }
+    for _ in range(2):
+        assert loop.deliver(event) == 1
+        loop.reap(wait=True)
+    first, second = [open(run.log_path).read() for run in loop.runs]
+    assert [run.returncode for run in loop.runs] == [0, 0]
+    assert "training on v1" in first
+    assert "change c1 was already processed; nothing to do" in second
+    assert "training on" not in second
 
 
 def test_help_on_every_command():
