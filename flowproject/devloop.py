@@ -294,6 +294,8 @@ class DevLoop(object):
         number = len(self.runs) + 1
         log_path = os.path.join(self.log_dir, "run-%d-%s.log" % (number, flow_name))
         run_id_file = os.path.join(self.log_dir, "run-%d.id" % number)
+        if os.path.exists(run_id_file):  # from an earlier dev loop with the same --logs
+            os.unlink(run_id_file)
         argv = [self.python, os.path.join(self.root, flow_file)] + self.top_args(flow_file)
         argv += ["run", "--run-id-file", run_id_file, "--tag", DEV_TAG] + args
         with open(log_path, "w") as log:

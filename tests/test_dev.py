@@ -44,7 +44,7 @@ READ_RUNS = textwrap.dedent(
 def dev(flow_runner, *args):
     """``python -m flowproject dev --config <config> --root REPO ARGS`` in the test's folder."""
     argv = [sys.executable, "-m", "flowproject", "dev", "--config", flow_runner.config_path]
-    argv += ["--root", REPO] + list(args)
+    argv += ["--root", REPO, "--logs", os.path.join(flow_runner.workdir, "logs")] + list(args)
     return subprocess.run(
         argv,
         cwd=flow_runner.workdir,
@@ -167,7 +167,7 @@ def test_ctrl_c_stops_every_run_it_started(dev_env, s3_client, bucket):
     s3_client.put_object(Bucket=bucket, Key="events/part-0.parquet", Body=b"rows-0")
     flow_runner.write_config(s3_config(bucket, "events/", "files_metadata"))
     argv = [sys.executable, "-m", "flowproject", "dev", "--config", flow_runner.config_path]
-    argv += ["--root", REPO, "--every", "600"]
+    argv += ["--root", REPO, "--every", "600", "--logs", os.path.join(flow_runner.workdir, "logs")]
     proc = subprocess.Popen(
         argv, cwd=flow_runner.workdir, env=flow_runner.env, stdout=subprocess.PIPE, text=True
     )

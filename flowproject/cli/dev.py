@@ -44,7 +44,13 @@ from . import main
     show_default=True,
     help="File name of the sensor flow at the root.",
 )
-def dev(every, checks, config, branch, production, root, sensor_flow):
+@click.option(
+    "--logs",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Folder for the runs' logs (default: a new temporary folder, printed).",
+)
+def dev(every, checks, config, branch, production, root, sensor_flow, logs):
     """Run the sensor and start the flows its events trigger, as Argo Events would.
 
     A loopback webhook receives the sensor's events (METAFLOW_ARGO_EVENTS_WEBHOOK_URL is set
@@ -68,6 +74,7 @@ def dev(every, checks, config, branch, production, root, sensor_flow):
         every=every,
         checks=checks,
         sensor_flow=sensor_flow,
+        log_dir=logs,
     )
     try:
         code = loop.run()
