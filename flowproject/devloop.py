@@ -107,6 +107,20 @@ class DevLoop(object):
         Environment of the runs; ``os.environ`` by default.
     console : rich.console.Console, optional
         Where the timeline is printed.
+    python : str, optional
+        The Python that runs the flows; this one by default.
+    log_dir : str, optional
+        Folder for the runs' logs; a new temporary folder by default.
+    cwd : str, optional
+        Folder the runs start in (where their local ``.metaflow`` is); the current one by
+        default.
+
+    Examples
+    --------
+    >>> with DevLoop(".", config="flowconfig.toml") as loop:
+    ...     succeeded, events = loop.check(1)
+    ...     loop.reap(wait=True)
+    >>> [(run.pathspec, run.returncode) for run in loop.runs]
     """
 
     def __init__(
