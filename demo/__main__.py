@@ -3,7 +3,9 @@
 Starts a loopback Argo Events webhook, then for S3 (moto's server) and Snowflake (fakesnow's
 server): seeds data, runs the real ``python sensorflow.py run`` three times (first check: an
 event; no change: no event; a change: an event with the new value) and prints what each run
-decided and what the webhook received. Everything it starts is stopped on exit, Ctrl-C or error.
+decided and what the webhook received. The S3 part runs through ``flowproject dev``'s loop:
+each event starts ``StarterFlow``, shown with the value it trained on. Everything it starts
+is stopped on exit, Ctrl-C or error.
 """
 
 import argparse
@@ -52,14 +54,10 @@ def main(argv=None):
             log("Kept %s" % workdir)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
+    stories = {"s3": "event, no event, event with the new value; StarterFlow trained on each"}
     for name, ok in results.items():
-        log(
-            "%-9s %s"
-            % (
-                name + ":",
-                "event, no event, event with the new value" if ok else "UNEXPECTED RESULT",
-            )
-        )
+        story = stories.get(name, "event, no event, event with the new value")
+        log("%-9s %s" % (name + ":", story if ok else "UNEXPECTED RESULT"))
     return 0 if results and all(results.values()) else 1
 
 

@@ -14,6 +14,19 @@ def log(message=""):
     print(message, flush=True)
 
 
+def read_artifact(workdir, pathspec, step, name):
+    """An artifact of a run in ``workdir``'s local datastore, read with the Metaflow client."""
+    cwd = os.getcwd()
+    os.chdir(workdir)  # the client finds the run's .metaflow from the current folder
+    try:
+        from metaflow import Run, namespace
+
+        namespace(None)
+        return Run(pathspec)[step].task[name].data
+    finally:
+        os.chdir(cwd)
+
+
 class DemoRunner(object):
     """Runs ``python sensorflow.py --config flowconfig <config> run`` and reports the outcome."""
 

@@ -2,9 +2,10 @@
 
 import os
 
+from flowproject.devloop import DevLoop
 from flowproject.testing import MotoS3Server, sensor_env
 
-from .common import DemoRunner, log
+from .common import REPO, log, read_artifact
 
 BUCKET = "demo-ml-data"
 
@@ -28,8 +29,12 @@ payload_key = "data_version"
 
 
 def run_s3_demo(workdir, env, webhook):
-    """Seed a bucket, then check it three times: first check, no change, a new file."""
-    log("== S3: s3://%s/events/ (check_mode = files_metadata)" % BUCKET)
+    """Seed a bucket, then check it three times through ``flowproject dev``'s loop.
+
+    First check, no change, a new file: each event starts ``StarterFlow`` as Argo Events
+    would, and the demo shows the value each triggered run trained on.
+    """
+    log("== S3: s3://%s/events/ (check_mode = files_metadata), through flowproject dev" % BUCKET)
     with MotoS3Server(log_path=os.path.join(workdir, "moto.log")) as s3:
         env = sensor_env(s3_endpoint=s3.endpoint_url, base=env)
         client = s3.client()
@@ -38,14 +43,38 @@ def run_s3_demo(workdir, env, webhook):
         log(
             "  seeded s3://%s/events/dt=2026-11-20/part-0.parquet on %s" % (BUCKET, s3.endpoint_url)
         )
-        first, second, third = DemoRunner(workdir, env, webhook).three_checks(
-            "s3",
-            CONFIG,
-            lambda: client.put_object(
-                Bucket=BUCKET, Key="events/dt=2026-11-20/part-1.parquet", Body=b"more rows"
-            ),
-            "wrote a new part file: events/dt=2026-11-20/part-1.parquet",
+        config_path = os.path.join(workdir, "flowconfig-s3.toml")
+        with open(config_path, "w") as f:
+            f.write(CONFIG)
+        loop = DevLoop(
+            root=REPO,
+            config=config_path,
+            env=env,
+            cwd=workdir,
+            log_dir=os.path.join(workdir, "dev-logs"),
         )
-    ok = len(first) == 1 and not second and len(third) == 1
-    ok = ok and third[0]["payload"]["data_version"] != first[0]["payload"]["data_version"]
-    return ok
+        with loop:
+            log("  1. first check (no baseline yet)")
+            ok1, first = loop.check(1)
+            loop.reap()
+            log("  2. check again, nothing changed")
+            ok2, second = loop.check(2)
+            client.put_object(
+                Bucket=BUCKET, Key="events/dt=2026-11-20/part-1.parquet", Body=b"more rows"
+            )
+            log("  wrote a new part file: events/dt=2026-11-20/part-1.parquet")
+            log("  3. check after the change")
+            ok3, third = loop.check(3)
+            loop.reap(wait=True)
+    trained = []
+    log("  Triggered StarterFlow runs:")
+    for run in loop.runs:
+        if run.returncode != 0:
+            log("    %s FAILED (log %s)" % (run.pathspec, run.log_path))
+            continue
+        value = read_artifact(workdir, run.pathspec, "start", "trained_on_value")
+        trained.append(value)
+        log("    %s trained on data_version = %s" % (run.pathspec, value))
+    announced = [e["payload"]["data_version"] for e in first + third]
+    ok = ok1 and ok2 and ok3 and len(first) == 1 and not second and len(third) == 1
+    return ok and announced[0] != announced[1] and trained == announced

@@ -7,7 +7,9 @@ with what it last announced, and publishes an Argo Event when the data changed.
 from .baseflow import BaseFlow
 from .config import load_flowconfig, parse_flowconfig
 from .decorators import announcement, s3, snowflake, source
+from .devloop import DevLoop
 from .exceptions import (
+    DevLoopError,
     FlowConfigError,
     PublishError,
     SourceError,
@@ -22,6 +24,8 @@ from .triggers import sensor_trigger
 __all__ = [
     "BaseFlow",
     "Decision",
+    "DevLoop",
+    "DevLoopError",
     "FlowConfigError",
     "Observation",
     "PublishError",

@@ -52,3 +52,9 @@ class StateConflict(StateError):
     """Another run wrote the sensor state since this run read it (a lost compare-and-swap)."""
 
     headline = "Sensor state changed by another run"
+
+
+class DevLoopError(FlowprojectException):
+    """``flowproject dev`` cannot start: an unreadable config, a flow whose triggers fail."""
+
+    headline = "flowproject dev cannot start"

@@ -1,0 +1,14 @@
+"""The ``flowproject`` command (also ``python -m flowproject``).
+
+Each command lives in its own module of this package and registers itself on ``main``.
+"""
+
+import click
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main():
+    """Run and steer this project's sensors from a laptop."""
+
+
+from . import dev  # noqa: E402,F401  (registers the command on main)

@@ -1,0 +1,449 @@
+"""``flowproject dev``: the reactive loop on a laptop, sensor -> event -> triggered flow.
+
+Metaflow's ``@trigger`` has no effect on local runs. ``DevLoop`` plays Argo Events' part:
+it receives the sensor's events on a loopback webhook (the Argo Events webhook format) and
+starts each flow at the repository root whose ``@trigger`` listens for the event, in the same
+``@project`` branch, with the payload mapped to its Parameters as the Sensor Metaflow compiles
+would map them (``flowproject.argo_sensor``). Like Argo, it does not de-duplicate.
+"""
+
+import datetime
+import glob
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+from .config import load_flowconfig
+from .exceptions import DevLoopError
+
+# The tag every run the dev loop starts carries, so dev runs can be told from real ones.
+DEV_TAG = "flowproject-dev"
+
+_RUN_ID = re.compile(r"Workflow starting \(run-id (\S+)\)")
+_START_LINE = re.compile(r"/start/\d+ \(pid \d+\)\] (.*)$")
+_SCRIPT = re.compile(r"\bBaseFlow\b|\bflowconfig\b")
+
+
+class TriggeredRun(object):
+    """A flow run the dev loop started on an event."""
+
+    def __init__(self, flow_file, flow_name, event, argv, process, log_path, run_id_file):
+        self.flow_file, self.flow_name, self.event = flow_file, flow_name, event
+        self.argv, self.process = argv, process
+        self.log_path, self.run_id_file = log_path, run_id_file
+        self.returncode = None
+        self.announced = False
+
+    @property
+    def run_id(self):
+        try:
+            with open(self.run_id_file) as f:
+                return f.read().strip() or None
+        except OSError:
+            return None
+
+    @property
+    def pathspec(self):
+        return "%s/%s" % (self.flow_name, self.run_id or "?")
+
+
+def payload_arguments(rule, payload, parameter_names):
+    """The command-line options that start a flow on an event, as Argo's Sensor would.
+
+    Parameters
+    ----------
+    rule : dict
+        One of ``argo_sensor.trigger_rules``: ``parameters`` ({param: payload key}) and
+        ``required`` (payload keys that must be present).
+    payload : dict
+        The event's payload.
+    parameter_names : iterable of str
+        The flow's Parameter names as declared (the options are spelled that way).
+
+    Returns
+    -------
+    list of str or None
+        ``["--name", "value", ...]``; None when a required key is missing (Argo's filter
+        then starts nothing). A missing optional key keeps the Parameter's default.
+    """
+    if any(key not in payload for key in rule["required"]):
+        return None
+    spelled = {name.lower(): name for name in parameter_names}
+    args = []
+    for param, key in sorted(rule["parameters"].items()):
+        if key not in payload:
+            continue
+        value = payload[key]
+        # The Sensor's dataTemplate: a string as is, anything else as JSON.
+        value = value if isinstance(value, str) else json.dumps(value)
+        args += ["--%s" % spelled.get(param, param), value]
+    return args
+
+
+class DevLoop(object):
+    """Run the sensor on its schedule and start the flows its events trigger, locally.
+
+    Parameters
+    ----------
+    root : str
+        The repository root: the sensor flow and the triggered flows (``*flow.py``) live there.
+    config : str, optional
+        A ``flowconfig.toml`` passed as ``--config flowconfig PATH`` to the flows that use it;
+        the root's ``flowconfig.toml`` by default.
+    branch : str, optional
+        ``@project`` branch (``--branch``) of every run; ``production`` selects prod instead.
+    every : float, optional
+        Seconds between checks, instead of the sensor's ``cron_schedule``.
+    checks : int, optional
+        Stop after this many checks, once the triggered runs have finished.
+    sensor_flow : str
+        File name of the sensor flow at the root.
+    env : dict, optional
+        Environment of the runs; ``os.environ`` by default.
+    console : rich.console.Console, optional
+        Where the timeline is printed.
+    python : str, optional
+        The Python that runs the flows; this one by default.
+    log_dir : str, optional
+        Folder for the runs' logs; a new temporary folder by default.
+    cwd : str, optional
+        Folder the runs start in (where their local ``.metaflow`` is); the current one by
+        default.
+
+    Examples
+    --------
+    >>> with DevLoop(".", config="flowconfig.toml") as loop:
+    ...     succeeded, events = loop.check(1)
+    ...     loop.reap(wait=True)
+    >>> [(run.pathspec, run.returncode) for run in loop.runs]
+    """
+
+    def __init__(
+        self,
+        root=".",
+        config=None,
+        branch=None,
+        production=False,
+        every=None,
+        checks=None,
+        sensor_flow="sensorflow.py",
+        env=None,
+        console=None,
+        python=None,
+        log_dir=None,
+        cwd=None,
+    ):
+        from rich.console import Console
+
+        self.root = os.path.abspath(root)
+        self.config = os.path.abspath(config) if config else None
+        self.branch, self.production = branch, production
+        self.every, self.checks = every, checks
+        self.sensor_flow = sensor_flow
+        self.python = python or sys.executable
+        self.cwd = cwd  # where the runs keep .metaflow; the current folder by default
+        self.console = console or Console(highlight=False, soft_wrap=True)
+        self.log_dir = log_dir or tempfile.mkdtemp(prefix="flowproject-dev-")
+        os.makedirs(self.log_dir, exist_ok=True)
+        self.env = dict(os.environ if env is None else env)
+        self.env["PYTHONUNBUFFERED"] = "1"
+        # The flows import flowproject from the root; `-m flowproject.argo_sensor` needs this
+        # very package even when the root is elsewhere.
+        package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        self.env["PYTHONPATH"] = os.pathsep.join(
+            [self.root, package_parent] + [p for p in [self.env.get("PYTHONPATH")] if p]
+        )
+        self.receiver = None
+        self.runs = []  # every TriggeredRun started
+        self.failures = []  # what failed, one line each
+        self.flows = {}  # flow file -> description (triggered flows only)
+        self._sensor_process = None
+        self._seen_events = 0
+
+    # ------------------------------------------------------------------ set-up
+
+    def flowconfig(self):
+        path = self.config or os.path.join(self.root, "flowconfig.toml")
+        try:
+            return load_flowconfig(path)
+        except OSError as e:
+            raise DevLoopError("cannot read %s: %s" % (path, e)) from None
+
+    def project_args(self):
+        if self.production:
+            return ["--production"]
+        return ["--branch", self.branch] if self.branch else []
+
+    def top_args(self, flow_file):
+        """Options before the command: ``--config`` for flows using flowconfig, the branch."""
+        with open(os.path.join(self.root, flow_file), encoding="utf-8") as f:
+            uses_config = bool(_SCRIPT.search(f.read()))
+        args = ["--config", "flowconfig", self.config] if (self.config and uses_config) else []
+        return args + self.project_args()
+
+    def discover(self):
+        """Describe every flow at the root with a ``@trigger`` (Metaflow's own processing)."""
+        from .argo_sensor import trigger_rules
+
+        for path in sorted(glob.glob(os.path.join(self.root, "*flow.py"))):
+            flow_file = os.path.basename(path)
+            if flow_file == self.sensor_flow:
+                continue
+            out = os.path.join(self.log_dir, flow_file + ".describe.json")
+            argv = [self.python, "-m", "flowproject.argo_sensor", "--describe-out", out, path]
+            argv += self.top_args(flow_file) + ["argo-workflows", "create", "--only-json"]
+            proc = subprocess.run(argv, cwd=self.cwd, env=self.env, capture_output=True, text=True)
+            if proc.returncode != 0 or not os.path.exists(out):
+                raise DevLoopError(
+                    "cannot read the triggers of %s:\n%s"
+                    % (flow_file, "\n".join((proc.stdout + proc.stderr).splitlines()[-15:]))
+                )
+            with open(out) as f:
+                description = json.load(f)
+            if description["triggers"]:
+                description["rules"] = trigger_rules(description)
+                self.flows[flow_file] = description
+        return self.flows
+
+    # ------------------------------------------------------------------ the timeline
+
+    def say(self, text):
+        stamp = datetime.datetime.now().strftime("%H:%M:%S")
+        self.console.print("[dim]%s[/dim] %s" % (stamp, text))
+
+    # ------------------------------------------------------------------ one check
+
+    def check(self, number):
+        """Run the sensor once and deliver the events it published.
+
+        Returns
+        -------
+        tuple
+            ``(succeeded, events)``: whether the sensor run succeeded, the events received.
+        """
+        flow = os.path.join(self.root, self.sensor_flow)
+        argv = [self.python, flow] + self.top_args(self.sensor_flow) + ["run", "--tag", DEV_TAG]
+        log_path = os.path.join(self.log_dir, "check-%d.log" % number)
+        self.say("[bold]check %d[/bold]: %s" % (number, " ".join([self.sensor_flow] + argv[2:])))
+        with open(log_path, "w") as log:
+            self._sensor_process = subprocess.Popen(
+                argv,
+                cwd=self.cwd,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,
+            )
+            returncode = self._sensor_process.wait()
+            self._sensor_process = None
+        with open(log_path) as f:
+            output = f.read()
+        match = _RUN_ID.search(output)
+        name = "SensorFlow/%s" % (match.group(1) if match else "?")
+        reason = self._decision_line(output)
+        if returncode != 0:
+            self.say("  [red]%s failed[/red] (exit %d, log %s)" % (name, returncode, log_path))
+            for line in output.strip().splitlines()[-8:]:
+                self.console.print("    " + line, markup=False, highlight=False)
+            self.failures.append("check %d (%s, exit %d)" % (number, name, returncode))
+        else:
+            self.say("  %s decided: %s" % (name, reason or "(no decision printed)"))
+        events = self.receiver.events[self._seen_events :]
+        self._seen_events += len(events)
+        if returncode == 0 and not events:
+            self.say("  no event")
+        for event in events:
+            self.deliver(event)
+        return returncode == 0, events
+
+    @staticmethod
+    def _decision_line(output):
+        # The sensor's start step prints decision.reason last; Metaflow prefixes the task.
+        reason = None
+        for line in output.splitlines():
+            match = _START_LINE.search(line)
+            if match and not match.group(1).startswith(("Task is starting", "Task finished")):
+                reason = match.group(1).strip()
+        return reason
+
+    def deliver(self, event):
+        """Start every flow whose trigger listens for ``event``; show what happened."""
+        name, payload = event.get("name"), event.get("payload") or {}
+        shown = ", ".join(
+            "%s=%s" % (k, payload[k]) for k in ("change_id",) + self._mapped_keys() if k in payload
+        )
+        self.say("  [cyan]event[/cyan] %s (%s)" % (name, shown))
+        started = 0
+        for flow_file, description in self.flows.items():
+            for rule in description["rules"]:
+                if rule["event"] != name:
+                    continue
+                args = payload_arguments(rule, payload, description["parameters"])
+                if args is None:
+                    self.say(
+                        "  %s not started: the payload lacks %s (Argo's filter would drop it)"
+                        % (description["flow"], ", ".join(rule["required"]))
+                    )
+                    continue
+                self.start(flow_file, description["flow"], event, args)
+                started += 1
+        if not started:
+            self.say("  [yellow]no flow listens to %s[/yellow]" % name)
+        return started
+
+    def _mapped_keys(self):
+        keys = []
+        for description in self.flows.values():
+            for rule in description["rules"]:
+                keys += [k for k in rule["parameters"].values() if k not in keys + ["change_id"]]
+        return tuple(keys)
+
+    def start(self, flow_file, flow_name, event, args):
+        number = len(self.runs) + 1
+        log_path = os.path.join(self.log_dir, "run-%d-%s.log" % (number, flow_name))
+        run_id_file = os.path.join(self.log_dir, "run-%d.id" % number)
+        if os.path.exists(run_id_file):  # from an earlier dev loop with the same --logs
+            os.unlink(run_id_file)
+        argv = [self.python, os.path.join(self.root, flow_file)] + self.top_args(flow_file)
+        argv += ["run", "--run-id-file", run_id_file, "--tag", DEV_TAG] + args
+        with open(log_path, "w") as log:
+            process = subprocess.Popen(
+                argv,
+                cwd=self.cwd,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        run = TriggeredRun(flow_file, flow_name, event, argv, process, log_path, run_id_file)
+        self.runs.append(run)
+        self.say("  -> started %s %s" % (flow_name, " ".join(args)))
+        return run
+
+    def reap(self, wait=False):
+        """Report the triggered runs that finished (all of them with ``wait``)."""
+        for run in self.runs:
+            if run.returncode is not None:
+                continue
+            if not run.announced and run.run_id:
+                run.announced = True
+                self.say("  %s running (log %s)" % (run.pathspec, run.log_path))
+            code = run.process.wait() if wait else run.process.poll()
+            if code is None:
+                continue
+            run.returncode = code
+            if code == 0:
+                self.say("  [green]%s succeeded[/green]" % run.pathspec)
+            else:
+                self.say(
+                    "  [red]%s failed[/red] (exit %d, log %s)" % (run.pathspec, code, run.log_path)
+                )
+                self.failures.append("%s (exit %d)" % (run.pathspec, code))
+
+    # ------------------------------------------------------------------ the loop
+
+    def next_check_at(self, now):
+        if self.every is not None:
+            return now + self.every
+        from croniter import croniter
+
+        cron = self.flowconfig()["sensor"]["cron_schedule"]
+        utc = datetime.datetime.fromtimestamp(now, datetime.timezone.utc)
+        return croniter(cron, utc).get_next(float)
+
+    def open(self):
+        """Start the webhook and read the triggered flows (``with DevLoop(...)`` does it)."""
+        from .testing import WebhookReceiver
+
+        self.flowconfig()  # a bad config stops here, with its problems listed
+        self.receiver = WebhookReceiver().start()
+        self.env["METAFLOW_ARGO_EVENTS_WEBHOOK_URL"] = self.receiver.url
+        try:
+            self.say("webhook (Argo Events format): %s" % self.receiver.url)
+            self.discover()
+        except BaseException:
+            self.close()
+            raise
+        for description in self.flows.values():
+            for rule in description["rules"]:
+                self.say(
+                    "%s listens to %s (payload -> parameters: %s)"
+                    % (
+                        description["flow"],
+                        rule["event"],
+                        ", ".join("%s -> %s" % (k, p) for p, k in rule["parameters"].items()),
+                    )
+                )
+        if not self.flows:
+            self.say("[yellow]no flow at %s has a @trigger[/yellow]" % self.root)
+        self.say("logs: %s" % self.log_dir)
+        return self
+
+    def close(self):
+        """Stop what is still running and the webhook."""
+        self.stop()
+        if self.receiver is not None:
+            self.receiver.stop()
+            self.receiver = None
+
+    def __enter__(self):
+        return self.open()
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def run(self):
+        """Run until ``checks`` checks are done (or Ctrl-C). Returns the exit code."""
+        number = 0
+        try:
+            self.open()
+            while self.checks is None or number < self.checks:
+                number += 1
+                self.check(number)
+                self.reap()
+                if self.checks is not None and number >= self.checks:
+                    break
+                due = self.next_check_at(time.time())
+                self.say(
+                    "next check at %s"
+                    % datetime.datetime.fromtimestamp(due).strftime("%Y-%m-%d %H:%M:%S")
+                )
+                while time.time() < due:
+                    time.sleep(min(0.5, max(0.0, due - time.time())))
+                    self.reap()
+            self.reap(wait=True)
+        except KeyboardInterrupt:
+            self.say("interrupted: stopping every run the dev loop started")
+            self.stop()
+            return 130
+        finally:
+            self.close()
+        if self.failures:
+            self.console.print("[red]FAILED:[/red] %s" % "; ".join(self.failures))
+            return 1
+        self.say("done: %d check(s), %d triggered run(s), all succeeded" % (number, len(self.runs)))
+        return 0
+
+    def stop(self):
+        """Stop the sensor run and every triggered run still going (their process groups)."""
+        processes = [run.process for run in self.runs]
+        if self._sensor_process is not None:
+            processes.append(self._sensor_process)
+        for process in processes:
+            if process.poll() is None:
+                try:
+                    os.killpg(process.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        for process in processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()

@@ -1,0 +1,125 @@
+"""The Argo Events Sensor of a triggered flow: compiled by ``./deploy --dry-run``, validated
+against the Argo Events schema, and matched with what ``flowproject dev`` delivers.
+
+Reuses ``tests/test_deploy.py``'s throwaway git repository and loopback S3 datastore.
+"""
+
+import copy
+import json
+import os
+
+import pytest
+from test_deploy import (  # noqa: F401  (module fixtures)
+    CONFIG,
+    FEATURE_MF_BRANCH,
+    PROJECT,
+    REPO,
+    _git,
+    _ok,
+    _prune_nulls,
+    deploy_env,
+    git_repo,
+    run_deploy,
+)
+
+from flowproject.argo_sensor import trigger_rules
+from flowproject.devloop import DevLoop
+
+EVENTS_SCHEMA = os.path.join(os.path.dirname(REPO), "shared", "argo-events", "events-schema.json")
+BRANCHES = [("main", None, "prod"), ("feature", "feature/Foo-1", "test." + FEATURE_MF_BRANCH)]
+KEY = CONFIG["sensor"]["payload_key"]
+
+
+def expected_rules(mf_branch):
+    """The one expectation: the event of the branch, the payload key to the Parameter."""
+    return [
+        {
+            "event": "mfns.%s.%s.%s" % (PROJECT, mf_branch, CONFIG["sensor"]["event_name"]),
+            "parameters": {KEY: KEY},
+            "required": [],  # the Parameter has a default: an absent key keeps it
+        }
+    ]
+
+
+@pytest.fixture(scope="module")
+def compiled_sensors(git_repo, deploy_env, tmp_path_factory):
+    """``./deploy --dry-run`` on main and on a feature branch: {label: (proc, out dir)}."""
+    results = {}
+    for label, branch, _ in BRANCHES:
+        if branch:
+            _git(git_repo, "checkout", "-q", "-b", branch)
+        out = tmp_path_factory.mktemp("sensors-%s" % label)
+        results[label] = (run_deploy(git_repo, deploy_env, "--dry-run", "--out", str(out)), out)
+    _git(git_repo, "checkout", "-q", "main")
+    return results
+
+
+@pytest.fixture(scope="module")
+def sensor_schema():
+    if not os.path.exists(EVENTS_SCHEMA):
+        pytest.skip(
+            "Argo Events schema not found at %s (beside the checkout in CI)" % EVENTS_SCHEMA
+        )
+    with open(EVENTS_SCHEMA) as f:
+        definitions = copy.deepcopy(json.load(f)["definitions"])
+    definitions["io.k8s.apimachinery.pkg.util.intstr.IntOrString"] = {"type": ["string", "integer"]}
+    return {"$ref": "#/definitions/io.argoproj.events.v1alpha1.Sensor", "definitions": definitions}
+
+
+def load_sensor(out):
+    with open(os.path.join(str(out), "starterflow.sensor.json")) as f:
+        return json.load(f)
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("label, mf_branch", [(b[0], b[2]) for b in BRANCHES])
+def test_compiled_sensor_validates_and_maps_the_branch_event_to_the_parameter(
+    compiled_sensors, sensor_schema, label, mf_branch
+):
+    from jsonschema import Draft202012Validator
+
+    proc, out = compiled_sensors[label]
+    _ok(proc)
+    sensor = load_sensor(out)
+    errors = [
+        "%s: %s" % ("/".join(map(str, e.absolute_path)), e.message[:200])
+        for e in Draft202012Validator(sensor_schema).iter_errors(_prune_nulls(sensor))
+    ]
+    assert errors == [], "\n".join(errors[:20])
+    assert sensor["kind"] == "Sensor"
+    # The schema forbids no unknown keys: assert the fields that decide what starts.
+    (dependency,) = sensor["spec"]["dependencies"]
+    event = expected_rules(mf_branch)[0]["event"]
+    assert {
+        "expr": "name == '%s'" % event,
+        "fields": [{"name": "name", "path": "body.payload.name"}],
+    } in dependency["filters"]["exprs"]
+    (trigger,) = sensor["spec"]["triggers"]
+    mapped = [
+        p
+        for p in trigger["template"]["k8s"]["parameters"]
+        if 'hasKey $.Input.body.payload "%s"' % KEY in (p["src"].get("dataTemplate") or "")
+    ]
+    (parameter,) = mapped
+    assert parameter["src"]["dependencyName"] == dependency["name"]
+    assert parameter["dest"] == "spec.arguments.parameters.#(name=%s).value" % KEY
+    # The untriggered sensor flow gets no Sensor file.
+    assert not os.path.exists(os.path.join(str(out), "sensorflow.sensor.json"))
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("label, mf_branch", [(b[0], b[2]) for b in BRANCHES])
+def test_dev_loop_and_compiled_sensor_agree(compiled_sensors, git_repo, tmp_path, label, mf_branch):
+    proc, out = compiled_sensors[label]
+    _ok(proc)
+    expectation = expected_rules(mf_branch)
+    assert trigger_rules(load_sensor(out)) == expectation
+
+    env = dict(os.environ, METAFLOW_USER="tester", METAFLOW_HOME=str(tmp_path / "home"))
+    if label == "main":
+        loop = DevLoop(root=str(git_repo), production=True, env=env, log_dir=str(tmp_path))
+    else:
+        loop = DevLoop(root=str(git_repo), branch=FEATURE_MF_BRANCH, env=env, log_dir=str(tmp_path))
+    flows = loop.discover()
+    assert list(flows) == ["starterflow.py"]
+    assert flows["starterflow.py"]["rules"] == expectation

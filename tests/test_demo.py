@@ -1,0 +1,31 @@
+"""The demo's S3 part shows the whole loop: sensor -> event -> triggered StarterFlow run."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+
+pytestmark = pytest.mark.e2e
+
+
+def test_demo_shows_each_triggered_run_with_the_value_it_trained_on(tmp_path):
+    env = dict(os.environ, METAFLOW_USER="tester", METAFLOW_HOME=str(tmp_path / "home"))
+    env = {k: v for k, v in env.items() if not k.startswith(("AWS_", "METAFLOW_DATASTORE"))}
+    proc = subprocess.run(
+        [sys.executable, "-m", "demo", "--only", "s3"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    announced = re.findall(r"event \S+ \(change_id=\w+, data_version=(sha256:\w+)\)", out)
+    trained = re.findall(r"StarterFlow/\d+ trained on data_version = (sha256:\w+)", out)
+    assert len(announced) == 2 and announced[0] != announced[1]
+    assert trained == announced
+    assert "no event" in out

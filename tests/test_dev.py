@@ -1,0 +1,333 @@
+"""``flowproject dev``: sensor -> event -> triggered StarterFlow, on loopback S3.
+
+The dev loop runs as a user runs it (``python -m flowproject dev``); the triggered runs are
+read back with the Metaflow client, in a separate process pinned to the test's datastore.
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from conftest import REPO, s3_config
+
+from flowproject.argo_sensor import trigger_rules
+from flowproject.devloop import DevLoop, payload_arguments
+
+READ_RUNS = textwrap.dedent(
+    """\
+    import json
+    from metaflow import Flow, namespace
+    namespace(None)
+    runs = []
+    try:
+        flow = Flow("StarterFlow")
+    except Exception:
+        flow = []
+    for run in flow:
+        runs.append({
+            "id": run.id,
+            "successful": run.successful,
+            "tags": sorted(run.tags),
+            "data_version": run.data.data_version if run.successful else None,
+            "trained_on": run.data.trained_on_value if run.successful else None,
+        })
+    print(json.dumps(runs))
+    """
+)
+
+
+def dev(flow_runner, *args):
+    """``python -m flowproject dev --config <config> --root REPO ARGS`` in the test's folder."""
+    argv = [sys.executable, "-m", "flowproject", "dev", "--config", flow_runner.config_path]
+    argv += ["--root", REPO, "--logs", os.path.join(flow_runner.workdir, "logs")] + list(args)
+    return subprocess.run(
+        argv,
+        cwd=flow_runner.workdir,
+        env=flow_runner.env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def starter_runs(flow_runner, branch="user.tester"):
+    """The StarterFlow runs of one @project branch, oldest first."""
+    proc = subprocess.run(
+        [sys.executable, "-c", READ_RUNS],
+        cwd=flow_runner.workdir,
+        env=flow_runner.env,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    runs = [r for r in json.loads(proc.stdout) if "project_branch:%s" % branch in r["tags"]]
+    return sorted(runs, key=lambda r: int(r["id"]))
+
+
+@pytest.fixture
+def dev_env(flow_runner):
+    flow_runner.env["METAFLOW_DATASTORE_SYSROOT_LOCAL"] = flow_runner.workdir
+    return flow_runner
+
+
+def _ok(proc):
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+@pytest.mark.e2e
+def test_each_announced_value_starts_one_starter_run_with_that_value(
+    dev_env, webhook, s3_client, bucket
+):
+    flow_runner = dev_env
+    s3_client.put_object(Bucket=bucket, Key="events/part-0.parquet", Body=b"rows-0")
+    flow_runner.write_config(s3_config(bucket, "events/", "files_metadata"))
+
+    out = _ok(dev(flow_runner, "--checks", "1"))
+    (first,) = starter_runs(flow_runner)
+    assert first["successful"]
+    assert first["data_version"].startswith("sha256:")
+    assert first["trained_on"] == first["data_version"]
+    assert "flowproject-dev" in first["tags"]
+    # The timeline: check -> decision -> event -> triggered run id -> its result.
+    assert "decided: first check" in out
+    assert "event mfns.testproject.user.tester.data_updated" in out
+    assert "data_version=%s" % first["data_version"] in out
+    assert "StarterFlow/%s succeeded" % first["id"] in out
+
+    out = _ok(dev(flow_runner, "--checks", "1"))
+    assert len(starter_runs(flow_runner)) == 1
+    assert "decided: unchanged" in out and "no event" in out
+
+    s3_client.put_object(Bucket=bucket, Key="events/part-1.parquet", Body=b"rows-1")
+    _ok(dev(flow_runner, "--checks", "1"))
+    first_again, second = starter_runs(flow_runner)
+    assert first_again == first
+    assert second["successful"]
+    assert second["data_version"].startswith("sha256:")
+    assert second["data_version"] != first["data_version"]
+
+    # The webhook of the conftest was never used: the dev loop brings its own.
+    assert webhook.events == []
+
+
+@pytest.mark.e2e
+def test_a_branch_never_starts_the_other_branchs_flow(dev_env, s3_client, bucket):
+    flow_runner = dev_env
+    s3_client.put_object(Bucket=bucket, Key="events/part-0.parquet", Body=b"rows-0")
+    flow_runner.write_config(s3_config(bucket, "events/", "files_metadata"))
+
+    out_a = _ok(dev(flow_runner, "--checks", "1", "--branch", "alpha"))
+    assert "mfns.testproject.test.alpha.data_updated" in out_a
+    assert len(starter_runs(flow_runner, "test.alpha")) == 1
+    assert starter_runs(flow_runner, "test.beta") == []
+
+    # beta's first check announces in beta only; alpha has nothing new and starts nothing.
+    _ok(dev(flow_runner, "--checks", "1", "--branch", "beta"))
+    out_a = _ok(dev(flow_runner, "--checks", "1", "--branch", "alpha"))
+    assert "no event" in out_a
+    assert len(starter_runs(flow_runner, "test.alpha")) == 1
+    assert len(starter_runs(flow_runner, "test.beta")) == 1
+
+
+@pytest.mark.e2e
+def test_a_failing_check_exits_non_zero_naming_it(dev_env):
+    flow_runner = dev_env
+    flow_runner.write_config(s3_config("bucket-that-does-not-exist", "events/", "files_metadata"))
+    proc = dev(flow_runner, "--checks", "1")
+    assert proc.returncode == 1
+    assert "FAILED: check 1 (SensorFlow/" in proc.stdout
+    assert starter_runs(flow_runner) == []
+
+
+def processes_with(marker):
+    """Pids of the processes whose environment contains ``marker`` (this test's folder)."""
+    pids = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            with open("/proc/%s/environ" % pid, "rb") as f:
+                if marker.encode() in f.read():
+                    pids.append(int(pid))
+        except OSError:
+            pass
+    return pids
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc to find processes")
+def test_ctrl_c_stops_every_run_it_started(dev_env, s3_client, bucket):
+    flow_runner = dev_env
+    s3_client.put_object(Bucket=bucket, Key="events/part-0.parquet", Body=b"rows-0")
+    flow_runner.write_config(s3_config(bucket, "events/", "files_metadata"))
+    argv = [sys.executable, "-m", "flowproject", "dev", "--config", flow_runner.config_path]
+    argv += ["--root", REPO, "--every", "600", "--logs", os.path.join(flow_runner.workdir, "logs")]
+    proc = subprocess.Popen(
+        argv, cwd=flow_runner.workdir, env=flow_runner.env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        for line in proc.stdout:
+            if "started StarterFlow" in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        rest = proc.stdout.read()
+        assert proc.wait(timeout=60) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "interrupted: stopping every run the dev loop started" in rest
+    assert processes_with(flow_runner.workdir) == []
+
+
+@pytest.mark.e2e
+def test_the_readme_consumer_skips_a_change_it_already_processed(tmp_path):
+    """The README's de-duplicating example, delivered the same event twice by the dev loop."""
+    with open(os.path.join(REPO, "README.md")) as f:
+        readme = f.read()
+    example = re.search(r"```python\n(from itertools import islice\n.*?)```", readme, re.S)
+    root, work = tmp_path / "root", tmp_path / "work"
+    root.mkdir()
+    work.mkdir()
+    (root / "trainflow.py").write_text(
+        example.group(1) + '\nif __name__ == "__main__":\n    TrainFlow()\n'
+    )
+    env = dict(
+        os.environ,
+        METAFLOW_USER="tester",
+        METAFLOW_HOME=str(tmp_path / "home"),
+        METAFLOW_DATASTORE_SYSROOT_LOCAL=str(work),
+    )
+    loop = DevLoop(root=str(root), env=env, cwd=str(work), log_dir=str(tmp_path / "logs"))
+    loop.discover()
+    event = {
+        "name": "mfns.flowproject.user.tester.data_updated",
+        "payload": {"data_version": "v1", "change_id": "c1"},
+    }
+    for _ in range(2):
+        assert loop.deliver(event) == 1
+        loop.reap(wait=True)
+    first, second = [open(run.log_path).read() for run in loop.runs]
+    assert [run.returncode for run in loop.runs] == [0, 0]
+    assert "training on v1" in first
+    assert "change c1 was already processed; nothing to do" in second
+    assert "training on" not in second
+
+
+def test_help_on_every_command():
+    for args in ([], ["dev"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "flowproject"] + args + ["--help"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert "Usage: flowproject" in proc.stdout
+    assert "--checks" in proc.stdout and "--every" in proc.stdout
+
+
+def test_an_invalid_config_exits_2_with_its_problems(tmp_path):
+    config = tmp_path / "flowconfig.toml"
+    config.write_text('project_name = "p"\n[data]\ntype = "ftp"\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "flowproject", "dev", "--config", str(config), "--root", REPO],
+        cwd=str(tmp_path),
+        env=dict(os.environ, PYTHONPATH=REPO),
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Invalid flowconfig.toml" in proc.stderr
+    assert "data.type" in proc.stderr
+
+
+# ------------------------------------------------------------------ Metaflow's mapping rules
+
+RULE = {"event": "e", "parameters": {"data_version": "data_version"}, "required": []}
+
+
+def test_a_present_key_is_passed_as_the_parameter_spelled_as_declared():
+    rule = {"event": "e", "parameters": {"alpha": "a", "count": "n"}, "required": []}
+    args = payload_arguments(rule, {"a": "x", "n": 3}, ["Alpha", "count"])
+    assert args == ["--Alpha", "x", "--count", "3"]
+
+
+def test_an_absent_optional_key_keeps_the_default():
+    assert payload_arguments(RULE, {"other": "x"}, ["data_version"]) == []
+
+
+def test_an_absent_required_key_starts_nothing():
+    rule = dict(RULE, required=["data_version"])
+    assert payload_arguments(rule, {"other": "x"}, ["data_version"]) is None
+
+
+def test_an_event_of_another_branch_starts_nothing(tmp_path):
+    description = {
+        "flow": "StarterFlow",
+        "parameters": {"data_version": {"required": False, "default": '""'}},
+        "triggers": [
+            {
+                "name": "mfns.p.test.alpha.data_updated",
+                "parameters": {"data_version": "data_version"},
+            }
+        ],
+    }
+    loop = DevLoop(root=REPO, log_dir=str(tmp_path))
+    loop.flows = {"starterflow.py": dict(description, rules=trigger_rules(description))}
+    started = []
+    loop.start = lambda *args: started.append(args)
+    event = {"name": "mfns.p.test.beta.data_updated", "payload": {"data_version": "v1"}}
+    assert loop.deliver(event) == 0
+    assert started == []
+    assert loop.deliver(dict(event, name="mfns.p.test.alpha.data_updated")) == 1
+    assert started[0][3] == ["--data_version", "v1"]
+
+
+def test_the_dev_loop_reads_triggers_with_metaflows_own_processing(tmp_path):
+    """Automatic mapping for one event without explicit mapping; names lowercased."""
+    flow = tmp_path / "mixedflow.py"
+    flow.write_text(
+        textwrap.dedent(
+            """\
+            from metaflow import FlowSpec, Parameter, project, step, trigger
+
+            @project(name="p")
+            @trigger(event="raw_ready")
+            class MixedFlow(FlowSpec):
+                Snapshot = Parameter("Snapshot", default="latest")
+                rows = Parameter("rows", type=int, required=True)
+
+                @step
+                def start(self):
+                    self.next(self.end)
+
+                @step
+                def end(self):
+                    pass
+
+            if __name__ == "__main__":
+                MixedFlow()
+            """
+        )
+    )
+    env = dict(os.environ, METAFLOW_USER="tester", METAFLOW_HOME=str(tmp_path / "home"))
+    loop = DevLoop(root=str(tmp_path), branch="alpha", env=env, log_dir=str(tmp_path))
+    (description,) = loop.discover().values()
+    (rule,) = description["rules"]
+    assert rule == {
+        "event": "raw_ready",
+        "parameters": {"snapshot": "snapshot", "rows": "rows"},
+        "required": ["rows"],
+    }
+    assert payload_arguments(rule, {"snapshot": "s1", "rows": 5}, description["parameters"]) == [
+        "--rows",
+        "5",
+        "--Snapshot",
+        "s1",
+    ]
