@@ -245,7 +245,7 @@ def test_baseline_recovered_from_a_run_keeps_what_it_was_of():
 def test_state_with_identity_round_trips_through_the_store(storage, capsys):
     _, state = check("v1", SensorState())
     store = StateStore(storage, FLOW, PROJECT, BRANCH)
-    store.save(state)
+    store.save(state, None)
     loaded = store.load()
     assert loaded.identity == state.identity and loaded.scope == state.scope
     assert capsys.readouterr().err == ""
