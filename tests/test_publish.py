@@ -117,12 +117,12 @@ def test_without_service_auth_no_api_key_is_sent(webhook, monkeypatch):
 
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
 def test_redirect_is_a_failed_publish_and_is_not_followed(status, webhook, target, service_auth):
-    webhook.redirect_to = target.url + "collect?token=tok-9f3a"
+    webhook.redirect_to = "http://evil:pw-77@127.0.0.1:%d/collect?token=tok-9f3a" % target.port
     webhook.redirect_status = status
     message, _ = publish_error(timeout=5, url=webhook.url)
     assert "HTTP %d" % status in message and "redirect" in message
     assert "http://127.0.0.1:%d" % target.port in message  # where it pointed: the origin only
-    assert "tok-9f3a" not in message and SECRET not in message
+    assert "tok-9f3a" not in message and "pw-77" not in message and SECRET not in message
     assert target.requests == []  # no body-less GET, no x-api-key to another origin
     assert len(webhook.requests) == 1 and webhook.events == []  # not retried
 
@@ -242,8 +242,18 @@ def test_flow_run_against_a_redirecting_webhook_fails_and_keeps_the_baseline(
     assert target.requests == [] and len(webhook.events) == 1
     assert state_baseline(flow_runner) == baseline
 
+    # A webhook that accepts and never answers: the run fails within publish_timeout.
+    webhook.redirect_to, webhook.hang = None, True
+    started = time.monotonic()
+    proc = flow_runner.run(env=auth)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert "no complete answer" in out and "publish_timeout = 5 s" in out
+    assert time.monotonic() - started < 120  # the run, not the webhook, decides (5 s + startup)
+    assert len(webhook.events) == 1 and state_baseline(flow_runner) == baseline
+
     # The webhook fixed: the next check publishes the change against the old baseline.
-    webhook.redirect_to = None
+    webhook.hang = False
     proc = flow_runner.run(env=auth)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     second = webhook.events[1]["payload"]
