@@ -20,6 +20,7 @@ The client differs where ``ArgoEvent`` loses events or hangs:
   event (same id) each time; any other 4xx or 3xx is final.
 """
 
+import http.client
 import json
 import sys
 import threading
@@ -180,8 +181,10 @@ def _post_once(opener, request, seconds):
         raise _FinalError(message)
     if isinstance(error, urllib.error.URLError):
         raise _RetryableError("cannot reach the webhook: %s" % (error.reason,))
-    if isinstance(error, Exception):  # OSError, http.client.HTTPException: a broken answer
+    if isinstance(error, (OSError, http.client.HTTPException)):  # a broken connection or answer
         raise _RetryableError("the connection failed: %s" % (error or type(error).__name__))
+    if isinstance(error, Exception):  # e.g. a malformed URL; its text may quote the URL
+        raise _FinalError("the request could not be sent (%s)" % type(error).__name__)
     raise error
 
 
@@ -208,11 +211,17 @@ def publish(name, payload, timeout=PUBLISH_TIMEOUT, url=None):
     from tenacity import Retrying, retry_if_exception_type, stop_before_delay, wait_exponential
 
     url = url or webhook_url()
-    scheme = urllib.parse.urlsplit(url).scheme
-    if scheme not in ("http", "https"):
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https"):
         raise PublishError(
             "Could not publish %s: the webhook URL's scheme is %r; only http and https are "
-            "supported." % (name, scheme)
+            "supported." % (name, parts.scheme)
+        )
+    if "@" in parts.netloc:  # urllib would not send it, and errors would quote it
+        raise PublishError(
+            "Could not publish %s: the webhook URL holds a user name or password, which is not "
+            "sent; use METAFLOW_ARGO_EVENTS_WEBHOOK_AUTH=service with METAFLOW_SERVICE_AUTH_KEY "
+            "or METAFLOW_SERVICE_HEADERS instead." % name
         )
     request = event_request(name, payload, url)
     event_id = json.loads(request.data)["payload"]["id"]

@@ -152,7 +152,10 @@ class LoopbackHTTPServer(object):
     def start(self):
         self._server = ThreadingHTTPServer((LOOPBACK, self.port), self.handler())
         self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        # A short poll interval: stop() waits for the next poll (0.5 s by default).
+        threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
         return self
 
     def stop(self):

@@ -127,9 +127,12 @@ def test_redirect_is_a_failed_publish_and_is_not_followed(status, webhook, targe
     assert len(webhook.requests) == 1 and webhook.events == []  # not retried
 
 
-def test_only_http_and_https(webhook):
+def test_only_http_and_https_without_credentials_in_the_url(webhook):
     message, _ = publish_error(timeout=5, url="file:///etc/hostname")
     assert "only http and https" in message
+    message, _ = publish_error(timeout=5, url="http://u:pw-31@127.0.0.1:%d/" % webhook.port)
+    assert "user name or password" in message and "pw-31" not in message
+    assert webhook.requests == []
 
 
 # ------------------------------------------------------------------ one deadline
