@@ -291,7 +291,7 @@ class BaseFlow(FlowSpec):
                 print("Dry run: would publish %s with %s" % (name, payload))
             else:
                 try:
-                    event_id = publish(name, payload)
+                    event_id = publish(name, payload, timeout=sensor.publish_timeout)
                 except PublishError:
                     # Keep the failed attempt in the history; the baseline does not move.
                     self._commit(store, observation, decision, state, version, failed=True)

@@ -13,6 +13,7 @@ import keyword
 import sys
 
 from .cron import cron_problems
+from .events import PUBLISH_TIMEOUT
 from .exceptions import FlowConfigError
 from .sources import SOURCE_TYPES, load_source
 
@@ -110,6 +111,7 @@ SENSOR_SCHEMA = {
         "history_size": {"type": "integer", "minimum": 1, "maximum": 1000},
         "card": {"type": "boolean"},
         "on_first_check": {"enum": ["publish", "accept"]},
+        "publish_timeout": {"type": "integer", "minimum": 1, "maximum": 600},
     },
     "required": ["cron_schedule", "event_name", "payload_key"],
     "additionalProperties": False,
@@ -121,6 +123,7 @@ SENSOR_DEFAULTS = {
     "history_size": 50,
     "card": True,
     "on_first_check": "publish",
+    "publish_timeout": PUBLISH_TIMEOUT,
 }
 
 TRIGGER_SCHEMA = {

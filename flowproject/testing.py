@@ -2,7 +2,7 @@
 
 - ``MotoS3Server``: moto's S3-compatible server in a subprocess on 127.0.0.1;
 - ``WebhookReceiver``: an Argo Events webhook that records every event it receives, and can
-  be told to fail (HTTP 500) or to go away (connection refused);
+  be told to fail (HTTP 500), redirect, hang, trickle, or go away (connection refused);
 - ``FaultyS3Proxy``: a proxy in front of an S3 server that spoils chosen ListObjectsV2 answers;
 - ``sensor_env``: the environment variables that point a flow run at them;
 - ``check_once``: one sensor check as plain function calls, for fast tests of a config.
@@ -153,7 +153,10 @@ class LoopbackHTTPServer(object):
     def start(self):
         self._server = ThreadingHTTPServer((LOOPBACK, self.port), self.handler())
         self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        # A short poll interval: stop() waits for the next poll (0.5 s by default).
+        threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
         return self
 
     def stop(self):
@@ -173,26 +176,80 @@ class WebhookReceiver(LoopbackHTTPServer):
     """An Argo Events webhook on 127.0.0.1 that records the events it receives.
 
     ``events`` is the list of JSON bodies received (``{"name": ..., "payload": {...}}``) with
-    a 2xx answer. Set ``fail_with = 500`` to answer errors (those requests are counted in
-    ``rejected``, not recorded as events), or call ``stop()`` to refuse connections.
+    a 2xx answer; ``requests`` records every request (``method``, ``path``, ``headers``,
+    ``body`` bytes), whatever the answer. How it answers a POST:
+
+    - ``fail_with = 500``: that status (counted in ``rejected``, not recorded as an event);
+      with ``fail_times = N`` only the next N posts fail (``fail_with`` or 500), then both
+      are reset and it accepts;
+    - ``redirect_to = URL``: a redirect (``redirect_status``, 302 by default) to ``URL``;
+    - ``hang = True``: reads the request and never answers (until ``stop()``);
+    - ``trickle = N``: sends a 200 answer one byte every N seconds (not counted in ``events``);
+    - ``stop()``: refuses connections.
     """
 
     def __init__(self, port=None):
         super().__init__(port)
         self.url = "http://%s:%d/" % (LOOPBACK, self.port)
         self.events = []
+        self.requests = []
         self.rejected = 0
         self.fail_with = None
+        self.fail_times = None
+        self.redirect_to = None
+        self.redirect_status = 302
+        self.hang = False
+        self.trickle = None
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
+
+    def start(self):
+        self._stopping.clear()
+        return super().start()
+
+    def stop(self):
+        self._stopping.set()  # releases hanging and trickling answers
+        super().stop()
 
     def handler(self):
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
+            def record(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 with receiver._lock:
+                    receiver.requests.append(
+                        {
+                            "method": self.command,
+                            "path": self.path,
+                            "headers": dict(self.headers.items()),
+                            "body": body,
+                        }
+                    )
+                return body
+
+            def do_POST(self):
+                body = self.record()
+                if receiver.hang:
+                    receiver._stopping.wait()
+                    self.close_connection = True
+                    return
+                if receiver.trickle:
+                    self.send_trickle(receiver.trickle)
+                    return
+                if receiver.redirect_to:
+                    self.send_response(receiver.redirect_status)
+                    self.send_header("Location", receiver.redirect_to)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                with receiver._lock:
                     status = receiver.fail_with
+                    if receiver.fail_times:
+                        status = status or 500
+                        receiver.fail_times -= 1
+                        if receiver.fail_times <= 0:  # the last failure: accept from now on
+                            receiver.fail_times = receiver.fail_with = None
                     if status:
                         receiver.rejected += 1
                     else:
@@ -201,7 +258,20 @@ class WebhookReceiver(LoopbackHTTPServer):
                 self.end_headers()
                 self.wfile.write(b"{}" if not status else b"failing on purpose")
 
+            def send_trickle(self, seconds):
+                answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+                for i in range(len(answer)):
+                    if receiver._stopping.wait(seconds):
+                        break
+                    try:
+                        self.wfile.write(answer[i : i + 1])
+                        self.wfile.flush()
+                    except OSError:
+                        break
+                self.close_connection = True
+
             def do_GET(self):
+                self.record()
                 self.send_response(200)
                 self.end_headers()
                 self.wfile.write(json.dumps(receiver.events).encode("utf-8"))
@@ -214,6 +284,7 @@ class WebhookReceiver(LoopbackHTTPServer):
     def clear(self):
         with self._lock:
             self.events.clear()
+            self.requests.clear()
             self.rejected = 0
 
 
