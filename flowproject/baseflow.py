@@ -16,9 +16,9 @@ import sys
 
 from metaflow import Config, FlowSpec, current
 
-from .cards import render_sensor_card
+from .cards import render_sensor_card, watched
 from .config import parse_flowconfig
-from .decorators import CARD_ID, SourceDecoratorError, active_session
+from .decorators import CARD_ID, SourceDecoratorError, active_session, config_data
 from .events import event_name, publish
 from .exceptions import PublishError
 from .sensor import (
@@ -260,6 +260,7 @@ class BaseFlow(FlowSpec):
             changes=getattr(self, "changes", None),
             settle_checks=self.flowconfig.sensor.settle_checks,
             branch=self.sensor_branch(),
+            watching=watched(config_data(self)),
         )
 
     def _card_ids(self):
