@@ -72,7 +72,13 @@ class BaseFlow(FlowSpec):
     Use ``python <flow>.py --config flowconfig PATH run`` to run with another file.
     """
 
-    flowconfig = Config("flowconfig", default=flowconfig_next_to_flow, parser=parse_flowconfig)
+    flowconfig = Config(
+        "flowconfig",
+        default=flowconfig_next_to_flow,
+        parser=parse_flowconfig,
+        # Metaflow appends "[default: ...]" to the help without a space.
+        help="The sensor's settings: by default the flowconfig.toml next to the flow file. ",
+    )
 
     # ------------------------------------------------------------------ checking the source
 

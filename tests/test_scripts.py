@@ -123,7 +123,7 @@ def python_3_10():
     return None
 
 
-def test_the_runtime_installs_and_runs_on_python_3_10(tmp_path):
+def test_the_runtime_installs_runs_and_deploys_on_python_3_10(tmp_path, request):
     # Downloads the runtime's dependencies from PyPI (a minute or two): opt-in, not in CI.
     if os.environ.get("FLOWPROJECT_TEST_PY310") != "1":
         pytest.skip("set FLOWPROJECT_TEST_PY310=1 to install the runtime on Python 3.10 (PyPI)")
@@ -133,9 +133,10 @@ def test_the_runtime_installs_and_runs_on_python_3_10(tmp_path):
     venv = tmp_path / "venv310"
     subprocess.run([python, "-m", "venv", str(venv)], check=True)
     venv_python = str(venv / "bin" / "python")
-    # The runtime alone: no dev extras and no constraints.txt (its pins need 3.11).
+    # The runtime alone: no dev extras and no constraints.txt (its pins need 3.11); deploy
+    # also needs the kubernetes client, which Metaflow's Argo Workflows support imports.
     install = subprocess.run(
-        [venv_python, "-m", "pip", "install", "--quiet", REPO],
+        [venv_python, "-m", "pip", "install", "--quiet", REPO, "kubernetes<37"],
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -152,3 +153,35 @@ def test_the_runtime_installs_and_runs_on_python_3_10(tmp_path):
     )
     assert show.returncode == 0, show.stdout + show.stderr
     assert "Step start" in show.stdout + show.stderr
+    # deploy --dry-run compiles every flow with this interpreter (S3 datastore on loopback).
+    moto_server = request.getfixturevalue("moto_server")
+    moto_server.client().create_bucket(Bucket="deploy-py310")
+    env = {k: v for k, v in env.items() if not k.startswith(("METAFLOW_", "AWS_"))}
+    env.update(
+        PYTHON=venv_python,
+        METAFLOW_USER="tester",
+        METAFLOW_HOME=str(tmp_path / "metaflow-home"),
+        METAFLOW_DEFAULT_DATASTORE="s3",
+        METAFLOW_DATASTORE_SYSROOT_S3="s3://deploy-py310/metaflow",
+        METAFLOW_S3_ENDPOINT_URL=moto_server.endpoint_url,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        METAFLOW_KUBERNETES_NAMESPACE="jobs-default",
+        METAFLOW_ARGO_EVENTS_EVENT="metaflow-event",
+        METAFLOW_ARGO_EVENTS_EVENT_BUS="default",
+        METAFLOW_ARGO_EVENTS_EVENT_SOURCE="argo-events-webhook",
+        METAFLOW_ARGO_EVENTS_SERVICE_ACCOUNT="operate-workflow-sa",
+        METAFLOW_ARGO_EVENTS_WEBHOOK_URL="http://argo-events-webhook:12000/metaflow-event",
+    )
+    out = tmp_path / "deploy-out"
+    deploy = subprocess.run(
+        ["bash", os.path.join(REPO, "deploy"), "--dry-run", "--out", str(out)]
+        + ["--git-branch", "main"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
+    assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+    assert (out / "sensorflow.json").exists() and (out / "starterflow.json").exists()
