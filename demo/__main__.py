@@ -30,7 +30,12 @@ def main(argv=None):
     results = {}
     try:
         with WebhookReceiver() as webhook:
-            env = sensor_env(webhook_url=webhook.url, metaflow_home=os.path.join(workdir, "home"))
+            # The runs keep their .metaflow in the demo's folder, never in one found higher up.
+            env = sensor_env(
+                webhook_url=webhook.url,
+                metaflow_home=os.path.join(workdir, "home"),
+                workdir=workdir,
+            )
             env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
             log("Argo Events webhook (loopback): %s" % webhook.url)
             log("Working folder: %s" % workdir)

@@ -104,12 +104,9 @@ class DemoRunner(object):
         match = _RUN_ID.search(output)
         if not match:
             return None
-        cwd = os.getcwd()
-        os.chdir(self.workdir)  # the client finds the run's .metaflow from the current folder
-        try:
-            from metaflow import Run, namespace
+        from metaflow import Run, metadata, namespace
 
-            namespace(None)
-            return Run("SensorFlow/%s" % match.group(1))["start"].task["decision"].data
-        finally:
-            os.chdir(cwd)
+        # The runs' .metaflow is the one in the working folder (sensor_env(workdir=...)).
+        metadata("local@%s" % self.workdir)
+        namespace(None)
+        return Run("SensorFlow/%s" % match.group(1))["start"].task["decision"].data

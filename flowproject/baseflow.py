@@ -10,12 +10,13 @@ operations as short methods, so flow files read like the story they tell:
 """
 
 import dataclasses
+import inspect
 import os
 import sys
 
 from metaflow import Config, FlowSpec, current
 
-from .cards import render_sensor_card
+from .cards import render_sensor_card, watched
 from .config import parse_flowconfig
 from .decorators import CARD_ID, SourceDecoratorError, active_session, config_data
 from .events import event_name, publish
@@ -42,13 +43,52 @@ from .state import (
 )
 
 
+def flowconfig_next_to_flow(context):
+    """The default ``flowconfig.toml``: the one next to the flow file, whatever the current
+    folder (Metaflow would open a relative default from the current folder).
+
+    Parameters
+    ----------
+    context : ParameterContext
+        Given by Metaflow; its ``flow_name`` names the flow class.
+    """
+    return os.path.join(_flow_folder(context.flow_name), "flowconfig.toml")
+
+
+def _flow_folder(flow_name):
+    """The folder of the file defining the flow class ``flow_name`` (the script being run)."""
+    main = sys.modules.get("__main__")
+    candidates = [getattr(main, flow_name, None)] + _subclasses(BaseFlow)
+    for cls in candidates:
+        if isinstance(cls, type) and cls.__name__ == flow_name:
+            try:
+                return os.path.dirname(os.path.abspath(inspect.getfile(cls)))
+            except (TypeError, OSError):
+                break
+    main_file = getattr(main, "__file__", None)
+    return os.path.dirname(os.path.abspath(main_file)) if main_file else os.getcwd()
+
+
+def _subclasses(cls):
+    found = []
+    for sub in cls.__subclasses__():
+        found += [sub] + _subclasses(sub)
+    return found
+
+
 class BaseFlow(FlowSpec):
-    """A FlowSpec configured by ``flowconfig.toml``.
+    """A FlowSpec configured by ``flowconfig.toml``: by default the one next to the flow file.
 
     Use ``python <flow>.py --config flowconfig PATH run`` to run with another file.
     """
 
-    flowconfig = Config("flowconfig", default="flowconfig.toml", parser=parse_flowconfig)
+    flowconfig = Config(
+        "flowconfig",
+        default=flowconfig_next_to_flow,
+        parser=parse_flowconfig,
+        # Metaflow appends "[default: ...]" to the help without a space.
+        help="The sensor's settings: by default the flowconfig.toml next to the flow file. ",
+    )
 
     # ------------------------------------------------------------------ checking the source
 
@@ -403,6 +443,7 @@ class BaseFlow(FlowSpec):
             changes=getattr(self, "changes", None),
             settle_checks=self.flowconfig.sensor.settle_checks,
             branch=self.sensor_branch(),
+            watching=watched(config_data(self)),
         )
 
     def _card_ids(self):

@@ -8,19 +8,48 @@ never walks past runs.
 
 from metaflow.cards import Markdown, Table, VegaChart
 
-
-def _value(value):
-    """A value in Markdown."""
-    return "*absent*" if value is None else "`%s`" % value
+# One colour per outcome, the same on every card: the headline's marker and the chart's points
+# (Vega would otherwise colour by order of appearance, different from card to card).
+OUTCOME_COLORS = {
+    "published": "#2e7d32",
+    "would publish": "#6a1b9a",
+    "failed": "#c62828",
+    "settling": "#ef8f00",
+    "accepted": "#1565c0",
+    "no event": "#757575",
+}
 
 
 def _cell(value):
-    """A value in a table cell (plain text: Markdown is not rendered there)."""
+    """A value in a table cell: shown as text, whatever it holds (never parsed as Markdown
+    or HTML, unlike a ``Markdown`` component, so keys and query results cannot inject)."""
     return "(absent)" if value is None else str(value)
 
 
-def _md_escape(text):
-    return str(text).replace("|", "\\|").replace("*", "\\*").replace("_", "\\_")
+def outcome(decision, published, dry_run):
+    """The check's outcome, a key of ``OUTCOME_COLORS``."""
+    if decision.publish and published:
+        return "published"
+    if decision.publish and dry_run:
+        return "would publish"
+    if decision.kind == "settling":
+        return "settling"
+    if decision.action == "accept":
+        return "accepted"
+    return "no event"
+
+
+def history_outcome(entry):
+    """The outcome of one entry of the state's history, a key of ``OUTCOME_COLORS``."""
+    if entry.get("failed"):
+        return "failed"
+    if entry.get("published"):
+        return "published"
+    if entry.get("kind") == "settling":
+        return "settling"
+    if entry.get("kind") == "accepted":
+        return "accepted"
+    return "no event"
 
 
 def headline(decision, published, dry_run):
@@ -47,6 +76,7 @@ def history_chart(history):
             "at": h.get("at"),
             "objects": h.get("objects"),
             "kind": h.get("kind"),
+            "outcome": history_outcome(h),
             "published": "published"
             if h.get("published")
             else ("failed" if h.get("failed") else "not published"),
@@ -84,7 +114,15 @@ def history_chart(history):
         "encoding": {
             "x": x,
             "y": y,
-            "color": {"field": "published", "type": "nominal", "title": "event"},
+            "color": {
+                "field": "outcome",
+                "type": "nominal",
+                "title": "outcome",
+                "scale": {
+                    "domain": list(OUTCOME_COLORS),
+                    "range": list(OUTCOME_COLORS.values()),
+                },
+            },
             "tooltip": tooltip,
         },
     }
@@ -100,34 +138,46 @@ def history_chart(history):
     }
 
 
-def changes_markdown(changes):
-    """Counts and up to DIFF_KEYS_SHOWN keys per category of a listing diff."""
+def changes_components(changes):
+    """Counts and up to DIFF_KEYS_SHOWN keys per category of a listing diff.
+
+    The headings are ours (Markdown); the keys, named by whoever wrote the objects, are table
+    cells (text).
+    """
     if changes.get("compared_with") == "nothing":
         intro = "No earlier announced listing to compare with: every object counts as added."
     else:
         intro = "Compared with the listing stored by the last announcement."
-    lines = [
-        "### Objects changed",
-        intro,
-        "",
-        "**%d added, %d removed, %d modified**"
-        % (changes["added"], changes["removed"], changes["modified"]),
+    components = [
+        Markdown(
+            "### Objects changed\n%s\n\n**%d added, %d removed, %d modified**"
+            % (intro, int(changes["added"]), int(changes["removed"]), int(changes["modified"]))
+        )
     ]
     for kind in ("added", "removed", "modified"):
         keys = changes.get("%s_keys" % kind) or []
         if not keys:
             continue
-        more = changes[kind] - len(keys)
-        lines.append("")
-        lines.append(
-            "%s (%s):"
-            % (
-                kind.capitalize(),
-                "first %d of %d" % (len(keys), changes[kind]) if more else len(keys),
-            )
+        total = int(changes[kind])
+        shown = "first %d of %d" % (len(keys), total) if total > len(keys) else "%d" % len(keys)
+        components.append(
+            Table([[_cell(k)] for k in keys], headers=["%s (%s)" % (kind.capitalize(), shown)])
         )
-        lines.extend("- `%s`" % k for k in keys)
-    return "\n".join(lines)
+    return components
+
+
+def watched(data):
+    """What a sensor watches, for the card: bucket, key and mode, or the SQL template and the
+    connection path (never a secret).
+
+    Parameters
+    ----------
+    data : dict
+        The validated ``[data]`` table of ``flowconfig.toml``.
+    """
+    from .sources import load_source
+
+    return load_source(data["type"]).describe(data)
 
 
 def render_sensor_card(
@@ -141,8 +191,12 @@ def render_sensor_card(
     changes=None,
     settle_checks=0,
     branch=None,
+    watching=None,
 ):
     """Append the check's components to ``card`` (``current.card["sensor"]``).
+
+    Everything that comes from the data or the config (values, keys, reasons) goes in table
+    cells, which show text; ``Markdown`` only ever holds text written here.
 
     Parameters
     ----------
@@ -159,57 +213,63 @@ def render_sensor_card(
         From ``diff_listings`` (``files_metadata``, when a change is announced or settling).
     settle_checks : int
     branch : str
+    watching : str, optional
+        What the sensor watches, from ``watched(data)``.
     """
-    card.append(Markdown("# Sensor check: %s" % headline(decision, published, dry_run)))
+    result = outcome(decision, published, dry_run)
     card.append(
         Markdown(
-            "**Decision:** %s (%s). **Why:** %s"
-            % (decision.action, decision.kind, _md_escape(decision.reason))
+            '# <span style="color: %s">&#9679;</span> Sensor check: %s'
+            % (OUTCOME_COLORS[result], headline(decision, published, dry_run))
         )
     )
+    if published:
+        event = "%s (id %s)" % (event_name, published["id"])
+    elif dry_run and decision.publish:
+        event = "%s (dry run, not published)" % event_name
+    else:
+        event = "%s (not published)" % event_name
     rows = [
-        # Plain table cells: the warning names data (a key), which is never Markdown.
-        *([["Warning", str(decision.warning)]] if getattr(decision, "warning", None) else []),
-        ["Branch", branch or ""],
+        ["Watched", _cell(watching or "")],
+        ["Branch", _cell(branch or "")],
+        ["Decision", "%s (%s)" % (_cell(decision.action), _cell(decision.kind))],
+        ["Why", _cell(decision.reason)],
+    ]
+    warning = getattr(decision, "warning", None)
+    if warning:
+        rows.append(["Warning", _cell(warning)])
+    rows += [
         ["Previous value (baseline)", _cell(decision.previous_value)],
         ["Current value", _cell(observation.value)],
-        ["Change id", decision.change_id],
-        ["Baseline announced by", decision.baseline_run or "nothing yet"],
-        [
-            "Event",
-            (
-                event_name
-                + (
-                    " (id %s)" % published["id"]
-                    if published
-                    else " (dry run, not published)"
-                    if dry_run and decision.publish
-                    else " (not published)"
-                )
-            ),
-        ],
+        ["Change id", _cell(decision.change_id)],
+        ["Baseline announced by", _cell(decision.baseline_run or "nothing yet")],
+        ["Event", _cell(event)],
     ]
     for key in ("objects", "bytes", "newest", "size", "last_modified"):
         if observation.summary.get(key) is not None:
-            rows.append([key, str(observation.summary[key])])
+            rows.append([key, _cell(observation.summary[key])])
     card.append(Table(rows, headers=["", ""]))
     pending = state.pending
     if pending is not None:
+        card.append(Markdown("### Pending change"))
         card.append(
-            Markdown(
-                "### Pending change\nValue %s first seen %s, seen unchanged %d of %d further "
-                "check(s) needed before it is announced (`settle_checks = %d`)."
-                % (
-                    _value(pending.value),
-                    pending.first_seen_at or "",
-                    pending.seen,
-                    settle_checks,
-                    settle_checks,
-                )
+            Table(
+                [
+                    ["Value", _cell(pending.value)],
+                    ["First seen", _cell(pending.first_seen_at or "")],
+                    [
+                        "Seen unchanged",
+                        "%d of %d further check(s) needed before it is announced "
+                        "(settle_checks = %d)"
+                        % (int(pending.seen), int(settle_checks), int(settle_checks)),
+                    ],
+                ],
+                headers=["", ""],
             )
         )
     if changes:
-        card.append(Markdown(changes_markdown(changes)))
+        for component in changes_components(changes):
+            card.append(component)
     if state.history:
         card.append(VegaChart(history_chart(state.history)))
     if dry_run:

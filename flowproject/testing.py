@@ -512,7 +512,9 @@ def check_once(config, state=None, flow_name="SensorFlow", branch="user.test", f
     return observation, decision, next_state
 
 
-def sensor_env(s3_endpoint=None, webhook_url=None, metaflow_home=None, base=None, user=None):
+def sensor_env(
+    s3_endpoint=None, webhook_url=None, metaflow_home=None, base=None, user=None, workdir=None
+):
     """Environment for running a flow against loopback servers.
 
     Parameters
@@ -528,6 +530,10 @@ def sensor_env(s3_endpoint=None, webhook_url=None, metaflow_home=None, base=None
     user : str, optional
         ``METAFLOW_USER``, which names the ``user.<name>`` branch of local runs; by default
         the one already set, else "tester".
+    workdir : str, optional
+        The folder whose ``.metaflow`` the runs use (``METAFLOW_DATASTORE_SYSROOT_LOCAL``):
+        without it Metaflow uses the nearest ``.metaflow`` in the current folder or any parent,
+        so a stray one higher up would hold the runs and the sensor's baseline.
     """
     env = dict(os.environ if base is None else base)
     if user:
@@ -540,6 +546,8 @@ def sensor_env(s3_endpoint=None, webhook_url=None, metaflow_home=None, base=None
     env.setdefault("METAFLOW_SERVICE_RETRY_COUNT", "1")
     if metaflow_home:
         env["METAFLOW_HOME"] = metaflow_home
+    if workdir:
+        env["METAFLOW_DATASTORE_SYSROOT_LOCAL"] = os.path.abspath(workdir)
     if s3_endpoint:
         env["AWS_ENDPOINT_URL_S3"] = s3_endpoint
         env.setdefault("AWS_ACCESS_KEY_ID", "testing")

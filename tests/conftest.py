@@ -86,7 +86,11 @@ class FlowRunner(object):
 def flow_runner(tmp_path, s3_server, webhook):
     # The tests name the user branch: user.tester, whatever METAFLOW_USER CI has set.
     env = sensor_env(
-        s3_server.endpoint_url, webhook.url, str(tmp_path / "metaflow-home"), user="tester"
+        s3_server.endpoint_url,
+        webhook.url,
+        str(tmp_path / "metaflow-home"),
+        user="tester",
+        workdir=str(tmp_path),
     )
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
     return FlowRunner(tmp_path, env)

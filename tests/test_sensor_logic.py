@@ -322,17 +322,17 @@ def test_card_shows_decision_values_pending_diff_and_chart():
     assert "Settling, not announced yet" in rendered and "settling" in rendered
     assert "Pending change" in rendered and "seen unchanged 0 of 2" in rendered
     assert '["Previous value (baseline)", "v1"], ["Current value", "v2"]' in rendered
-    assert "Pending change\\nValue `v2`" in rendered
-    assert "1 added, 0 removed, 0 modified" in rendered and "`b`" in rendered
+    assert '["Value", "v2"]' in rendered
+    assert "1 added, 0 removed, 0 modified" in rendered and '[["b"]]' in rendered
     assert '"vegaChart"' in rendered and "Last 2 checks" in rendered
 
 
 def test_card_lists_at_most_20_keys_per_kind():
-    from flowproject.cards import changes_markdown
+    from flowproject.cards import changes_components
 
     new = parse_listing(["k%02d\t1\tt\te" % i for i in range(30)])
-    text = changes_markdown(diff_listings({}, new))
-    assert "first 20 of 30" in text and "`k19`" in text and "`k20`" not in text
+    text = json.dumps([c.render() for c in changes_components(diff_listings({}, new))])
+    assert "first 20 of 30" in text and '["k19"]' in text and '"k20"' not in text
 
 
 # ------------------------------------------------------------------------------ on_first_check

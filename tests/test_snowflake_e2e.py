@@ -41,7 +41,10 @@ def snowflake_config(data_lines, params):
 @pytest.fixture
 def runner(tmp_path, webhook, snowflake_home):
     env = sensor_env(
-        webhook_url=webhook.url, metaflow_home=str(tmp_path / "metaflow-home"), user="tester"
+        webhook_url=webhook.url,
+        metaflow_home=str(tmp_path / "metaflow-home"),
+        user="tester",
+        workdir=str(tmp_path),
     )
     env = {k: v for k, v in env.items() if not k.startswith("SNOWFLAKE_")}
     env["SNOWFLAKE_HOME"] = str(snowflake_home)

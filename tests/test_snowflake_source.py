@@ -561,6 +561,7 @@ def test_connector_package_follows_the_environment(tmp_path, environment):
         config_text(['template = "row_count"', 'connection_name = "x"'], {"table": "T"})
     )
     env = dict(os.environ, METAFLOW_USER="tester", METAFLOW_HOME=str(tmp_path / "mf"))
+    env["METAFLOW_DATASTORE_SYSROOT_LOCAL"] = str(tmp_path)  # never a .metaflow higher up
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
     argv = [sys.executable, "probe.py", "--environment=%s" % environment]
     argv += ["--config", "flowconfig", "flowconfig.toml", "run"]
