@@ -29,6 +29,9 @@ from .state import (
 # Keys ArgoEvent adds to a published payload (and the sensor's artifact adds): not re-sent.
 _EVENT_OWN_KEYS = ("name", "id", "timestamp", "utc_date", "generated-by-metaflow")
 
+# History entries written by these commands, not by a check of the source.
+NOT_CHECKS = ("reset", "replayed")
+
 # How many history entries ``status_of`` returns by default.
 STATUS_HISTORY = 10
 
@@ -131,7 +134,8 @@ def status_of(store, history=STATUS_HISTORY):
         Stable keys: ``flow``, ``project``, ``branch``, ``location``, ``error`` (why the
         object is unreadable, else None), ``source`` (name and identity of the watched
         source), ``baseline`` (``value``, ``change_id``, ``announced_at``, ``run``),
-        ``last_check`` (the newest history entry), ``pending`` (``value``, ``seen``,
+        ``last_check`` (the newest history entry of a check, not of a reset or replay),
+        ``pending`` (``value``, ``seen``,
         ``first_seen_at``), ``failed_publishes`` (history entries whose publish failed),
         ``claim`` (a run announcing right now: ``run``, ``change_id``, ``expires_at``,
         ``live``), ``reset`` (``at``, ``by``, ``to_current`` of a reset not yet followed by a
@@ -176,8 +180,9 @@ def status_of(store, history=STATUS_HISTORY):
             "announced_at": state.baseline.announced_at,
             "run": state.baseline.run,
         }
-    if state.history:
-        status["last_check"] = dict(state.history[-1])
+    checks = [h for h in state.history if h.get("kind") not in NOT_CHECKS]
+    if checks:
+        status["last_check"] = dict(checks[-1])
     if state.pending is not None:
         status["pending"] = {
             "value": state.pending.value,

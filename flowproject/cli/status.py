@@ -45,9 +45,13 @@ def render(console, status):
         if baseline:
             lines.append(("baseline", _text(baseline["value"]) if baseline["value"] else "absent"))
             lines.append(("change", baseline["change_id"]))
-            lines.append(
-                ("announced", "%s by %s" % (baseline["announced_at"], baseline["run"] or "reset"))
-            )
+            if baseline["run"]:
+                announced = "%s by %s" % (baseline["announced_at"], baseline["run"])
+            else:
+                announced = (
+                    "%s by flowproject reset --to-current (no event)" % (baseline["announced_at"])
+                )
+            lines.append(("announced", announced))
         else:
             lines.append(("baseline", "none: the next check is a first check"))
         lines.append(("last check", _check_text(status["last_check"])))
@@ -98,17 +102,22 @@ def render(console, status):
     for name, value in lines:
         console.print("  %-11s %s" % (name, value), soft_wrap=True, markup=False)
     if status["history"]:
+        # Fits 80 columns: values are shortened, a run is shown by its id.
         table = Table(box=None, pad_edge=False, padding=(0, 1), show_edge=False)
-        for column in ("at", "decision", "published", "value", "run"):
-            table.add_column(column, overflow="ellipsis", no_wrap=True)
+        table.add_column("at", no_wrap=True)
+        table.add_column("decision", no_wrap=True, min_width=9)
+        table.add_column("sent", no_wrap=True)
+        table.add_column("value", no_wrap=True)
+        table.add_column("run / by", no_wrap=True, overflow="ellipsis")
         for entry in status["history"]:
-            published = "FAILED" if entry.get("failed") else "yes" if entry.get("published") else ""
+            sent = "FAILED" if entry.get("failed") else "yes" if entry.get("published") else ""
+            run = entry.get("run")
             table.add_row(
-                _text(entry.get("at")),
+                _text(entry.get("at")).replace("T", " ").replace("+00:00", ""),
                 _text(entry.get("kind")),
-                published,
-                _text(entry.get("value"), 24),
-                _text(entry.get("run") or entry.get("by")),
+                sent,
+                _text(entry.get("value"), 20),
+                run.rpartition("/")[2] if run else _text(entry.get("by")),
             )
         console.print(table)
     console.print()
