@@ -23,7 +23,6 @@ from .state import (
     check_state_document,
     claim_of_another_run,
     datastore_storage,
-    state_path,
 )
 
 # Keys ArgoEvent adds to a published payload (and the sensor's artifact adds): not re-sent.
@@ -402,7 +401,6 @@ __all__ = [
     "replay_last",
     "reset_branch",
     "reset_marker",
-    "state_path",
     "state_store",
     "status_of",
 ]
