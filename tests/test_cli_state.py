@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import s3_config
+from conftest import REPO, s3_config
 
 EVENT = "mfns.testproject.user.tester.data_updated"
 STATE = ".metaflow/SensorFlow/sensor_state/testproject/user.tester.json"
@@ -214,3 +214,62 @@ def test_project_branch_names_the_branch_as_metaflow_does(monkeypatch):
     assert project_branch("canary", production=True) == "prod.canary"
     assert project_branch("user.bob") == "user.bob"
     assert project_branch("test.feature_x") == "test.feature_x"
+
+
+def test_status_and_reset_on_the_s3_datastore(tmp_path, s3_server, s3_client, bucket):
+    """The commands use the datastore of Metaflow's configuration: here S3."""
+    key = "metaflow/SensorFlow/sensor_state/testproject/test.x.json"
+    scope = {"flow": "SensorFlow", "project": "testproject", "branch": "test.x"}
+    baseline = {"value": "v1", "fingerprint": "f1", "change_id": "c1", "run": "SensorFlow/1"}
+    history = [{"at": "2026-01-01T00:00:00+00:00", "kind": "first", "published": True}]
+    doc = {"scope": scope, "baseline": baseline, "pending": None, "history": history}
+    s3_client.put_object(Bucket=bucket, Key=key, Body=json.dumps(doc).encode())
+    env = dict(
+        os.environ,
+        METAFLOW_DEFAULT_DATASTORE="s3",
+        METAFLOW_DATASTORE_SYSROOT_S3="s3://%s/metaflow" % bucket,
+        METAFLOW_S3_ENDPOINT_URL=s3_server.endpoint_url,
+        METAFLOW_HOME=str(tmp_path / "metaflow-home"),
+        METAFLOW_USER="tester",
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
+
+    def run(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "flowproject"] + list(args),
+            cwd=str(tmp_path),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    proc = run("status", "--project", "testproject", "--json")
+    assert proc.returncode == 0, proc.stderr
+    (status,) = json.loads(proc.stdout)["states"]
+    assert status["location"] == "s3://%s/%s" % (bucket, key)
+    assert status["branch"] == "test.x" and status["baseline"]["value"] == "v1"
+
+    proc = run("reset", "--yes", "--project", "testproject", "--branch", "x")
+    assert proc.returncode == 0, proc.stderr
+    assert "Reset SensorFlow branch test.x of project testproject" in proc.stdout
+    marker = json.loads(s3_client.get_object(Bucket=bucket, Key=key)["Body"].read())
+    assert marker["baseline"] is None and marker["reset"]["by"] == "tester"
+    assert [h["kind"] for h in marker["history"]] == ["first", "reset"]
+
+
+def test_a_reset_marker_is_honoured_without_recovering_from_runs(tmp_path, monkeypatch):
+    import flowproject.state as state_module
+    from flowproject.operations import reset_marker
+
+    def recover(*args):
+        raise AssertionError("a reset marker must not be recovered from runs")
+
+    monkeypatch.setattr(state_module, "recover_from_runs", recover)
+    store = _store(tmp_path)
+    store.save(reset_marker("tester"), None)
+    state, version = store.load_versioned()
+    assert state.baseline is None and state.reset["by"] == "tester" and version
