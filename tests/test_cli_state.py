@@ -88,6 +88,11 @@ def test_status_replay_and_reset_steer_a_real_sensor(state_env, webhook, s3_clie
     assert "last check  first, published" in proc.stdout
     assert "decision" in proc.stdout  # the history table's header
 
+    proc = cli(flow_runner, "replay", "--dry-run", "--config", flow_runner.config_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Dry run: would publish %s with" % EVENT in proc.stdout
+    assert '"replayed": true' in proc.stdout and len(webhook.events) == 1
+
     # replay: the same event again, marked as a replay, recorded in the history.
     proc = cli(flow_runner, "replay", "--config", flow_runner.config_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -221,8 +226,13 @@ def test_status_and_reset_on_the_s3_datastore(tmp_path, s3_server, s3_client, bu
     key = "metaflow/SensorFlow/sensor_state/testproject/test.x.json"
     scope = {"flow": "SensorFlow", "project": "testproject", "branch": "test.x"}
     baseline = {"value": "v1", "fingerprint": "f1", "change_id": "c1", "run": "SensorFlow/1"}
-    history = [{"at": "2026-01-01T00:00:00+00:00", "kind": "first", "published": True}]
-    doc = {"scope": scope, "baseline": baseline, "pending": None, "history": history}
+    history = [
+        {"at": "2026-01-01T00:00:00+00:00", "kind": "first", "published": True},
+        {"at": "2026-01-01T00:05:00+00:00", "kind": "changed", "published": False, "failed": True},
+        {"at": "2026-01-01T00:10:00+00:00", "kind": "settling", "published": False},
+    ]
+    pending = {"value": "v2", "fingerprint": "f2", "seen": 1, "first_seen_at": "2026-01-01T00:10"}
+    doc = {"scope": scope, "baseline": baseline, "pending": pending, "history": history}
     s3_client.put_object(Bucket=bucket, Key=key, Body=json.dumps(doc).encode())
     env = dict(
         os.environ,
@@ -252,13 +262,22 @@ def test_status_and_reset_on_the_s3_datastore(tmp_path, s3_server, s3_client, bu
     (status,) = json.loads(proc.stdout)["states"]
     assert status["location"] == "s3://%s/%s" % (bucket, key)
     assert status["branch"] == "test.x" and status["baseline"]["value"] == "v1"
+    assert status["pending"] == {"value": "v2", "seen": 1, "first_seen_at": "2026-01-01T00:10"}
+    assert [h["at"] for h in status["failed_publishes"]] == ["2026-01-01T00:05:00+00:00"]
+    assert status["last_check"]["kind"] == "settling"
+    proc = run("status", "--project", "testproject")
+    assert proc.returncode == 0, proc.stderr
+    assert "settling    v2 seen unchanged 1 time(s) since 2026-01-01T00:10" in proc.stdout
+    assert "failed      1 publish(es), last at 2026-01-01T00:05:00+00:00" in proc.stdout
+    assert "changed    FAILED" in proc.stdout
 
     proc = run("reset", "--yes", "--project", "testproject", "--branch", "x")
     assert proc.returncode == 0, proc.stderr
     assert "Reset SensorFlow branch test.x of project testproject" in proc.stdout
     marker = json.loads(s3_client.get_object(Bucket=bucket, Key=key)["Body"].read())
     assert marker["baseline"] is None and marker["reset"]["by"] == "tester"
-    assert [h["kind"] for h in marker["history"]] == ["first", "reset"]
+    assert [h["kind"] for h in marker["history"]][-1] == "reset"
+    assert marker["pending"] is None
 
 
 def test_a_reset_marker_is_honoured_without_recovering_from_runs(tmp_path, monkeypatch):
