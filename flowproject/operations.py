@@ -254,6 +254,8 @@ def reset_branch(store, config=None, to_current=False, by=None):
     at = utc_now()
     observation = decision = None
     if to_current:
+        if config is None:
+            raise ValueError("reset_branch(to_current=True) needs the flowconfig (config=...)")
         data, sensor = config["data"], config["sensor"]
         observation = observe_source(config)
         # The flow's own decision on an empty baseline, told to accept the first value.
