@@ -12,11 +12,13 @@ from .exceptions import (
     DevLoopError,
     FlowConfigError,
     PublishError,
+    ReplayError,
     SourceError,
     StateConflict,
     StateError,
     StateFormatError,
 )
+from .operations import find_states, replay_last, reset_branch, status_of
 from .sensor import Decision, SensorState, advance, change_id, decide
 from .sources import Observation
 from .triggers import sensor_trigger
@@ -29,6 +31,7 @@ __all__ = [
     "FlowConfigError",
     "Observation",
     "PublishError",
+    "ReplayError",
     "SensorState",
     "SourceError",
     "StateConflict",
@@ -38,10 +41,14 @@ __all__ = [
     "announcement",
     "change_id",
     "decide",
+    "find_states",
     "load_flowconfig",
     "parse_flowconfig",
+    "replay_last",
+    "reset_branch",
     "s3",
     "sensor_trigger",
     "snowflake",
     "source",
+    "status_of",
 ]

@@ -102,18 +102,43 @@ def _state_paths(storage, project, branch, flow_names):
     return [path for path, exists in zip(paths, storage.is_file(paths), strict=True) if exists]
 
 
-def _delete_object(storage, path):
+def _is_reset_marker(doc):
+    """Whether ``doc`` holds nothing but a reset marker (a torn-down or reset branch)."""
+    return (
+        isinstance(doc, dict)
+        and bool(doc.get("reset"))
+        and not any(doc.get(k) for k in ("baseline", "pending", "history", "claim"))
+    )
+
+
+def _reset_state(storage, project, branch, path, by):
+    """Replace the state object at ``path`` by a reset marker (compare-and-swap)."""
+    from .operations import reset_marker
+    from .state import StateStore
+
+    flow_name = path.split("/", 1)[0]
+    store = StateStore(storage, flow_name, project, branch)
+    try:
+        _doc, version = store.read_versioned()
+    except Exception as e:  # unreadable: replaced all the same
+        version = getattr(e, "version", None)
+    store.update(lambda _state: (reset_marker(by), None), None, version)
     if storage.TYPE == "local":
-        os.remove(storage.full_uri(path))
-    elif storage.TYPE == "s3":
-        bucket, _, key = storage.full_uri(path)[len("s3://") :].partition("/")
-        storage.s3_client.client.delete_object(Bucket=bucket, Key=key)
-    else:
-        raise NotImplementedError("deleting from a %s datastore" % storage.TYPE)
+        # The file lock of the local backend: the marker needs none until the next write.
+        try:
+            os.remove(storage.full_uri(path) + ".lock")
+        except FileNotFoundError:
+            pass
 
 
 def delete_state(project, branch, flow_names=None, storage=None, dry_run=False):
-    """Delete the sensor state objects of one ``@project`` branch (a deleted git branch).
+    """Delete the sensor state of one ``@project`` branch (a deleted git branch).
+
+    Each state object is replaced by a *reset marker* (history, baseline and any settling
+    value are gone): a missing object would be rebuilt from the branch's past runs, so a git
+    branch re-created with the same name would inherit the deleted branch's baseline. With the
+    marker its first check is a first check. Objects that are already markers are left alone
+    (and not listed), so tearing down twice deletes nothing the second time.
 
     Parameters
     ----------
@@ -137,17 +162,25 @@ def delete_state(project, branch, flow_names=None, storage=None, dry_run=False):
     Raises
     ------
     StateError
-        If an object could not be deleted.
+        If an object could not be replaced.
     """
     from .exceptions import StateError
-    from .state import datastore_storage
+    from .state import StateStore, datastore_storage
 
     storage = storage or datastore_storage()
-    paths = _state_paths(storage, project, branch, flow_names)
+    paths = []
+    for path in _state_paths(storage, project, branch, flow_names):
+        store = StateStore(storage, path.split("/", 1)[0], project, branch)
+        try:
+            if _is_reset_marker(store.read_raw()):
+                continue
+        except Exception:
+            pass  # unreadable: replaced
+        paths.append(path)
     if not dry_run:
         for path in paths:
             try:
-                _delete_object(storage, path)
+                _reset_state(storage, project, branch, path, "deploy --teardown")
             except Exception as e:
                 raise StateError(
                     "Could not delete the sensor state %s: %s" % (storage.full_uri(path), e)
@@ -185,7 +218,11 @@ def _main(argv):
             paths = delete_state(project, args.branch, dry_run=args.dry_run)
             verb = "would delete" if args.dry_run else "deleted"
             for path in paths:
-                print("%s sensor state %s" % (verb, path))
+                # A reset marker stays in its place (see delete_state).
+                print(
+                    "%s sensor state %s (a re-created branch starts with a first check)"
+                    % (verb, path)
+                )
             if not paths:
                 print("no sensor state of %s.%s" % (project, args.branch))
     except Exception as e:

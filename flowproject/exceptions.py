@@ -58,3 +58,9 @@ class DevLoopError(FlowprojectException):
     """``flowproject dev`` cannot start: an unreadable config, a flow whose triggers fail."""
 
     headline = "flowproject dev cannot start"
+
+
+class ReplayError(FlowprojectException):
+    """``flowproject replay`` found no announced event to re-publish."""
+
+    headline = "Nothing to replay"

@@ -90,6 +90,10 @@ class SensorState:
     identity : dict, optional
         What the baseline is a value of (``sources.source_identity``): a check of another
         identity starts a new baseline. None in a state written before it was recorded.
+    reset : dict, optional
+        Set by ``flowproject reset`` and ``./deploy --teardown``: ``at``, ``by``,
+        ``to_current``. A stored state carrying it is honoured as it is (a *reset marker*):
+        nothing is recovered from runs before the reset. The next check's write drops it.
     """
 
     baseline: Baseline | None = None
@@ -100,9 +104,10 @@ class SensorState:
     identity: dict[str, Any] | None = None
     # A run announcing a change right now (state.Claim); stored and read by state.StateStore.
     claim: Any = None
+    reset: dict[str, Any] | None = None
 
     def to_dict(self):
-        return {
+        doc = {
             "version": 1,
             "scope": self.scope,
             "identity": self.identity,
@@ -110,6 +115,9 @@ class SensorState:
             "pending": None if self.pending is None else vars(self.pending),
             "history": self.history,
         }
+        if self.reset is not None:
+            doc["reset"] = self.reset
+        return doc
 
     @classmethod
     def from_dict(cls, doc):
@@ -119,6 +127,7 @@ class SensorState:
             history=list(doc.get("history") or []),
             scope=doc.get("scope"),
             identity=doc.get("identity"),
+            reset=doc.get("reset"),
         )
 
 

@@ -110,6 +110,8 @@ STATE_SCHEMA = {
             "additionalProperties": False,
         },
         "history": {"type": "array", "items": {"type": "object"}},
+        # A reset marker (flowproject reset, ./deploy --teardown): see SensorState.reset.
+        "reset": {"type": ["object", "null"]},
     },
 }
 
@@ -462,6 +464,13 @@ class StateStore(object):
                 check_state_document(doc)
                 state = SensorState.from_dict(doc)
                 state.claim = Claim.from_dict(doc.get("claim"))
+                if state.reset is not None and state.baseline is None and not quiet:
+                    # The marker stands in for the runs before it: nothing is recovered.
+                    print(
+                        "Sensor state: reset at %s by %s; this is a first check"
+                        % (state.reset.get("at"), state.reset.get("by")),
+                        file=sys.stderr,
+                    )
                 return state, version
             why = "no state object at %s" % self.path
         except StateFormatError as e:

@@ -509,6 +509,14 @@ def _exists(moto_server, key):
     return any(o["Key"] == key for o in listed.get("Contents", []))
 
 
+def _is_reset_marker(moto_server, key):
+    """The object at ``key`` is a reset marker: no baseline, no history, ``reset`` set."""
+    body = moto_server.client().get_object(Bucket=DATASTORE_BUCKET, Key=key)["Body"].read()
+    doc = json.loads(body)
+    reset = doc.get("reset") or {}
+    return reset.get("by") == "deploy --teardown" and not doc["baseline"] and not doc["history"]
+
+
 def test_teardown_dry_run_says_what_it_would_delete(
     git_repo, deploy_env, moto_server, stored_states
 ):
@@ -554,9 +562,10 @@ def test_delete_state_removes_only_that_branchs_objects_on_s3(
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for key in stored_states["gone"]:
         assert "deleted sensor state %s" % key[len("metaflow/") :] in proc.stdout
-        assert not _exists(moto_server, key)
+        # A marker in its place: a missing state would be rebuilt from the branch's runs.
+        assert _is_reset_marker(moto_server, key)
     for key in stored_states["kept"]:
-        assert _exists(moto_server, key)
+        assert not _is_reset_marker(moto_server, key)
 
 
 def test_delete_state_on_the_local_datastore(tmp_path):
@@ -567,14 +576,23 @@ def test_delete_state_on_the_local_datastore(tmp_path):
     storage = LocalStorage(str(tmp_path))
     gone = state_path("SensorFlow", PROJECT, "test.x")
     kept = state_path("SensorFlow", PROJECT, "test.y")
+    stored = '{"baseline": null, "history": [{"kind": "first"}]}'
     for path in (gone, kept):
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / path).write_text("{}")
+        (tmp_path / path).write_text(stored)
+        (tmp_path / (path + ".lock")).write_text("")
 
     assert delete_state(PROJECT, "test.x", storage=storage, dry_run=True) == [gone]
-    assert (tmp_path / gone).exists()
+    assert (tmp_path / gone).read_text() == stored
     assert delete_state(PROJECT, "test.x", storage=storage) == [gone]
-    assert not (tmp_path / gone).exists() and (tmp_path / kept).exists()
+    # A reset marker replaces the state (a re-created branch starts with a first check), and
+    # the local backend's lock file goes.
+    marker = json.loads((tmp_path / gone).read_text())
+    assert marker["baseline"] is None and marker["history"] == []
+    assert marker["reset"]["by"] == "deploy --teardown"
+    assert not (tmp_path / (gone + ".lock")).exists()
+    assert (tmp_path / kept).read_text() == stored and (tmp_path / (kept + ".lock")).exists()
+    # Torn down again: a marker is nothing to delete.
     assert delete_state(PROJECT, "test.x", storage=storage) == []
 
 
@@ -700,9 +718,9 @@ def test_teardown_deletes_every_flows_deployment_and_the_state_of_that_branch_on
         assert set(argo.deleted) == gone
         assert argo.resources == kept
         for key in stored_states["gone"]:
-            assert not _exists(moto_server, key)
+            assert _is_reset_marker(moto_server, key)
         for key in stored_states["kept"]:
-            assert _exists(moto_server, key)
+            assert not _is_reset_marker(moto_server, key)
         summary = proc.stdout.split("Summary")[1]
         assert summary.count("deleted") == 3, summary
         assert "deleted 2 object(s)" in summary

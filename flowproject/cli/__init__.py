@@ -11,4 +11,4 @@ def main():
     """Run and steer this project's sensors from a laptop."""
 
 
-from . import dev  # noqa: E402,F401  (registers the command on main)
+from . import dev, replay, reset, status  # noqa: E402,F401  (each registers its command)

@@ -1,0 +1,72 @@
+"""Options shared by ``status``, ``reset`` and ``replay``: which flow, project and branch."""
+
+import os
+import sys
+
+import click
+
+from ..exceptions import FlowprojectException
+
+
+def load_config(path, required=False):
+    """The parsed ``flowconfig.toml`` at ``path`` (``./flowconfig.toml`` by default), or None
+    when there is no such file and it is not ``required``."""
+    from ..config import load_flowconfig
+
+    path = path or "flowconfig.toml"
+    if not os.path.exists(path):
+        if required:
+            raise click.UsageError("%s not found: pass --config PATH" % path)
+        return None
+    return load_flowconfig(path)
+
+
+def target_options(command):
+    """``--flow``, ``--project``, ``--branch``, ``--production`` and ``--config``."""
+    options = [
+        click.option(
+            "--config",
+            type=click.Path(dir_okay=False),
+            default=None,
+            help="flowconfig.toml naming the project and the source (default: ./flowconfig.toml).",
+        ),
+        click.option("--production", is_flag=True, help="The @project production branch (prod)."),
+        click.option(
+            "--branch",
+            default=None,
+            help="The @project branch as for a run (x -> test.x), or a full branch name "
+            "(user.alice, test.x, prod). Default: user.<you>.",
+        ),
+        click.option("--project", default=None, help="The @project name (default: the config's)."),
+        click.option(
+            "--flow",
+            default="SensorFlow",
+            show_default=True,
+            help="The sensor flow's class name.",
+        ),
+    ]
+    for option in options:
+        command = option(command)
+    return command
+
+
+def fail(error, code=2):
+    """Print a flowproject error as ``Headline: message`` and exit with ``code``."""
+    if isinstance(error, FlowprojectException):
+        click.echo("%s: %s" % (error.headline, error.message), err=True)
+    else:
+        click.echo(str(error), err=True)
+    sys.exit(code)
+
+
+def resolve_target(flow, project, branch, production, config):
+    """``(StateStore, config)`` of the branch the options name."""
+    from ..operations import project_branch, state_store
+
+    if branch and production and "." in branch:
+        raise click.UsageError("--production goes with a branch as for a run, not a full name")
+    if project is None:
+        if config is None:
+            raise click.UsageError("no flowconfig.toml here: pass --project or --config")
+        project = config["project_name"]
+    return state_store(flow, project, project_branch(branch, production)), config

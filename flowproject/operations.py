@@ -1,0 +1,408 @@
+"""Seeing and steering a sensor's stored state: what ``flowproject status``, ``reset`` and
+``replay`` do, as plain functions.
+
+They read and write the same state objects as the flows (``flowproject.state``), through the
+same compare-and-swap, and decide with the same rules (``flowproject.sensor``), so a command
+never applies a second copy of them:
+
+- ``find_states(storage)``: every sensor state object in the datastore;
+- ``status_of(store)``: one branch's state as a dict of stable keys (``--json``);
+- ``reset_branch(store)``: the next check becomes a first check (a *reset marker* stops the
+  recovery of a missing state from past runs); with ``config`` the source's current value
+  becomes the baseline without an event;
+- ``replay_last(store)``: re-publish the branch's last announced event, ``replayed: true``.
+"""
+
+import os
+
+from .exceptions import ReplayError, StateConflict
+from .sensor import SensorState, advance, decide, utc_now
+from .state import (
+    Claim,
+    StateStore,
+    check_state_document,
+    claim_of_another_run,
+    datastore_storage,
+)
+
+# Keys ArgoEvent adds to a published payload (and the sensor's artifact adds): not re-sent.
+_EVENT_OWN_KEYS = ("name", "id", "timestamp", "utc_date", "generated-by-metaflow")
+
+# History entries written by these commands, not by a check of the source.
+NOT_CHECKS = ("reset", "replayed")
+
+# How many history entries ``status_of`` returns by default.
+STATUS_HISTORY = 10
+
+
+def current_user():
+    """Who runs the command, as Metaflow names users (``METAFLOW_USER``, ``USER``...)."""
+    from metaflow.util import get_username
+
+    return get_username() or "unknown"
+
+
+def project_branch(branch=None, production=False, user=None):
+    """The ``@project`` branch a run with these options reads and moves, as Metaflow names it.
+
+    Parameters
+    ----------
+    branch : str, optional
+        As ``--branch`` of a run (``feature_x`` -> ``test.feature_x``; with ``production``
+        ``prod.feature_x``). A full branch name (with a dot: ``user.alice``, ``prod``,
+        ``test.feature_x``) is taken as it is; Metaflow's own branch names have no dot.
+    production : bool
+        As ``--production`` (``prod``).
+    user : str, optional
+        For the default ``user.<name>`` branch; the current user by default.
+    """
+    if branch and ("." in branch or branch == "prod"):
+        return branch
+    if branch:
+        return ("prod.%s" if production else "test.%s") % branch
+    if production:
+        return "prod"
+    return "user.%s" % os.environ.get("METAFLOW_OWNER", user or current_user())
+
+
+def find_states(storage=None, flow=None, project=None, branch=None):
+    """Every sensor state object in the datastore, optionally of one flow, project, branch.
+
+    Parameters
+    ----------
+    storage : DataStoreStorage, optional
+        Default: the configured datastore (``state.datastore_storage()``).
+    flow, project, branch : str, optional
+        Keep only these (``branch`` as stored: ``user.alice``, ``test.x``, ``prod``).
+
+    Returns
+    -------
+    list of StateStore
+        Sorted by flow, project and branch.
+    """
+    storage = storage or datastore_storage()
+
+    def names(prefix):
+        try:
+            entries = storage.list_content([prefix])
+        except Exception:
+            return []
+        return sorted((e.path.rstrip("/").split("/")[-1], e.is_file) for e in entries)
+
+    stores = []
+    for flow_name, is_file in names(""):
+        if is_file or (flow and flow_name != flow):
+            continue
+        for project_dir, is_file in names("%s/sensor_state" % flow_name):
+            project_name = None if project_dir == "_" else project_dir
+            if is_file or (project and project_name != project):
+                continue
+            for file_name, is_file in names("%s/sensor_state/%s" % (flow_name, project_dir)):
+                if not is_file or not file_name.endswith(".json"):
+                    continue
+                name = file_name[: -len(".json")]
+                if branch and name != branch.replace("/", "_"):
+                    continue
+                stores.append(StateStore(storage, flow_name, project_name, name))
+    return stores
+
+
+def state_store(flow, project, branch, storage=None):
+    """The ``StateStore`` of one flow's branch (whether or not it has a state object yet)."""
+    return StateStore(storage or datastore_storage(), flow, project, branch)
+
+
+def _short(value, limit=80):
+    if value is None:
+        return None
+    return value if len(value) <= limit else value[: limit - 3] + "..."
+
+
+def status_of(store, history=STATUS_HISTORY):
+    """One branch's stored state, for people and scripts.
+
+    Parameters
+    ----------
+    store : StateStore
+    history : int
+        How many of the newest history entries to include.
+
+    Returns
+    -------
+    dict
+        Stable keys: ``flow``, ``project``, ``branch``, ``location``, ``error`` (why the
+        object is unreadable, else None), ``source`` (name and identity of the watched
+        source), ``baseline`` (``value``, ``change_id``, ``announced_at``, ``run``),
+        ``last_check`` (the newest history entry of a check, not of a reset or replay),
+        ``pending`` (``value``, ``seen``,
+        ``first_seen_at``), ``failed_publishes`` (history entries whose publish failed),
+        ``claim`` (a run announcing right now: ``run``, ``change_id``, ``expires_at``,
+        ``live``), ``reset`` (``at``, ``by``, ``to_current`` of a reset not yet followed by a
+        check) and ``history`` (newest last).
+    """
+    status = {
+        "flow": store.flow_name,
+        "project": store.project,
+        "branch": store.branch,
+        "location": store.storage.full_uri(store.path),
+        "error": None,
+        "source": None,
+        "baseline": None,
+        "last_check": None,
+        "pending": None,
+        "failed_publishes": [],
+        "claim": None,
+        "reset": None,
+        "history": [],
+    }
+    try:
+        doc, _version = store.read_versioned()
+        if doc is None:
+            status["error"] = "no state object"
+            return status
+        check_state_document(doc)
+    except Exception as e:  # unreadable: shown as such, never as an empty state
+        status["error"] = "%s: %s" % (e.__class__.__name__, e)
+        return status
+    state = SensorState.from_dict(doc)
+    state.claim = Claim.from_dict(doc.get("claim"))
+    if state.scope and state.scope.get("branch"):
+        status["branch"] = state.scope["branch"]
+    status["source"] = {
+        "name": (state.scope or {}).get("source"),
+        "identity": state.identity,
+    }
+    if state.baseline is not None:
+        status["baseline"] = {
+            "value": state.baseline.value,
+            "change_id": state.baseline.change_id,
+            "announced_at": state.baseline.announced_at,
+            "run": state.baseline.run,
+        }
+    checks = [h for h in state.history if h.get("kind") not in NOT_CHECKS]
+    if checks:
+        status["last_check"] = dict(checks[-1])
+    if state.pending is not None:
+        status["pending"] = {
+            "value": state.pending.value,
+            "seen": state.pending.seen,
+            "first_seen_at": state.pending.first_seen_at,
+        }
+    status["failed_publishes"] = [dict(h) for h in state.history if h.get("failed")]
+    if state.claim is not None:
+        status["claim"] = dict(state.claim.to_dict(), live=state.claim.live())
+    status["reset"] = state.reset
+    status["history"] = [dict(h) for h in state.history[-history:]] if history else []
+    return status
+
+
+def reset_marker(by, at=None, to_current=False, history=()):
+    """A state that makes the next check of its branch a first check (see ``SensorState``)."""
+    return SensorState(
+        history=list(history),
+        reset={"at": at or utc_now(), "by": by, "to_current": to_current},
+    )
+
+
+def observe_source(config):
+    """Check the source of ``config`` (a parsed ``flowconfig.toml``) once, as the flow does.
+
+    Returns
+    -------
+    Observation
+        Without its bulky detail (a listing spool is deleted).
+    """
+    import dataclasses
+
+    from .sources import load_source
+
+    data = config["data"]
+    source = load_source(data["type"])
+    with source.open_session(data) as session:
+        observation = source.check(data, session)
+    if isinstance(observation.detail, str) and os.path.exists(observation.detail):
+        os.unlink(observation.detail)
+    return dataclasses.replace(observation, detail=None)
+
+
+def reset_branch(store, config=None, to_current=False, by=None):
+    """Make the next check of a branch a first check, or accept the source's current value.
+
+    Written by compare-and-swap: a reset never overwrites a run that is announcing a change
+    right now (``StateConflict``), and is retried if a check wrote meanwhile.
+
+    Parameters
+    ----------
+    store : StateStore
+        The branch to reset.
+    config : dict, optional
+        The parsed ``flowconfig.toml`` (needed with ``to_current``).
+    to_current : bool
+        Check the source now (with the flow's own source code) and make its value the
+        baseline without an event, e.g. after a backfill the consumers already processed.
+    by : str, optional
+        Who resets, recorded in the marker and the history; the current user by default.
+
+    Returns
+    -------
+    SensorState
+        The state written.
+    """
+    from .sources import source_absent_message, source_identity
+
+    by = by or current_user()
+    at = utc_now()
+    observation = decision = None
+    if to_current:
+        if config is None:
+            raise ValueError("reset_branch(to_current=True) needs the flowconfig (config=...)")
+        data, sensor = config["data"], config["sensor"]
+        observation = observe_source(config)
+        # The flow's own decision on an empty baseline, told to accept the first value.
+        decision = decide(
+            observation,
+            SensorState(),
+            store.flow_name,
+            store.branch,
+            on_first_check="accept",
+            project=store.project,
+            identity=source_identity(data),
+            absent_message=source_absent_message(data),
+        )
+        history_size = sensor["history_size"]
+
+    def change(state):
+        claim = claim_of_another_run(state, run=None)
+        if claim is not None:
+            # Writing would clear its claim, and its commit would then move the baseline.
+            raise StateConflict(
+                "run %s is announcing change %s right now (claimed until %s); try again once "
+                "it has finished" % (claim.run, claim.change_id, claim.expires_at)
+            )
+        entry = {"at": at, "run": None, "kind": "reset", "published": False, "by": by}
+        if not to_current:
+            marker = reset_marker(by, at, history=state.history + [entry])
+            marker.scope = state.scope
+            return marker, None
+        kept = SensorState(history=state.history, scope=state.scope)
+        new_state = advance(kept, observation, decision, None, False, history_size, at=at)
+        new_state.history[-1].update(kind="reset", to_current=True, by=by)
+        new_state.reset = {"at": at, "by": by, "to_current": True}
+        return new_state, None
+
+    # quiet: a missing object is not recovered from runs, the reset replaces it anyway.
+    state, version = store.load_versioned(quiet=True)
+    new_state, _ = store.update(change, state, version)
+    return new_state
+
+
+def last_announced_event(store, state=None):
+    """The event that announced the branch's baseline: ``(name, payload)``.
+
+    Rebuilt from the ``event`` artifact of the announcing run's ``end`` step (one lookup with
+    the Metaflow client), so it is exactly what was published.
+
+    Raises
+    ------
+    ReplayError
+        No baseline, or it was set without an event (accepted first value, absent first
+        check, ``reset --to-current``), or the run's artifacts are gone.
+    """
+    from metaflow import Step, namespace
+    from metaflow.exception import MetaflowNotFound
+
+    if state is None:
+        state = store.load(quiet=True)
+    where = "%s branch %s" % (store.flow_name, store.branch)
+    baseline = state.baseline
+    if baseline is None:
+        raise ReplayError("%s has no announced value (no baseline)" % where)
+    if not baseline.run:
+        raise ReplayError(
+            "the baseline of %s was set without an event (flowproject reset --to-current)" % where
+        )
+    namespace(None)
+    try:
+        task = Step("%s/end" % baseline.run).task
+        event = task["event"].data if task is not None and "event" in task else None
+    except MetaflowNotFound:
+        raise ReplayError(
+            "run %s, which announced the baseline of %s, is not found in the metadata"
+            % (baseline.run, where)
+        ) from None
+    if not event:
+        raise ReplayError(
+            "run %s set the baseline of %s without publishing an event (accepted or absent "
+            "first check)" % (baseline.run, where)
+        )
+    payload = {k: v for k, v in event.items() if k not in _EVENT_OWN_KEYS}
+    if payload.get("change_id") != baseline.change_id:
+        raise ReplayError(
+            "the event of run %s is not the baseline's (change %s, not %s)"
+            % (baseline.run, payload.get("change_id"), baseline.change_id)
+        )
+    return event["name"], payload
+
+
+def replay_last(store, by=None, dry_run=False):
+    """Re-publish the branch's last announced event with its change id and ``replayed: true``.
+
+    Published with ``events.publish`` to ``METAFLOW_ARGO_EVENTS_WEBHOOK_URL``; the replay is
+    then recorded in the branch's history by compare-and-swap (the baseline does not move).
+
+    Parameters
+    ----------
+    store : StateStore
+    by : str, optional
+        Who replays, for the history; the current user by default.
+    dry_run : bool
+        Find the event, publish and record nothing.
+
+    Returns
+    -------
+    dict
+        ``name`` and ``payload`` of the event sent, and its ``id`` (None for a dry run).
+    """
+    from .events import publish
+
+    by = by or current_user()
+    state, version = store.load_versioned(quiet=True)
+    name, payload = last_announced_event(store, state)
+    payload = dict(payload, replayed=True)
+    if dry_run:
+        return {"name": name, "payload": payload, "id": None}
+    event_id = publish(name, payload)
+    at = utc_now()
+    entry = {
+        "at": at,
+        "run": None,
+        "kind": "replayed",
+        "value": _short(state.baseline.value, 40),
+        "change_id": payload["change_id"],
+        "published": True,
+        "by": by,
+    }
+
+    def change(current):
+        # A live claim of a run stays: this write only appends to the history (the next
+        # check trims it to history_size).
+        current.history = current.history + [entry]
+        return current, current.claim
+
+    store.update(change, state, version)
+    return {"name": name, "payload": payload, "id": event_id}
+
+
+__all__ = [
+    "STATUS_HISTORY",
+    "current_user",
+    "find_states",
+    "last_announced_event",
+    "observe_source",
+    "project_branch",
+    "replay_last",
+    "reset_branch",
+    "reset_marker",
+    "state_store",
+    "status_of",
+]

@@ -1,0 +1,294 @@
+"""``flowproject status``, ``reset`` and ``replay`` on a real local datastore.
+
+The sensor runs for real against loopback S3 and a loopback webhook; the commands run as a
+user runs them (``python -m flowproject ...``) in the test's folder, with its datastore.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO, s3_config
+
+EVENT = "mfns.testproject.user.tester.data_updated"
+STATE = ".metaflow/SensorFlow/sensor_state/testproject/user.tester.json"
+
+
+def cli(flow_runner, *args, input=None):
+    """``python -m flowproject ARGS --config <the test's config>`` in the test's folder."""
+    argv = [sys.executable, "-m", "flowproject"] + list(args)
+    return subprocess.run(
+        argv,
+        cwd=flow_runner.workdir,
+        env=flow_runner.env,
+        capture_output=True,
+        text=True,
+        input=input,
+        timeout=300,
+    )
+
+
+def check(flow_runner, webhook):
+    """Run the sensor once; return the events it published (asserting the run succeeded)."""
+    before = len(webhook.events)
+    result = flow_runner.run()
+    assert result.returncode == 0, result.stdout + result.stderr
+    return webhook.events[before:]
+
+
+def status_json(flow_runner):
+    proc = cli(flow_runner, "status", "--json", "--config", flow_runner.config_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(proc.stdout)
+
+
+@pytest.fixture
+def state_env(flow_runner):
+    # The flows and the commands use one datastore, whatever folder they run in.
+    flow_runner.env["METAFLOW_DATASTORE_SYSROOT_LOCAL"] = flow_runner.workdir
+    return flow_runner
+
+
+@pytest.mark.e2e
+def test_status_replay_and_reset_steer_a_real_sensor(state_env, webhook, s3_client, bucket):
+    flow_runner = state_env
+    s3_client.put_object(Bucket=bucket, Key="events/part-0.parquet", Body=b"rows-0")
+    flow_runner.write_config(s3_config(bucket, "events/", "files_metadata"))
+    (first,) = check(flow_runner, webhook)
+    assert first["payload"]["previous_value"] == ""
+    value, change = first["payload"]["data_version"], first["payload"]["change_id"]
+    announcing_run = "SensorFlow/%s" % first["payload"]["run_id"]
+
+    # status --json: stable keys a script can rely on.
+    (status,) = status_json(flow_runner)["states"]
+    assert status["flow"] == "SensorFlow"
+    assert status["project"] == "testproject"
+    assert status["branch"] == "user.tester"
+    assert status["error"] is None
+    assert status["source"]["identity"]["key"] == "events/"
+    assert status["baseline"]["value"] == value
+    assert status["baseline"]["change_id"] == change
+    assert status["baseline"]["run"] == announcing_run
+    assert status["baseline"]["announced_at"]
+    assert status["last_check"]["kind"] == "first"
+    assert status["last_check"]["published"] is True
+    assert status["pending"] is None
+    assert status["failed_publishes"] == []
+    assert status["claim"] is None and status["reset"] is None
+    assert [h["kind"] for h in status["history"]] == ["first"]
+
+    # The table for people.
+    proc = cli(flow_runner, "status", "--config", flow_runner.config_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "SensorFlow  project testproject  branch user.tester" in proc.stdout
+    assert "baseline    %s" % value in proc.stdout
+    assert "announced" in proc.stdout and announcing_run in proc.stdout
+    assert "last check  first, published" in proc.stdout
+    assert "decision" in proc.stdout  # the history table's header
+
+    proc = cli(flow_runner, "replay", "--dry-run", "--config", flow_runner.config_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Dry run: would publish %s with" % EVENT in proc.stdout
+    assert '"replayed": true' in proc.stdout and len(webhook.events) == 1
+
+    # replay: the same event again, marked as a replay, recorded in the history.
+    proc = cli(flow_runner, "replay", "--config", flow_runner.config_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (replayed,) = webhook.events[1:]
+    assert replayed["name"] == EVENT
+    assert replayed["payload"]["change_id"] == change
+    assert replayed["payload"]["data_version"] == value
+    assert replayed["payload"]["previous_value"] == ""
+    assert replayed["payload"]["replayed"] is True
+    assert "replayed" not in first["payload"]
+    assert "Replayed %s (change %s) for SensorFlow branch user.tester" % (EVENT, change) in (
+        proc.stdout
+    )
+    (status,) = status_json(flow_runner)["states"]
+    assert [h["kind"] for h in status["history"]] == ["first", "replayed"]
+    assert status["history"][-1]["by"] == "tester"
+    assert status["last_check"]["kind"] == "first"  # a replay is not a check
+    assert status["baseline"]["change_id"] == change  # a replay moves nothing
+
+    # reset, answered "n": nothing changes.
+    state_file = os.path.join(flow_runner.workdir, STATE)
+    with open(state_file, "rb") as f:
+        before = f.read()
+    proc = cli(flow_runner, "reset", "--config", flow_runner.config_path, input="n\n")
+    assert proc.returncode == 1
+    assert "reset SensorFlow branch user.tester of project testproject" in proc.stdout
+    assert "Nothing changed." in proc.stdout
+    with open(state_file, "rb") as f:
+        assert f.read() == before
+
+    # reset: the next check is a first check although earlier runs announced the value
+    # (without the marker the baseline would be recovered from them: no event).
+    proc = cli(flow_runner, "reset", "--yes", "--config", flow_runner.config_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Reset SensorFlow branch user.tester of project testproject" in proc.stdout
+    (status,) = status_json(flow_runner)["states"]
+    assert status["baseline"] is None and status["reset"]["by"] == "tester"
+    (again,) = check(flow_runner, webhook)
+    assert again["payload"]["previous_value"] == ""
+    assert again["payload"]["data_version"] == value
+    assert again["payload"]["change_id"] == change
+
+    # reset --to-current: the source's value now becomes the baseline without an event.
+    s3_client.put_object(Bucket=bucket, Key="events/part-1.parquet", Body=b"backfill")
+    events = len(webhook.events)
+    proc = cli(flow_runner, "reset", "--to-current", "--yes", "--config", flow_runner.config_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "(no event published)" in proc.stdout
+    assert len(webhook.events) == events
+    (status,) = status_json(flow_runner)["states"]
+    assert status["baseline"]["value"] not in (None, value)
+    assert status["reset"]["to_current"] is True
+    assert check(flow_runner, webhook) == []  # unchanged since the accepted value
+    (status,) = status_json(flow_runner)["states"]
+    assert status["last_check"]["kind"] == "unchanged"
+
+    # Nothing was announced for the accepted baseline: nothing to replay.
+    proc = cli(flow_runner, "replay", "--config", flow_runner.config_path)
+    assert proc.returncode == 2
+    assert "Nothing to replay" in proc.stderr and "reset --to-current" in proc.stderr
+    assert len(webhook.events) == events
+
+
+def _store(workdir, branch="user.tester"):
+    from metaflow.plugins.datastores.local_storage import LocalStorage
+
+    from flowproject.state import StateStore
+
+    storage = LocalStorage(os.path.join(str(workdir), ".metaflow"))
+    return StateStore(storage, "SensorFlow", "testproject", branch)
+
+
+def test_status_without_state_and_of_an_unreadable_state(state_env):
+    flow_runner = state_env
+    flow_runner.write_config(s3_config("some-bucket", "events/", "files_metadata"))
+    proc = cli(flow_runner, "status", "--config", flow_runner.config_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "No sensor state in %s" % flow_runner.workdir in proc.stdout
+    assert "for project testproject" in proc.stdout
+    assert status_json(flow_runner)["states"] == []
+
+    path = os.path.join(flow_runner.workdir, STATE)
+    os.makedirs(os.path.dirname(path))
+    with open(path, "w") as f:
+        f.write("{not json")
+    (status,) = status_json(flow_runner)["states"]
+    assert status["branch"] == "user.tester"
+    assert status["error"].startswith("JSONDecodeError")
+    assert status["baseline"] is None
+
+
+def test_reset_is_refused_while_a_run_announces_and_replay_needs_an_event(state_env):
+    from flowproject.sensor import SensorState
+    from flowproject.state import new_claim
+
+    flow_runner = state_env
+    flow_runner.write_config(s3_config("some-bucket", "events/", "files_metadata"))
+    store = _store(flow_runner.workdir)
+    store.save(SensorState(), None, claim=new_claim("SensorFlow/7", "c0ffee", "v1", 600))
+    path = os.path.join(flow_runner.workdir, STATE)
+    with open(path, "rb") as f:
+        before = f.read()
+
+    proc = cli(flow_runner, "reset", "--yes", "--config", flow_runner.config_path)
+    assert proc.returncode == 2
+    assert "run SensorFlow/7 is announcing change c0ffee right now" in proc.stderr
+    with open(path, "rb") as f:
+        assert f.read() == before
+
+    proc = cli(flow_runner, "replay", "--config", flow_runner.config_path)
+    assert proc.returncode == 2
+    assert "Nothing to replay: SensorFlow branch user.tester has no announced value" in (
+        proc.stderr
+    )
+
+
+def test_project_branch_names_the_branch_as_metaflow_does(monkeypatch):
+    from flowproject.operations import project_branch
+
+    monkeypatch.delenv("METAFLOW_OWNER", raising=False)
+    assert project_branch(user="alice") == "user.alice"
+    assert project_branch("feature_x") == "test.feature_x"
+    assert project_branch(production=True) == "prod"
+    assert project_branch("canary", production=True) == "prod.canary"
+    assert project_branch("user.bob") == "user.bob"
+    assert project_branch("test.feature_x") == "test.feature_x"
+
+
+def test_status_and_reset_on_the_s3_datastore(tmp_path, s3_server, s3_client, bucket):
+    """The commands use the datastore of Metaflow's configuration: here S3."""
+    key = "metaflow/SensorFlow/sensor_state/testproject/test.x.json"
+    scope = {"flow": "SensorFlow", "project": "testproject", "branch": "test.x"}
+    baseline = {"value": "v1", "fingerprint": "f1", "change_id": "c1", "run": "SensorFlow/1"}
+    history = [
+        {"at": "2026-01-01T00:00:00+00:00", "kind": "first", "published": True},
+        {"at": "2026-01-01T00:05:00+00:00", "kind": "changed", "published": False, "failed": True},
+        {"at": "2026-01-01T00:10:00+00:00", "kind": "settling", "published": False},
+    ]
+    pending = {"value": "v2", "fingerprint": "f2", "seen": 1, "first_seen_at": "2026-01-01T00:10"}
+    doc = {"scope": scope, "baseline": baseline, "pending": pending, "history": history}
+    s3_client.put_object(Bucket=bucket, Key=key, Body=json.dumps(doc).encode())
+    env = dict(
+        os.environ,
+        METAFLOW_DEFAULT_DATASTORE="s3",
+        METAFLOW_DATASTORE_SYSROOT_S3="s3://%s/metaflow" % bucket,
+        METAFLOW_S3_ENDPOINT_URL=s3_server.endpoint_url,
+        METAFLOW_HOME=str(tmp_path / "metaflow-home"),
+        METAFLOW_USER="tester",
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
+
+    def run(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "flowproject"] + list(args),
+            cwd=str(tmp_path),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    proc = run("status", "--project", "testproject", "--json")
+    assert proc.returncode == 0, proc.stderr
+    (status,) = json.loads(proc.stdout)["states"]
+    assert status["location"] == "s3://%s/%s" % (bucket, key)
+    assert status["branch"] == "test.x" and status["baseline"]["value"] == "v1"
+    assert status["pending"] == {"value": "v2", "seen": 1, "first_seen_at": "2026-01-01T00:10"}
+    assert [h["at"] for h in status["failed_publishes"]] == ["2026-01-01T00:05:00+00:00"]
+    assert status["last_check"]["kind"] == "settling"
+    proc = run("status", "--project", "testproject")
+    assert proc.returncode == 0, proc.stderr
+    assert "settling    v2 seen unchanged 1 time(s) since 2026-01-01T00:10" in proc.stdout
+    assert "failed      1 publish(es), last at 2026-01-01T00:05:00+00:00" in proc.stdout
+    assert "changed    FAILED" in proc.stdout
+
+    proc = run("reset", "--yes", "--project", "testproject", "--branch", "x")
+    assert proc.returncode == 0, proc.stderr
+    assert "Reset SensorFlow branch test.x of project testproject" in proc.stdout
+    marker = json.loads(s3_client.get_object(Bucket=bucket, Key=key)["Body"].read())
+    assert marker["baseline"] is None and marker["reset"]["by"] == "tester"
+    assert [h["kind"] for h in marker["history"]][-1] == "reset"
+    assert marker["pending"] is None
+
+
+def test_a_reset_marker_is_honoured_without_recovering_from_runs(tmp_path, monkeypatch):
+    import flowproject.state as state_module
+    from flowproject.operations import reset_marker
+
+    def recover(*args):
+        raise AssertionError("a reset marker must not be recovered from runs")
+
+    monkeypatch.setattr(state_module, "recover_from_runs", recover)
+    store = _store(tmp_path)
+    store.save(reset_marker("tester"), None)
+    state, version = store.load_versioned()
+    assert state.baseline is None and state.reset["by"] == "tester" and version
