@@ -23,10 +23,12 @@ def _md_escape(text):
     return str(text).replace("|", "\\|").replace("*", "\\*").replace("_", "\\_")
 
 
-def headline(decision, published, dry_run):
+def headline(decision, published, dry_run, publish_failure=None):
     """One line: what the check did."""
     if decision.publish and published:
         return "Published"
+    if decision.publish and publish_failure:
+        return "Publish failed (the run fails; the next check announces again)"
     if decision.publish and dry_run:
         return "Would publish (dry run)"
     if decision.kind == "settling":
@@ -141,6 +143,7 @@ def render_sensor_card(
     changes=None,
     settle_checks=0,
     branch=None,
+    publish_failure=None,
 ):
     """Append the check's components to ``card`` (``current.card["sensor"]``).
 
@@ -159,8 +162,12 @@ def render_sensor_card(
         From ``diff_listings`` (``files_metadata``, when a change is announced or settling).
     settle_checks : int
     branch : str
+    publish_failure : str, optional
+        Why publishing failed (the baseline did not move).
     """
-    card.append(Markdown("# Sensor check: %s" % headline(decision, published, dry_run)))
+    card.append(
+        Markdown("# Sensor check: %s" % headline(decision, published, dry_run, publish_failure))
+    )
     card.append(
         Markdown(
             "**Decision:** %s (%s). **Why:** %s"
@@ -184,6 +191,8 @@ def render_sensor_card(
                     if published
                     else " (dry run, not published)"
                     if dry_run and decision.publish
+                    else " (not published: %s)" % publish_failure
+                    if publish_failure
                     else " (not published)"
                 )
             ),
