@@ -62,6 +62,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from .exceptions import StateConflict, StateError, StateFormatError
+from .schema_check import surely_valid
 from .sensor import Baseline, SensorState
 from .sources.observation import fingerprint
 
@@ -116,6 +117,8 @@ STATE_SCHEMA = {
 
 def check_state_document(doc):
     """Raise ``StateFormatError`` naming the first field of ``doc`` that has the wrong shape."""
+    if surely_valid(doc, STATE_SCHEMA):  # every check reads the state: skip the import
+        return
     from jsonschema import Draft202012Validator
 
     errors = sorted(Draft202012Validator(STATE_SCHEMA).iter_errors(doc), key=lambda e: list(e.path))
