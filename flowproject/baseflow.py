@@ -189,9 +189,14 @@ class BaseFlow(FlowSpec):
         decided = _decided_against.get()
         if decided is None:
             decided = store.load_versioned(quiet=True, baseline_run=decision.baseline_run)
-        _state, decision = self._commit(store, observation, decision, *decided)
-        if decision.kind not in QUIET_KINDS:  # another run wrote meanwhile: say so
-            print(decision.reason)
+        _state, recorded = self._commit(store, observation, decision, *decided)
+        if recorded is not decision:  # another run wrote meanwhile: say so
+            print(recorded.reason)
+            if getattr(self, "decision", None) is decision:
+                self.decision = recorded
+        # What only the announcing step reads: an unchanged check stores nothing it won't use.
+        for name in ("decide_options", "state_version"):
+            self.__dict__.pop(name, None)
         return "end"
 
     def run_pathspec(self):
