@@ -29,13 +29,21 @@ class SensorFlow(BaseFlow):
             self.observation, force=self.force_trigger, dry_run=self.dry_run
         )
         print(self.decision.reason)
-        self.next(self.end)
+        # Nothing to announce (unchanged, reverted): recorded in the history, straight to end.
+        self.route = self.route_check(self.observation, self.decision, dry_run=self.dry_run)
+        self.next({"announce": self.announce_change, "end": self.end}, condition="route")
 
     @announcement  # the run's card, and what publishing needs under --environment=pypi
     @step
-    def end(self):
+    def announce_change(self):
         """Publish the change as an Argo Event, make it the new baseline, show it on the card."""
         self.event = self.announce(self.observation, self.decision, dry_run=self.dry_run)
+        self.next(self.end)
+
+    @step
+    def end(self):
+        """Fail the run if the event could not be published (the next check announces again)."""
+        self.fail_if_unpublished()
 
 
 if __name__ == "__main__":

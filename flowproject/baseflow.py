@@ -5,18 +5,22 @@ operations as short methods, so flow files read like the story they tell:
 
 - ``query()``: check the configured source once, returning an ``Observation``;
 - ``decide_change(observation)``: compare it with this branch's baseline;
+- ``route_check(...)``: record a check with nothing to announce and go straight to ``end``,
+  or go on to the announcing step;
 - ``announce(...)``: publish the change as an Argo Event, move the baseline, and show the
-  check on the step's ``sensor`` card.
+  check on the step's ``sensor`` card;
+- ``fail_if_unpublished()``: fail the run (in ``end``) when the announcing step could not
+  publish.
 """
 
 import dataclasses
 import inspect
 import os
 import sys
+from contextvars import ContextVar
 
 from metaflow import Config, FlowSpec, current
 
-from .cards import render_sensor_card, watched
 from .config import parse_flowconfig
 from .decorators import CARD_ID, SourceDecoratorError, active_session, config_data
 from .events import event_name, publish
@@ -41,6 +45,14 @@ from .state import (
     load_listing,
     new_claim,
 )
+
+# Decisions with nothing to announce: the deciding step records them in the branch's history
+# and the run goes straight to ``end``, with no card (most checks of a sensor are these).
+QUIET_KINDS = ("unchanged", "reverted")
+
+# The (state, version) the running step decided against. Kept here, not on the flow object:
+# everything set on the flow becomes an artifact, and only the route needs it again.
+_decided_against = ContextVar("flowproject_decided_against", default=None)
 
 
 def flowconfig_next_to_flow(context):
@@ -163,6 +175,7 @@ class BaseFlow(FlowSpec):
             Also stored as artifacts by the caller; its ``reason`` says why.
         """
         state, self.state_version = self.state_store().load_versioned()
+        _decided_against.set((state, self.state_version))
         decision = self.decide_against(
             state,
             observation,
@@ -188,6 +201,43 @@ class BaseFlow(FlowSpec):
             if getattr(self, "observation", None) is observation:
                 self.observation = dataclasses.replace(observation, detail=None)
         return decision
+
+    def route_check(self, observation, decision, dry_run=False):
+        """Where the run goes after deciding: ``"end"`` when there is nothing to announce,
+        else ``"announce"``.
+
+        An ``unchanged`` or ``reverted`` check (not a dry run) is recorded in the branch's
+        history here, by a compare-and-swap write that never fails the run, and the run goes
+        straight to ``end``: no card, no other write. Every other decision (to publish,
+        accept, settle, a dry run, ...) goes to the announcing step, which shows it on the card.
+
+        Parameters
+        ----------
+        observation : Observation
+        decision : Decision
+            From ``decide_change()``.
+        dry_run : bool
+
+        Returns
+        -------
+        str
+            ``"end"`` or ``"announce"``, the condition of the step's ``self.next({...})``.
+        """
+        if decision.kind not in QUIET_KINDS or decision.new_baseline or dry_run:
+            return "announce"
+        store = self.state_store()
+        decided = _decided_against.get()
+        if decided is None:
+            decided = store.load_versioned(quiet=True, baseline_run=decision.baseline_run)
+        _state, recorded = self._commit(store, observation, decision, *decided)
+        if recorded is not decision:  # another run wrote meanwhile: say so
+            print(recorded.reason)
+            if getattr(self, "decision", None) is decision:
+                self.decision = recorded
+        # What only the announcing step reads: an unchanged check stores nothing it won't use.
+        for name in ("decide_options", "state_version"):
+            self.__dict__.pop(name, None)
+        return "end"
 
     def run_pathspec(self):
         """``FlowName/run_id`` of this run, as recorded in the state."""
@@ -290,12 +340,13 @@ class BaseFlow(FlowSpec):
     def announce(self, observation, decision, dry_run=False):
         """Publish the decision's event, record the new state of this branch, show the card.
 
-        The baseline moves only after the event was published: if publishing fails the run
-        fails (the failed attempt is kept in the history) and the next check announces the
-        change again. ``dry_run`` publishes nothing and writes nothing. A run that moved
-        the baseline keeps it as artifacts: ``announced``, ``announced_value``, ``change_id``.
-        When the step has
-        the ``sensor`` card (``@announcement`` adds it) the check is shown on it.
+        The baseline moves only after the event was published. If publishing fails, the
+        failed attempt is kept in the history and shown on the card, the error is kept as
+        the ``publish_failure`` artifact, and ``fail_if_unpublished()`` (in ``end``) fails
+        the run; the next check announces the change again. ``dry_run`` publishes nothing and
+        writes nothing. A run that moved the baseline keeps it as artifacts: ``announced``,
+        ``announced_value``, ``change_id``. When the step has the ``sensor`` card
+        (``@announcement`` adds it) the check is shown on it.
 
         Parameters
         ----------
@@ -332,10 +383,17 @@ class BaseFlow(FlowSpec):
             else:
                 try:
                     event_id = publish(name, payload, timeout=sensor.publish_timeout)
-                except PublishError:
-                    # Keep the failed attempt in the history; the baseline does not move.
-                    self._commit(store, observation, decision, state, version, failed=True)
-                    raise
+                except PublishError as e:
+                    # Keep the failed attempt in the history; the baseline does not move. The
+                    # run fails in ``end``: Metaflow renders no card for a failed step.
+                    new_state, decision = self._commit(
+                        store, observation, decision, state, version, failed=True
+                    )
+                    self.announced = False
+                    self.publish_failure = str(e)
+                    print(str(e), file=sys.stderr)
+                    self.show_check(observation, decision, new_state, None, name, dry_run)
+                    return None
                 published = dict(payload, name=name, id=event_id)
                 print("Published %s (change %s)" % (name, decision.change_id))
         if dry_run:
@@ -356,6 +414,15 @@ class BaseFlow(FlowSpec):
             self.change_id = decision.change_id
         self.show_check(observation, decision, new_state, published, name, dry_run)
         return published
+
+    def fail_if_unpublished(self):
+        """Raise ``PublishError`` if this run's announcing step could not publish its event.
+
+        Called in ``end``, so the announcing step keeps its card and the run still fails.
+        """
+        failure = getattr(self, "publish_failure", None)
+        if failure:
+            raise PublishError(failure)
 
     def _claim(self, store, observation, decided, state, version):
         """Claim the change (a CAS write with a lease) before publishing it.
@@ -432,6 +499,8 @@ class BaseFlow(FlowSpec):
         """Draw the check on the step's ``sensor`` card, if the step has one."""
         if CARD_ID not in self._card_ids():
             return
+        from .cards import render_sensor_card, watched  # metaflow.cards: only steps with a card
+
         render_sensor_card(
             current.card[CARD_ID],
             observation=observation,
@@ -444,6 +513,7 @@ class BaseFlow(FlowSpec):
             settle_checks=self.flowconfig.sensor.settle_checks,
             branch=self.sensor_branch(),
             watching=watched(config_data(self)),
+            publish_failure=getattr(self, "publish_failure", None),
         )
 
     def _card_ids(self):

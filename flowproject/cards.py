@@ -52,10 +52,12 @@ def history_outcome(entry):
     return "no event"
 
 
-def headline(decision, published, dry_run):
+def headline(decision, published, dry_run, publish_failure=None):
     """One line: what the check did."""
     if decision.publish and published:
         return "Published"
+    if decision.publish and publish_failure:
+        return "Publish failed (the run fails; the next check announces again)"
     if decision.publish and dry_run:
         return "Would publish (dry run)"
     if decision.kind == "settling":
@@ -192,6 +194,7 @@ def render_sensor_card(
     settle_checks=0,
     branch=None,
     watching=None,
+    publish_failure=None,
 ):
     """Append the check's components to ``card`` (``current.card["sensor"]``).
 
@@ -215,18 +218,22 @@ def render_sensor_card(
     branch : str
     watching : str, optional
         What the sensor watches, from ``watched(data)``.
+    publish_failure : str, optional
+        Why publishing failed (the baseline did not move).
     """
-    result = outcome(decision, published, dry_run)
+    result = "failed" if publish_failure else outcome(decision, published, dry_run)
     card.append(
         Markdown(
             '# <span style="color: %s">&#9679;</span> Sensor check: %s'
-            % (OUTCOME_COLORS[result], headline(decision, published, dry_run))
+            % (OUTCOME_COLORS[result], headline(decision, published, dry_run, publish_failure))
         )
     )
     if published:
         event = "%s (id %s)" % (event_name, published["id"])
     elif dry_run and decision.publish:
         event = "%s (dry run, not published)" % event_name
+    elif publish_failure:
+        event = "%s (not published: %s)" % (event_name, publish_failure)
     else:
         event = "%s (not published)" % event_name
     rows = [

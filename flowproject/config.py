@@ -15,6 +15,7 @@ import sys
 from .cron import cron_problems
 from .events import PUBLISH_TIMEOUT
 from .exceptions import FlowConfigError
+from .schema_check import surely_valid
 from .sources import SOURCE_TYPES, load_source
 
 if sys.version_info >= (3, 11):
@@ -219,6 +220,8 @@ def schema_problems(instance, schema, prefix):
     List[str]
         Problems, sorted by key.
     """
+    if surely_valid(instance, schema):  # the usual case, without importing jsonschema
+        return []
     problems = []
     for error in _strict_validator_class()(schema).iter_errors(instance):
         path = [prefix] if prefix else []

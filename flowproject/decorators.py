@@ -151,7 +151,7 @@ class announcement(StepMutator):
     """Mark the step that announces changes (the one calling ``self.announce()``).
 
     It gets the ``sensor`` card showing the check (unless ``[sensor] card = false``: Metaflow
-    renders a card in a separate process, about a second and 1 MB per run), and under
+    renders a card in a separate process, about a second and 1 MB per card), and under
     ``--environment=pypi`` or ``conda`` the packages publishing needs.
     """
 

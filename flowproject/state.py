@@ -30,9 +30,9 @@ The protocol of one run:
 
 1. ``start`` reads ``(state, version)`` and decides against it. A live *claim* of another run
    (below) means "being announced right now": no event (decision kind ``concurrent``).
-2. ``end``, when the decision is to publish, first *claims* the change: a CAS write of the same
-   state plus ``claim = {run, change_id, value, expires_at}``, a lease longer than the publish
-   can take (``[sensor] publish_timeout`` + 60 s).
+2. ``announce_change``, when the decision is to publish, first *claims* the change: a CAS
+   write of the same state plus ``claim = {run, change_id, value, expires_at}``, a lease
+   longer than the publish can take (``[sensor] publish_timeout`` + 60 s).
 3. It publishes, then *commits*: a CAS write moving the baseline, appending the history entry
    and clearing the claim.
 
@@ -42,8 +42,8 @@ announced the same value meanwhile, or holds a live claim, it publishes nothing 
 it publishes nothing and the next check compares again; a claim whose lease expired (its run
 died between claim and commit) is ignored, so the change is published again. A run that has
 published retries its commit on the state it re-read, so no history entry is lost. History-only
-writes (unchanged, settling) retry a few times, then are logged and dropped: they never fail a
-run, and never make an announcing run fail.
+writes (unchanged and reverted checks, written by ``start``; settling) retry a few times, then
+are logged and dropped: they never fail a run, and never make an announcing run fail.
 
 ``FLOWPROJECT_TEST_WRITE_BARRIER=<folder>:<n>`` (tests only) makes the n-th state write of a
 process create ``<folder>/write-<n>.waiting`` and wait for ``<folder>/write-<n>.go``, so a test
@@ -62,6 +62,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from .exceptions import StateConflict, StateError, StateFormatError
+from .schema_check import surely_valid
 from .sensor import Baseline, SensorState
 from .sources.observation import fingerprint
 
@@ -118,6 +119,8 @@ STATE_SCHEMA = {
 
 def check_state_document(doc):
     """Raise ``StateFormatError`` naming the first field of ``doc`` that has the wrong shape."""
+    if surely_valid(doc, STATE_SCHEMA):  # every check reads the state: skip the import
+        return
     from jsonschema import Draft202012Validator
 
     errors = sorted(Draft202012Validator(STATE_SCHEMA).iter_errors(doc), key=lambda e: list(e.path))

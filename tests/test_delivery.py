@@ -69,7 +69,7 @@ def card_data(flow_runner, run_id):
         "runs",
         run_id,
         "steps",
-        "end",
+        "announce_change",
         "tasks",
         "*",
         "cards",
@@ -82,6 +82,20 @@ def card_data(flow_runner, run_id):
     match = re.search(r'__MF_DATA__\["[^"]+"\] = "([^"]+)"', html)
     assert match, "no card data in %s" % paths[0]
     return base64.b64decode(match.group(1)).decode("utf-8")
+
+
+def cards_of(flow_runner, run_id):
+    """Every card file ``run_id`` stored, whatever its step."""
+    pattern = os.path.join(
+        metaflow_root(flow_runner), "mf.cards", FLOW, "runs", run_id, "**", "*.html"
+    )
+    return glob.glob(pattern, recursive=True)
+
+
+def steps_run(flow_runner, run_id):
+    """The steps ``run_id`` ran (local metadata)."""
+    folder = os.path.join(metaflow_root(flow_runner), FLOW, run_id)
+    return sorted(name for name in os.listdir(folder) if not name.startswith("_"))
 
 
 def has_artifact(flow_runner, run_id, step, name):
@@ -114,21 +128,32 @@ def test_at_least_once_and_branch_isolation(flow_runner, s3_client, bucket, webh
     assert first["previous_value"] == "" and first["data_version"].startswith("sha256:")
     assert has_artifact(flow_runner, run1, "start", "listing")
     assert read_state(flow_runner)["baseline"]["run"] == "%s/%s" % (FLOW, run1)
+    assert len(cards_of(flow_runner, run1)) == 1
 
-    # 2. Unchanged: nothing published, no listing stored, and the check succeeds.
+    # 2. Unchanged: nothing published, no listing stored, and the check succeeds. It goes
+    #    straight from start to end: no card, only its entry in the state's history.
     run2, out = check(flow_runner)
     assert len(webhook.events) == 1
     assert "unchanged since the last announcement" in out
     assert not has_artifact(flow_runner, run2, "start", "listing")
     assert not has_artifact(flow_runner, run2, "start", "changes")
+    assert steps_run(flow_runner, run2) == ["end", "start"]
+    assert cards_of(flow_runner, run2) == []
+    history = read_state(flow_runner)["history"]
+    assert [h["kind"] for h in history] == ["first", "unchanged"]
+    assert history[-1]["run"] == "%s/%s" % (FLOW, run2)
 
     # 3. A change while the webhook answers HTTP 500: the run fails, the baseline stays.
     put(s3_client, bucket, "events/c.csv")
     webhook.fail_with = 500
-    _, out = check(flow_runner, ok=False)
+    run3, out = check(flow_runner, ok=False)
     assert "Could not publish" in out and "500" in out
     assert webhook.rejected >= 1 and len(webhook.events) == 1
     assert read_state(flow_runner)["baseline"]["run"] == "%s/%s" % (FLOW, run1)
+    #    The failed publish is on the announcing step's card; the run fails in end.
+    card = card_data(flow_runner, run3)
+    assert "Publish failed" in card and "Could not publish" in card
+    assert "Event not published" in out and "/end/" in out.split("Event not published")[0]
 
     # 4. The webhook is gone (connection refused): fails again, baseline still unmoved.
     webhook.fail_with = None

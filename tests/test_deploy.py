@@ -331,6 +331,19 @@ def test_templates_validate_against_the_argo_schema(compiled, workflow_template_
         assert errors == [], "%s does not validate:\n%s" % (flow, "\n".join(errors[:20]))
 
 
+def test_the_sensor_compiles_with_its_conditional_announcing_step(compiled):
+    # start switches to announce-change or straight to end; end runs after either branch.
+    proc, out = compiled["main"]
+    _ok(proc)
+    template = load_templates(out)["sensorflow.py"]
+    (dag,) = [t["dag"] for t in template["spec"]["templates"] if t.get("dag")]
+    tasks = {task["name"]: task for task in dag["tasks"]}
+    assert {"start", "announce-change", "end"} <= set(tasks)
+    assert tasks["announce-change"].get("when"), tasks["announce-change"]
+    depends = tasks["end"].get("depends", "")
+    assert "start" in depends and "announce-change" in depends, tasks["end"]
+
+
 def test_a_bad_flow_fails_deploy_by_name_and_the_others_still_report(
     git_repo, deploy_env, tmp_path
 ):

@@ -569,13 +569,14 @@ def test_connector_package_follows_the_environment(tmp_path, environment):
     steps = dict(
         line.split(" ", 2)[1:] for line in out.stdout.splitlines() if line.startswith("STEP ")
     )
-    assert set(steps) == {"start", "end"}, out.stdout + out.stderr
+    assert set(steps) == {"start", "announce_change", "end"}, out.stdout + out.stderr
     if environment == "local":
-        assert steps == {"start": "[]", "end": "[]"}
+        assert steps == {"start": "[]", "announce_change": "[]", "end": "[]"}
     else:
         assert steps["start"] == str(
             [("conda", []), ("pypi", [(CONNECTOR_PACKAGE, connector_version())])]
         )
-        assert steps["end"] == str(
+        assert steps["announce_change"] == str(
             [("conda", []), ("pypi", [("tenacity", installed_version("tenacity", ""))])]
         )
+        assert steps["end"] == str([("conda", [])])  # end publishes nothing
