@@ -110,6 +110,8 @@ STATE_SCHEMA = {
             "additionalProperties": False,
         },
         "history": {"type": "array", "items": {"type": "object"}},
+        # Where the source's next check continues reading (SensorState.cursor).
+        "cursor": {"type": ["object", "null"]},
     },
 }
 
