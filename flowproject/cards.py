@@ -130,6 +130,47 @@ def changes_markdown(changes):
     return "\n".join(lines)
 
 
+COMMIT_COLUMNS = ("version", "operation", "time (UTC)", "changed data", "rows added")
+
+
+def commits_since(commits, previous_value):
+    """The commits of a table source (``summary["commits"]``) newer than the announced one.
+
+    ``previous_value`` is ``"<version>@<table id>"`` (``sources.delta``); of another table, or
+    none yet, every commit is shown.
+    """
+    if not commits:
+        return []
+    version, _, _table = (previous_value or "").partition("@")
+    if not version.isdigit():
+        return list(commits)
+    return [c for c in commits if c.get("version", -1) > int(version)]
+
+
+def commit_rows(commits):
+    """Table rows for ``commits_since``'s commits, newest first."""
+    from datetime import datetime, timezone
+
+    rows = []
+    for commit in reversed(commits):
+        stamp = commit.get("timestamp")
+        when = (
+            datetime.fromtimestamp(stamp / 1000, timezone.utc).isoformat(timespec="seconds")
+            if isinstance(stamp, (int, float))
+            else ""
+        )
+        rows.append(
+            [
+                str(commit.get("version")),
+                str(commit.get("operation") or ""),
+                when,
+                "yes" if commit.get("data_change") else "no",
+                "" if commit.get("rows_added") is None else str(commit["rows_added"]),
+            ]
+        )
+    return rows
+
+
 def render_sensor_card(
     card,
     observation,
@@ -210,6 +251,10 @@ def render_sensor_card(
         )
     if changes:
         card.append(Markdown(changes_markdown(changes)))
+    commits = commits_since(observation.summary.get("commits"), decision.previous_value)
+    if commits:
+        card.append(Markdown("### Commits since the last announcement"))
+        card.append(Table(commit_rows(commits), headers=list(COMMIT_COLUMNS)))
     if state.history:
         card.append(VegaChart(history_chart(state.history)))
     if dry_run:

@@ -31,6 +31,7 @@ from .observation import ABSENT_STATE, Observation, fingerprint
 SOURCE_TYPES = {
     "s3": "flowproject.sources.s3",
     "snowflake": "flowproject.sources.snowflake",
+    "delta": "flowproject.sources.delta",
 }
 
 
