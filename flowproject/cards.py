@@ -134,17 +134,20 @@ COMMIT_COLUMNS = ("version", "operation", "time (UTC)", "changed data", "rows ad
 
 
 def commits_since(commits, previous_value):
-    """The commits of a table source (``summary["commits"]``) newer than the announced one.
+    """The commits of a table source (``summary["commits"]``, oldest first) after the
+    announced one.
 
-    ``previous_value`` is ``"<version>@<table id>"`` (``sources.delta``); of another table, or
-    none yet, every commit is shown.
+    ``previous_value`` is ``"<version>@<table id>"`` (``sources.delta``) or a snapshot id
+    (``sources.iceberg``); when it is not among the commits (another table, none announced
+    yet, older than the commits kept) every commit is shown.
     """
     if not commits:
         return []
-    version, _, _table = (previous_value or "").partition("@")
-    if not version.isdigit():
-        return list(commits)
-    return [c for c in commits if c.get("version", -1) > int(version)]
+    version = (previous_value or "").partition("@")[0]
+    for index, commit in enumerate(commits):
+        if str(commit.get("version")) == version:
+            return list(commits[index + 1 :])
+    return list(commits)
 
 
 def commit_rows(commits):

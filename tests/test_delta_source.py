@@ -240,6 +240,7 @@ def test_card_lists_the_commits_since_the_announced_version():
     assert [c["version"] for c in shown] == [2, 3]
     assert commit_rows(shown)[0] == ["3", "DELETE", "1970-01-01T00:00:00+00:00", "yes", ""]
     assert len(commits_since(commits, None)) == 3  # nothing announced yet: all of them
+    assert len(commits_since(commits, "0@abc")) == 3  # older than the commits kept
 
 
 def test_step_gets_the_source_modules_packages():

@@ -32,6 +32,7 @@ SOURCE_TYPES = {
     "s3": "flowproject.sources.s3",
     "snowflake": "flowproject.sources.snowflake",
     "delta": "flowproject.sources.delta",
+    "iceberg": "flowproject.sources.iceberg",
 }
 
 
