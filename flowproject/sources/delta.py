@@ -426,4 +426,4 @@ def check(data, session, cursor=None):
         "data_timestamp": data_timestamp,
         "commits": commits,
     }
-    return Observation("%d@%s" % (data_version, table_id), summary, cursor=next_cursor)
+    return Observation("%d@%s" % (data_version, table_id or "unknown"), summary, cursor=next_cursor)
