@@ -247,3 +247,24 @@ def test_step_gets_the_source_modules_packages():
     from flowproject.decorators import source_packages
 
     assert set(source_packages(delta)) == {"boto3", "pyarrow"}
+
+
+def test_card_of_an_announcement_shows_its_commits(table):
+    import json
+
+    from flowproject.cards import render_sensor_card
+
+    table.write([1])
+    table.write([0])
+    sensor = Sensor(table.uri)
+    sensor.check()  # announces version 1
+    table.open().optimize.compact()  # version 2
+    table.write([2, 3])  # version 3
+    observation, decided = sensor.check()
+    card = []
+    render_sensor_card(card, observation, decided, sensor.state, None, "ev", False)
+    rendered = json.dumps([c.render() for c in card])
+    assert "Commits since the last announcement" in rendered
+    assert '["3", "WRITE"' in rendered and '"yes", "2"]' in rendered
+    assert '["2", "OPTIMIZE"' in rendered and '"no", ""]' in rendered
+    assert '["1", "WRITE"' not in rendered  # announced before
