@@ -15,7 +15,8 @@ moto server's own process:
 
 Every other request (PutObject, HeadObject, ...) is moto's unmodified code. SEED_SPEC_JSON is a
 list of ``{"bucket": ..., "prefix": ..., "count": N, "partitions": P}``: N objects spread
-round-robin over P sub-prefixes ``part=XX/``.
+round-robin over P sub-prefixes ``part=XX/``; or ``{"bucket": ..., "prefix": ...,
+"directory": PATH}``: the files of a local folder (a Delta table written by ``deltalake``).
 """
 
 import base64
@@ -139,11 +140,30 @@ def seed(spec):
             backend.create_bucket(item["bucket"], "us-east-1")
         except Exception:
             pass  # already there
+        if "directory" in item:
+            total += seed_directory(backend, item)
+            continue
         parts = item.get("partitions", 0)
         for i in range(item["count"]):
             folder = "part=%02d/" % (i % parts) if parts else ""
             key = "%s%sobj-%06d.parquet" % (item["prefix"], folder, i)
             backend.put_object(item["bucket"], key, b"x" * (i % 97))
+            total += 1
+    return total
+
+
+def seed_directory(backend, item):
+    """Every file under ``item["directory"]`` (a table written locally), at its relative path
+    under ``item["prefix"]``."""
+    import os
+
+    root, total = item["directory"], 0
+    for folder, _dirs, files in os.walk(root):
+        for name in sorted(files):
+            path = os.path.join(folder, name)
+            key = item["prefix"] + os.path.relpath(path, root).replace(os.sep, "/")
+            with open(path, "rb") as f:
+                backend.put_object(item["bucket"], key, f.read())
             total += 1
     return total
 

@@ -25,17 +25,9 @@ from .config import parse_flowconfig
 from .decorators import CARD_ID, SourceDecoratorError, active_session, config_data
 from .events import event_name, publish
 from .exceptions import PublishError, StateConflict, StateError
-from .sensor import (
-    SKIP,
-    advance,
-    decide,
-    decision_options,
-    diff_listings,
-    pack_listing,
-    read_listing_file,
-    unpack_listing,
-)
+from .sensor import SKIP, advance, decide, decision_options
 from .sources import source_absent_message, source_identity
+from .sources.s3_listing import diff_listings, pack_listing, read_listing_file, unpack_listing
 from .state import (
     STATE_WRITE_ATTEMPTS,
     StateStore,
@@ -121,7 +113,12 @@ class BaseFlow(FlowSpec):
                 "@source (or @s3 / @snowflake) above @step." % current.step_name
             )
         module, data, session = active
-        return module.check(data, session)
+        cursor = None
+        if getattr(module, "USES_CURSOR", False):
+            # Read quietly: the deciding step says where a recovered baseline came from.
+            state = self.state_store().load(quiet=True)
+            cursor = state.cursor_for(source_identity(data))
+        return module.check(data, session, cursor)
 
     # ------------------------------------------------------------------ baseline and decision
 
@@ -335,6 +332,9 @@ class BaseFlow(FlowSpec):
             "branch": current.get("branch_name", None) or "",
             "run_id": str(current.run_id),
         }
+        # Fields a source adds for consumers, e.g. a table's version to pin (sources.delta).
+        for key, value in (observation.summary.get("payload") or {}).items():
+            payload.setdefault(key, value)
         return payload
 
     def announce(self, observation, decision, dry_run=False):

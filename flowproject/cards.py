@@ -182,6 +182,50 @@ def watched(data):
     return load_source(data["type"]).describe(data)
 
 
+COMMIT_COLUMNS = ("version", "operation", "time (UTC)", "changed data", "rows added")
+
+
+def commits_since(commits, previous_value):
+    """The commits of a table source (``summary["commits"]``, oldest first) after the
+    announced one.
+
+    ``previous_value`` is ``"<version>@<table id>"`` (``sources.delta``) or a snapshot id
+    (``sources.iceberg``); when it is not among the commits (another table, none announced
+    yet, older than the commits kept) every commit is shown.
+    """
+    if not commits:
+        return []
+    version = (previous_value or "").partition("@")[0]
+    for index, commit in enumerate(commits):
+        if str(commit.get("version")) == version:
+            return list(commits[index + 1 :])
+    return list(commits)
+
+
+def commit_rows(commits):
+    """Table rows for ``commits_since``'s commits, newest first."""
+    from datetime import datetime, timezone
+
+    rows = []
+    for commit in reversed(commits):
+        stamp = commit.get("timestamp")
+        when = (
+            datetime.fromtimestamp(stamp / 1000, timezone.utc).isoformat(timespec="seconds")
+            if isinstance(stamp, (int, float))
+            else ""
+        )
+        rows.append(
+            [
+                str(commit.get("version")),
+                str(commit.get("operation") or ""),
+                when,
+                "yes" if commit.get("data_change") else "no",
+                "" if commit.get("rows_added") is None else str(commit["rows_added"]),
+            ]
+        )
+    return rows
+
+
 def render_sensor_card(
     card,
     observation,
@@ -277,6 +321,10 @@ def render_sensor_card(
     if changes:
         for component in changes_components(changes):
             card.append(component)
+    commits = commits_since(observation.summary.get("commits"), decision.previous_value)
+    if commits:
+        card.append(Markdown("### Commits since the last announcement"))
+        card.append(Table(commit_rows(commits), headers=list(COMMIT_COLUMNS)))
     if state.history:
         card.append(VegaChart(history_chart(state.history)))
     if dry_run:

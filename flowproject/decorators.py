@@ -1,9 +1,10 @@
 """Step decorators that give a step its data source.
 
-``@s3`` and ``@snowflake`` open the client or connection of ``flowconfig.toml``'s ``[data]``
-for the step, make it available to ``self.query()``, close it when the step ends, and record
-what was checked in the ``checked`` artifact. ``@source`` picks one of them from
-``[data] type``, so a flow that uses it switches sources by an edit of the config alone.
+``@source`` opens the client or connection of ``flowconfig.toml``'s ``[data]`` for the step,
+makes it available to ``self.query()``, closes it when the step ends, and records what was
+checked in the ``checked`` artifact. Which source, and which packages the step needs, come
+from the source module that ``[data] type`` names (``flowproject.sources``); ``@s3`` and
+``@snowflake`` are ``@source`` requiring one type.
 
     from flowproject import BaseFlow, source
 
@@ -53,7 +54,7 @@ def _plain(value):
 def source_session(step_name, flow, inputs=None, attributes=None):
     """Open the configured source for the step; close it when the step ends.
 
-    Added by ``@s3``, ``@snowflake`` and ``@source``; not used directly.
+    Added by ``@source``; not used directly.
     """
     data = config_data(flow)
     expected = (attributes or {}).get("type")
@@ -75,36 +76,53 @@ def source_session(step_name, flow, inputs=None, attributes=None):
     }
 
 
-class _SourceMutator(StepMutator):
+class source(StepMutator):
+    """Give the step the data source of ``flowconfig.toml``'s ``[data]``.
+
+    Use above ``@step``; inside the step, ``self.query()`` checks the configured source once.
+    The client or connection opens for the step and closes when it ends; what was asked goes
+    to the ``checked`` artifact. Under ``--environment=pypi`` or ``conda`` the step also gets
+    the packages the source module declares (``PACKAGES``); under a plain ``run`` it uses
+    the installed ones. Which source is ``[data] type``'s: a flow switches sources by an
+    edit of the config alone.
+    """
+
+    # Set by the typed decorators below: the step then requires this ``[data] type``.
     TYPE = None
 
     def mutate(self, mutable_step):
-        mutable_step.add_decorator(source_session, deco_kwargs={"type": self.TYPE})
+        configs = dict(mutable_step.flow.configs)
+        data_type = self.TYPE or configs["flowconfig"]["data"]["type"]
+        mutable_step.add_decorator(source_session, deco_kwargs={"type": data_type})
+        if self.TYPE and configs["flowconfig"]["data"]["type"] != self.TYPE:
+            return  # source_session says what is wrong when the step runs
+        add_packages(mutable_step, source_packages(load_source(data_type)))
 
 
-class s3(_SourceMutator):
-    """Give the step an S3 client for ``flowconfig.toml``'s ``[data]`` (role assumed if set).
+def source_packages(module):
+    """``{distribution: version}`` a source module declares in ``PACKAGES``: the installed
+    version where there is one, else the module's range."""
+    return {
+        name: installed_version(name, spec)
+        for name, spec in getattr(module, "PACKAGES", {}).items()
+    }
 
-    Use above ``@step``; inside the step, ``self.query()`` checks the configured object or
-    prefix. Requires ``[data] type = "s3"``.
-    """
+
+class s3(source):
+    """``@source`` that requires ``[data] type = "s3"`` (an S3 client for the step)."""
 
     TYPE = "s3"
 
-    def mutate(self, mutable_step):
-        super().mutate(mutable_step)
-        add_packages(mutable_step, {"boto3": installed_version("boto3", ">=1.34")})
 
-
-# The PyPI distribution of the Snowflake connector, and the version range the project supports
-# (fakesnow 0.12, used by the tests, does not import with 5.x).
+# The PyPI distribution of the Snowflake connector (declared by sources/snowflake.py too).
 CONNECTOR_PACKAGE = "snowflake-connector-python"
-CONNECTOR_FALLBACK_VERSION = ">=3.12,<5"
 
 
 def connector_version():
     """The installed connector's version (read without importing it), else a range."""
-    return installed_version(CONNECTOR_PACKAGE, CONNECTOR_FALLBACK_VERSION)
+    from .sources import snowflake as snowflake_source
+
+    return installed_version(CONNECTOR_PACKAGE, snowflake_source.PACKAGES[CONNECTOR_PACKAGE])
 
 
 def connector_package_spec(step_specs, flow_specs=(), version=None):
@@ -114,31 +132,12 @@ def connector_package_spec(step_specs, flow_specs=(), version=None):
     )
 
 
-class snowflake(_SourceMutator):
-    """Give the step a Snowflake connection for ``flowconfig.toml``'s ``[data]``.
-
-    Use above ``@step``; inside the step, ``self.query()`` runs the configured SQL template.
-    Requires ``[data] type = "snowflake"``. The connection opens on the first query and
-    closes when the step ends; each query's text and duration go to the ``checked``
-    artifact. Under ``--environment=pypi`` or ``conda`` the step also gets
-    ``snowflake-connector-python`` as a package; under a plain ``run`` it uses the
-    installed one.
-    """
+class snowflake(source):
+    """``@source`` that requires ``[data] type = "snowflake"`` (a Snowflake connection for the
+    step, opened on the first query; the connector as a package under ``--environment=pypi``
+    or ``conda``)."""
 
     TYPE = "snowflake"
-
-    def mutate(self, mutable_step):
-        super().mutate(mutable_step)
-        add_packages(mutable_step, {CONNECTOR_PACKAGE: connector_version()})
-
-
-class source(StepMutator):
-    """Apply ``@s3`` or ``@snowflake`` according to ``flowconfig.toml``'s ``[data] type``."""
-
-    def pre_mutate(self, mutable_step):
-        configs = dict(mutable_step.flow.configs)
-        data_type = configs["flowconfig"]["data"]["type"]
-        mutable_step.add_decorator({"s3": s3, "snowflake": snowflake}[data_type])
 
 
 # What publishing imports at run time, besides Metaflow itself.

@@ -94,6 +94,9 @@ class SensorState:
         Set by ``flowproject reset`` and ``./deploy --teardown``: ``at``, ``by``,
         ``to_current``. A stored state carrying it is honoured as it is (a *reset marker*):
         nothing is recovered from runs before the reset. The next check's write drops it.
+    cursor : dict, optional
+        Where the source's next check continues reading (``Observation.cursor``), saved by
+        every check, announced or not; None for sources that read everything each time.
     """
 
     baseline: Baseline | None = None
@@ -102,6 +105,7 @@ class SensorState:
     recovered_from: str | None = None
     scope: dict[str, Any] | None = None
     identity: dict[str, Any] | None = None
+    cursor: dict[str, Any] | None = None
     # A run announcing a change right now (state.Claim); stored and read by state.StateStore.
     claim: Any = None
     reset: dict[str, Any] | None = None
@@ -117,7 +121,19 @@ class SensorState:
         }
         if self.reset is not None:
             doc["reset"] = self.reset
+        if self.cursor is not None:
+            doc["cursor"] = self.cursor
         return doc
+
+    def cursor_for(self, identity):
+        """The stored cursor if it was left by a check of ``identity``, else None (a cursor
+        into another table's log must not be continued from)."""
+        if self.cursor is None:
+            return None
+        if self.identity is not None and identity is not None:
+            if dict(self.identity) != dict(identity):
+                return None
+        return self.cursor
 
     @classmethod
     def from_dict(cls, doc):
@@ -128,6 +144,7 @@ class SensorState:
             scope=doc.get("scope"),
             identity=doc.get("identity"),
             reset=doc.get("reset"),
+            cursor=doc.get("cursor"),
         )
 
 
@@ -456,82 +473,16 @@ def advance(
     history = (history + [history_entry(observation, decision, run_id, at, published, failed)])[
         -history_size:
     ]
+    cursor = state.cursor
+    if decision.new_baseline:
+        cursor = None  # left by a check of another source
+    if observation.cursor is not None:
+        cursor = observation.cursor
     return SensorState(
         baseline=baseline,
         pending=pending,
         history=history,
         scope=decision.scope if decision.scope is not None else state.scope,
         identity=decision.identity if decision.identity is not None else state.identity,
+        cursor=cursor,
     )
-
-
-# ------------------------------------------------------------------------------------------
-# Listings (files_metadata): what changed between two announcements, for the card.
-# ------------------------------------------------------------------------------------------
-
-DIFF_KEYS_SHOWN = 20
-
-
-def parse_listing(lines):
-    """``{relative key: "size\tmtime\tetag"}`` from listing lines (``key\tsize\tmtime\tetag``)."""
-    listing = {}
-    for line in lines:
-        line = line.rstrip("\n")
-        if line:
-            key, _, rest = line.partition("\t")
-            listing[key] = rest
-    return listing
-
-
-def read_listing_file(path):
-    """The listing a source spooled to ``path`` (one line per object)."""
-    with open(path, encoding="utf-8") as f:
-        return parse_listing(f)
-
-
-def pack_listing(path):
-    """The spooled listing at ``path`` as gzip'd bytes, to store with an announcement."""
-    import gzip
-
-    with open(path, "rb") as f:
-        return gzip.compress(f.read(), compresslevel=6, mtime=0)
-
-
-def unpack_listing(packed):
-    """The listing stored by ``pack_listing``; an empty listing for None."""
-    import gzip
-
-    if not packed:
-        return {}
-    return parse_listing(gzip.decompress(packed).decode("utf-8").splitlines())
-
-
-def diff_listings(previous, current, limit=DIFF_KEYS_SHOWN):
-    """Objects added, removed and modified from ``previous`` to ``current``.
-
-    Parameters
-    ----------
-    previous, current : dict
-        From ``parse_listing``; ``previous`` is None when there is no stored listing.
-    limit : int
-        Keys kept per category (sorted), for the card; the counts are complete.
-
-    Returns
-    -------
-    dict
-        ``added``, ``removed``, ``modified`` (counts), ``*_keys`` (up to ``limit`` keys
-        each) and ``compared_with`` (``"nothing"`` when there was no previous listing).
-    """
-    base = previous or {}
-    added = sorted(k for k in current if k not in base)
-    removed = sorted(k for k in base if k not in current)
-    modified = sorted(k for k in current if k in base and base[k] != current[k])
-    return {
-        "compared_with": "nothing" if previous is None else "listing",
-        "added": len(added),
-        "removed": len(removed),
-        "modified": len(modified),
-        "added_keys": added[:limit],
-        "removed_keys": removed[:limit],
-        "modified_keys": modified[:limit],
-    }

@@ -113,6 +113,8 @@ STATE_SCHEMA = {
         "history": {"type": "array", "items": {"type": "object"}},
         # A reset marker (flowproject reset, ./deploy --teardown): see SensorState.reset.
         "reset": {"type": ["object", "null"]},
+        # Where the source's next check continues reading (SensorState.cursor).
+        "cursor": {"type": ["object", "null"]},
     },
 }
 

@@ -487,7 +487,7 @@ def check_once(config, state=None, flow_name="SensorFlow", branch="user.test", f
     data, sensor = config["data"], config["sensor"]
     source = load_source(data["type"])
     with source.open_session(data) as session:
-        observation = source.check(data, session)
+        observation = source.check(data, session, state.cursor_for(source_identity(data)))
     if isinstance(observation.detail, str) and os.path.exists(observation.detail):
         os.unlink(observation.detail)  # the listing spool; a flow keeps it only on a change
     decision = decide(

@@ -25,8 +25,9 @@ from flowproject.cards import (
     render_sensor_card,
     watched,
 )
-from flowproject.sensor import SensorState, advance, decide, diff_listings, parse_listing
+from flowproject.sensor import SensorState, advance, decide
 from flowproject.sources.observation import Observation
+from flowproject.sources.s3_listing import diff_listings, parse_listing
 
 FLOW, BRANCH = "SensorFlow", "user.alice"
 HOSTILE_KEY = "x<img src=x onerror=alert(1)>.csv"

@@ -58,7 +58,7 @@ def test_valid_config_is_normalized():
 
 def test_unknown_data_type():
     assert problems_of(edit('type = "s3"', 'type = "gcs"')) == [
-        "data.type: expected one of 's3', 'snowflake', found string 'gcs'"
+        "data.type: expected one of 'delta', 'iceberg', 's3', 'snowflake', found string 'gcs'"
     ]
 
 

@@ -16,13 +16,15 @@ from flowproject.sensor import (
     advance,
     change_id,
     decide,
+)
+from flowproject.sources.observation import Observation
+from flowproject.sources.s3_listing import (
     diff_listings,
     pack_listing,
     parse_listing,
     read_listing_file,
     unpack_listing,
 )
-from flowproject.sources.observation import Observation
 from flowproject.state import StateStore, state_path
 
 FLOW, BRANCH = "SensorFlow", "user.alice"
@@ -360,3 +362,35 @@ def test_accepting_still_settles_and_force_still_publishes():
     assert settled.action == "accept"
     forced = decide(o, SensorState(), FLOW, BRANCH, force=True, on_first_check="accept")
     assert forced.publish
+
+
+# ------------------------------------------------------------------------------ cursor
+
+
+def test_cursor_is_kept_apart_from_the_baseline_and_saved_by_every_check(storage):
+    """A check's cursor is stored whether or not it announced; a check without one keeps it;
+    a check of another identity does not continue from it."""
+    ident = {"type": "delta", "uri": "s3://b/t"}
+    o = Observation("3", {}, cursor={"version": 3})
+    d = decide(o, SensorState(), FLOW, BRANCH, identity=ident)
+    state = advance(SensorState(), o, d, "SensorFlow/1", published=True)
+    assert state.cursor == {"version": 3} and state.baseline.value == "3"
+    # An unchanged check that read two more (OPTIMIZE) commits: cursor moves, baseline not.
+    o = Observation("3", {}, cursor={"version": 5})
+    d = decide(o, state, FLOW, BRANCH, identity=ident)
+    state = advance(state, o, d, "SensorFlow/2", published=False)
+    assert d.kind == "unchanged" and state.cursor == {"version": 5}
+    assert state.baseline.run == "SensorFlow/1"
+    state = advance(state, obs("3"), decide(obs("3"), state, FLOW, BRANCH), "r", False)
+    assert state.cursor == {"version": 5}
+    assert state.cursor_for(ident) == {"version": 5}
+    assert state.cursor_for({"type": "delta", "uri": "s3://b/other"}) is None
+
+    store = StateStore(storage, FLOW, None, BRANCH)
+    store.save(state, None)
+    assert store.load().cursor == {"version": 5}
+
+    other = {"type": "delta", "uri": "s3://b/other"}
+    d = decide(obs("1"), state, FLOW, BRANCH, identity=other)
+    assert d.new_baseline
+    assert advance(state, obs("1"), d, "r", published=True).cursor is None

@@ -3,12 +3,19 @@
 A source module defines:
 
 - ``TYPE``: the value of ``[data] type`` that selects it;
+- ``PACKAGES``: ``{distribution: version range}`` a check imports (given to the step under
+  ``--environment=pypi`` / ``conda`` by ``@source``; imported lazily, inside ``check``);
 - ``CONFIG_SCHEMA``: a JSON schema for its ``[data]`` table;
 - ``validate(data) -> list[str]``: checks a schema cannot express, one message per problem;
 - ``normalize(data) -> dict``: the validated table with defaults and resolved values;
 - ``describe(data) -> str``: what is watched, for logs and cards (never a secret);
 - ``open_session(data) -> Session``: a context manager holding the client or connection;
-- ``check(data, session) -> Observation``: the source's state now, as one comparable value;
+- ``check(data, session, cursor=None) -> Observation``: the source's state now, as one
+  comparable value. ``cursor`` is what the previous check left in ``Observation.cursor``
+  (None on a first check, after a reset, or when the source's identity changed): a source
+  that reads a log (Delta's ``_delta_log/``) continues from it instead of reading it all.
+  The state keeps the newest cursor whether or not the value was announced. A source that
+  uses it sets ``USES_CURSOR = True`` (the flow then reads the state before checking);
 - ``identity(data) -> dict``: what the value depends on (a baseline of another identity is
   not compared with); JSON-serialisable, never a secret;
 - ``absent_message(data) -> str``: what the absent state means, for people.
@@ -24,6 +31,8 @@ from .observation import ABSENT_STATE, Observation, fingerprint
 SOURCE_TYPES = {
     "s3": "flowproject.sources.s3",
     "snowflake": "flowproject.sources.snowflake",
+    "delta": "flowproject.sources.delta",
+    "iceberg": "flowproject.sources.iceberg",
 }
 
 

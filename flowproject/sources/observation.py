@@ -25,14 +25,21 @@ class Observation:
     summary : dict
         A few human-readable facts (object count, bytes, newest time, query duration) for
         logs, cards and the event payload. Small and JSON-serialisable; never a secret.
+        Its ``payload`` entry, if any, holds string fields added to the event payload (a
+        table's version to pin); its ``commits``, commits shown on the card.
     detail : Any, optional
         Bulky detail kept only when a change is announced, e.g. the full listing of a prefix
         (what a later diff needs). Not compared.
+    cursor : dict, optional
+        Where the next check continues reading (the last log version read), kept in the
+        sensor state apart from the announced value and passed to the next ``check``. Small
+        and JSON-serialisable; not compared. None keeps the stored cursor.
     """
 
     value: str | None
     summary: dict[str, Any] = field(default_factory=dict)
     detail: Any = None
+    cursor: dict[str, Any] | None = None
 
     @property
     def absent(self):

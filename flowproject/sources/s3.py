@@ -28,6 +28,9 @@ from .observation import Observation
 
 TYPE = "s3"
 
+# What a step checking S3 imports, for ``--environment=pypi`` / ``conda``.
+PACKAGES = {"boto3": ">=1.34"}
+
 CHECK_MODES = ("files_metadata", "file_size", "file_modified_ts", "etag")
 
 CONFIG_SCHEMA = {
@@ -811,7 +814,7 @@ def check_prefix(session, data, spool=None):
     return Observation(digest.value(), summary)
 
 
-def check(data, session):
+def check(data, session, cursor=None):
     """Check the configured S3 object or prefix once.
 
     Parameters
@@ -820,6 +823,8 @@ def check(data, session):
         The normalized ``[data]`` table.
     session : S3Session
         From ``open_session``.
+    cursor : dict, optional
+        Unused: every check lists the prefix (or HEADs the object) in full.
 
     Returns
     -------

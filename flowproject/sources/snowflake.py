@@ -38,6 +38,10 @@ from .observation import Observation
 
 TYPE = "snowflake"
 
+# What a step checking Snowflake imports, for ``--environment=pypi`` / ``conda`` (fakesnow
+# 0.12, used by the tests, does not import with connector 5.x).
+PACKAGES = {"snowflake-connector-python": ">=3.12,<5"}
+
 # Keys that would hold a secret. Named in the error, their value is never echoed.
 SECRET_KEY_PATTERN = (
     r"(?i)^(password|passcode|token|private_key.*|.*_password|.*_token|.*secret.*)$"
@@ -696,7 +700,7 @@ def run_query(session, data):
     return rows, columns, seconds
 
 
-def check(data, session):
+def check(data, session, cursor=None):
     """Run the configured template once and turn its result into an ``Observation``.
 
     Parameters
@@ -705,6 +709,8 @@ def check(data, session):
         The normalized ``[data]`` table.
     session : SnowflakeSession
         From ``open_session``.
+    cursor : dict, optional
+        Unused: every check runs the query.
 
     Returns
     -------

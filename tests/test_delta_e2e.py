@@ -1,0 +1,83 @@
+"""SensorFlow watching a Delta table end to end: the events the webhook received, and the
+requests a check made (the ``checked`` artifact)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from test_delta_source import Table, config_text
+
+pytestmark = pytest.mark.e2e
+
+pytest.importorskip("deltalake")
+
+EVENT = "mfns.lake.user.tester.table_updated"
+
+
+def check(flow_runner, webhook):
+    before = len(webhook.events)
+    result = flow_runner.run()
+    assert result.returncode == 0, result.stdout + result.stderr
+    return webhook.events[before:]
+
+
+def last_check_requests(flow_runner):
+    """The requests of the latest run's check, read with Metaflow's client."""
+    code = (
+        "import json; from metaflow import Flow, namespace; namespace(None); "
+        "print(json.dumps(Flow('SensorFlow').latest_run['start'].task['checked'].data))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=flow_runner.workdir,
+        env=flow_runner.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    return [r["request"] for r in json.loads(out.stdout.strip().splitlines()[-1])["requests"]]
+
+
+def test_sensorflow_announces_data_versions_and_skips_compaction(
+    flow_runner, webhook, s3_server, bucket
+):
+    table = Table(s3_server, "s3://%s/tables/events" % bucket)
+    table.write([1, 2, 3])
+    flow_runner.write_config(config_text(table.uri))
+    table_id = table.open().metadata().id
+
+    (first,) = check(flow_runner, webhook)
+    assert first["name"] == EVENT
+    assert first["payload"]["table_version"] == "0"
+    assert first["payload"]["table_id"] == table_id
+
+    table.write([4])
+    table.open().optimize.compact()  # version 2 changes no data
+    (second,) = check(flow_runner, webhook)
+    assert second["payload"]["table_version"] == "1"
+    assert second["payload"]["latest_version"] == "2"
+    assert second["payload"]["previous_value"] == first["payload"]["table_version"] + "@" + table_id
+
+    assert check(flow_runner, webhook) == []
+    # The cursor reached the next run through the sensor state: one LIST, no GET.
+    assert last_check_requests(flow_runner) == ["ListObjectsV2"]
+
+
+def test_example_flow_reads_exactly_the_announced_version(flow_runner, s3_server, bucket):
+    table = Table(s3_server, "s3://%s/tables/events" % bucket)
+    table.write([1, 2])
+    table.write([3])  # version 1: three rows
+    table.write([4, 5, 6, 7])  # version 2, written after the announcement
+    flow_runner.write_config(config_text(table.uri))
+    announced = "1@%s" % table.open().metadata().id
+
+    result = flow_runner.run(
+        "--data_version",
+        announced,
+        flow="examples/table_version_flow.py",
+        env={"AWS_ENDPOINT_URL": s3_server.endpoint_url, "AWS_ALLOW_HTTP": "true"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Read 3 rows of version %s" % announced in result.stdout
