@@ -11,6 +11,7 @@ import os
 import pytest
 from test_deploy import (  # noqa: F401  (module fixtures)
     CONFIG,
+    FEATURE_BRANCH,
     FEATURE_MF_BRANCH,
     PROJECT,
     REPO,
@@ -26,7 +27,7 @@ from flowproject.argo_sensor import trigger_rules
 from flowproject.devloop import DevLoop
 
 EVENTS_SCHEMA = os.path.join(os.path.dirname(REPO), "shared", "argo-events", "events-schema.json")
-BRANCHES = [("main", None, "prod"), ("feature", "feature/Foo-1", "test." + FEATURE_MF_BRANCH)]
+BRANCHES = [("main", None, "prod"), ("feature", FEATURE_BRANCH, "test." + FEATURE_MF_BRANCH)]
 KEY = CONFIG["sensor"]["payload_key"]
 
 
