@@ -73,6 +73,8 @@ def test_flow_runs_never_use_a_stray_metaflow_in_a_parent_folder(
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
     runner = FlowRunner(workdir, env)
     runner.write_config(s3_config(bucket, "data.csv", "etag"))
+    # Present data: a first check that finds nothing publishes nothing (issue 9, item 8).
+    s3_client.put_object(Bucket=bucket, Key="data.csv", Body=b"a,b\n1,2\n")
     result = runner.run()
     assert result.returncode == 0, result.stdout + result.stderr
     assert len(webhook.events) == 1
