@@ -128,29 +128,57 @@ def _parse_field(text, low, high, names):
 
 def go_duration_problem(text):
     """Why Go's ``time.ParseDuration`` rejects ``text``, or None when it accepts it."""
+    return _go_duration(text)[1]
+
+
+def _go_duration(text):
+    """``(nanoseconds, None)`` as Go's ``time.ParseDuration`` reads ``text``, or
+    ``(None, why)`` when it rejects it."""
     s = text
+    sign = -1 if s[:1] == "-" else 1
     if s[:1] in ("+", "-"):
         s = s[1:]
     if s == "0":
-        return None
+        return 0, None
     if not s:
-        return "expected a duration such as '90s', '15m' or '1h30m', found %r" % text
+        return None, "expected a duration such as '90s', '15m' or '1h30m', found %r" % text
     total = 0
     while s:
         match = _GO_DURATION_PART.match(s)
         whole, frac, unit = match.groups()
         if not whole and not frac:
-            return "expected a number before each unit, found %r" % text
+            return None, "expected a number before each unit, found %r" % text
         if not unit:
-            return "expected a unit (ns, us, ms, s, m or h) after each number, found %r" % text
+            return None, (
+                "expected a unit (ns, us, ms, s, m or h) after each number, found %r" % text
+            )
         if unit not in _GO_DURATION_UNITS:
-            return "unknown unit %r in %r (use ns, us, ms, s, m or h)" % (unit, text)
+            return None, "unknown unit %r in %r (use ns, us, ms, s, m or h)" % (unit, text)
         scale = _GO_DURATION_UNITS[unit]
         total += int(whole or "0") * scale + int(frac or "0") * scale // 10 ** len(frac or "")
         if total > _GO_MAX_DURATION:
-            return "duration %r is too long" % text
+            return None, "duration %r is too long" % text
         s = s[match.end() :]
-    return None
+    return sign * total, None
+
+
+def every_seconds(expression):
+    """The interval of an ``@every <duration>`` schedule in seconds, None for any other.
+
+    As robfig/cron's ``Every``: whole seconds, at least one.
+
+    Parameters
+    ----------
+    expression : str
+        A schedule that ``cron_problems`` accepts.
+    """
+    handed = " ".join(expression.split()[:5])
+    if not handed.startswith("@every "):
+        return None
+    nanoseconds, problem = _go_duration(handed[len("@every ") :])
+    if problem:
+        raise ValueError(problem)
+    return max(1, nanoseconds // 10**9)
 
 
 def _descriptor_problem(expression):

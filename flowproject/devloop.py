@@ -19,6 +19,7 @@ import tempfile
 import time
 
 from .config import load_flowconfig
+from .cron import every_seconds
 from .exceptions import DevLoopError
 
 # The tag every run the dev loop starts carries, so dev runs can be told from real ones.
@@ -351,9 +352,12 @@ class DevLoop(object):
     def next_check_at(self, now):
         if self.every is not None:
             return now + self.every
+        cron = self.flowconfig()["sensor"]["cron_schedule"]
+        every = every_seconds(cron)  # Argo's "@every 1h", which croniter does not read
+        if every is not None:
+            return now + every
         from croniter import croniter
 
-        cron = self.flowconfig()["sensor"]["cron_schedule"]
         utc = datetime.datetime.fromtimestamp(now, datetime.timezone.utc)
         return croniter(cron, utc).get_next(float)
 

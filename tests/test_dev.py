@@ -331,3 +331,22 @@ def test_the_dev_loop_reads_triggers_with_metaflows_own_processing(tmp_path):
         "--Snapshot",
         "s1",
     ]
+
+
+@pytest.mark.parametrize(
+    "schedule, after, expected",
+    [
+        ("@every 90s", 1000.0, 1090.0),  # Argo's interval descriptor: croniter cannot read it
+        ("@every 1h30m", 0.0, 5400.0),
+        ("@every 500ms", 0.0, 1.0),  # robfig/cron rounds up to one second
+        ("@daily", 1000.0, 86400.0),
+        ("*/5 * * * *", 0.0, 300.0),
+    ],
+)
+def test_the_loop_checks_on_every_schedule_the_config_accepts(tmp_path, schedule, after, expected):
+    config = tmp_path / "flowconfig.toml"
+    config.write_text(
+        s3_config("bucket", "events/", "files_metadata").replace("*/5 * * * *", schedule)
+    )
+    loop = DevLoop(root=REPO, config=str(config), log_dir=str(tmp_path))
+    assert loop.next_check_at(after) == expected
