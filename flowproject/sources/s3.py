@@ -529,14 +529,9 @@ def _pages(session, data, prefix, delimiter=None, start_after=None, token=None):
             kwargs["ContinuationToken"] = token
         page = _list_page(session, data, **kwargs)
         yield page
-        if not page.get("IsTruncated"):
+        if not page["IsTruncated"]:
             return
-        token = page.get("NextContinuationToken")
-        if not token:
-            raise SourceError(
-                "S3 returned a truncated listing of s3://%s/%s without a continuation token"
-                % (data["bucket"], prefix)
-            )
+        token = page["NextContinuationToken"]  # _list_page refused a truncated page without it
 
 
 def _add_objects(data, objects, digest, spool, after=None):
