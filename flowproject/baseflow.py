@@ -26,7 +26,7 @@ from .decorators import CARD_ID, SourceDecoratorError, active_session, config_da
 from .events import event_name, publish
 from .exceptions import PublishError, StateConflict, StateError
 from .sensor import SKIP, advance, decide, decision_options
-from .sources import source_absent_message, source_identity
+from .sources import source_identity, watched_source
 from .sources.s3_listing import diff_listings, pack_listing, read_listing_file, unpack_listing
 from .state import (
     STATE_WRITE_ATTEMPTS,
@@ -137,15 +137,9 @@ class BaseFlow(FlowSpec):
         )
 
     def watched_source(self):
-        """What this branch's baseline is of, as ``decide`` keyword arguments: the project,
-        the source's name and identity, and what "absent" means for it."""
-        data = config_data(self)
-        return {
-            "project": current.get("project_name", None),
-            "source": "default",
-            "identity": source_identity(data),
-            "absent_message": source_absent_message(data),
-        }
+        """What this branch's baseline is of, as ``decide`` keyword arguments
+        (``sources.watched_source``)."""
+        return watched_source(config_data(self), current.get("project_name", None))
 
     def decide_change(self, observation, force=False, dry_run=False):
         """Compare ``observation`` with this branch's baseline.

@@ -204,27 +204,6 @@ def reset_marker(by, at=None, to_current=False, history=()):
     )
 
 
-def observe_source(config):
-    """Check the source of ``config`` (a parsed ``flowconfig.toml``) once, as the flow does.
-
-    Returns
-    -------
-    Observation
-        Without its bulky detail (a listing spool is deleted).
-    """
-    import dataclasses
-
-    from .sources import load_source
-
-    data = config["data"]
-    source = load_source(data["type"])
-    with source.open_session(data) as session:
-        observation = source.check(data, session)
-    if isinstance(observation.detail, str) and os.path.exists(observation.detail):
-        os.unlink(observation.detail)
-    return dataclasses.replace(observation, detail=None)
-
-
 def reset_branch(store, config=None, to_current=False, by=None):
     """Make the next check of a branch a first check, or accept the source's current value.
 
@@ -248,7 +227,7 @@ def reset_branch(store, config=None, to_current=False, by=None):
     SensorState
         The state written.
     """
-    from .sources import source_absent_message, source_identity
+    from .sources import check_source, watched_source
 
     by = by or current_user()
     at = utc_now()
@@ -257,7 +236,7 @@ def reset_branch(store, config=None, to_current=False, by=None):
         if config is None:
             raise ValueError("reset_branch(to_current=True) needs the flowconfig (config=...)")
         data, sensor = config["data"], config["sensor"]
-        observation = observe_source(config)
+        observation = check_source(data)
         # The flow's own decision on an empty baseline, told to accept the first value.
         decision = decide(
             observation,
@@ -265,9 +244,7 @@ def reset_branch(store, config=None, to_current=False, by=None):
             store.flow_name,
             store.branch,
             on_first_check="accept",
-            project=store.project,
-            identity=source_identity(data),
-            absent_message=source_absent_message(data),
+            **watched_source(data, store.project),
         )
         history_size = sensor["history_size"]
 
@@ -398,7 +375,6 @@ __all__ = [
     "current_user",
     "find_states",
     "last_announced_event",
-    "observe_source",
     "project_branch",
     "replay_last",
     "reset_branch",

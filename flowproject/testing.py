@@ -479,26 +479,20 @@ def check_once(config, state=None, flow_name="SensorFlow", branch="user.test", f
     """
     from .config import parse_flowconfig
     from .sensor import SensorState, advance, decide, decision_options
-    from .sources import load_source, source_absent_message, source_identity
+    from .sources import check_source, source_identity, watched_source
 
     if isinstance(config, str):
         config = parse_flowconfig(config)
     state = state if state is not None else SensorState()
     data, sensor = config["data"], config["sensor"]
-    source = load_source(data["type"])
-    with source.open_session(data) as session:
-        observation = source.check(data, session, state.cursor_for(source_identity(data)))
-    if isinstance(observation.detail, str) and os.path.exists(observation.detail):
-        os.unlink(observation.detail)  # the listing spool; a flow keeps it only on a change
+    observation = check_source(data, state.cursor_for(source_identity(data)))
     decision = decide(
         observation,
         state,
         flow_name,
         branch,
         force=force,
-        project=config["project_name"],
-        identity=source_identity(data),
-        absent_message=source_absent_message(data),
+        **watched_source(data, config["project_name"]),
         **decision_options(sensor),
     )
     next_state = advance(

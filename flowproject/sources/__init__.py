@@ -24,7 +24,9 @@ Modules are imported only when their type is configured, so the S3 path never im
 Snowflake connector and the other way round. Adding a source is one module plus one line below.
 """
 
+import dataclasses
 import importlib
+import os
 
 from .observation import ABSENT_STATE, Observation, fingerprint
 
@@ -52,12 +54,61 @@ def source_absent_message(data):
     return load_source(data["type"]).absent_message(data)
 
 
+def watched_source(data, project):
+    """What a baseline of the source ``data`` is of, as ``sensor.decide`` keyword arguments.
+
+    The flow, ``check_once`` and ``flowproject reset --to-current`` all decide with these, so
+    they agree on identities and on what "absent" means.
+
+    Parameters
+    ----------
+    data : dict
+        The normalized ``[data]`` table.
+    project : str or None
+        The ``@project`` name.
+    """
+    return {
+        "project": project,
+        "source": "default",
+        "identity": source_identity(data),
+        "absent_message": source_absent_message(data),
+    }
+
+
+def check_source(data, cursor=None):
+    """Check the source ``data`` configures once, outside a flow step (tests, the CLI).
+
+    Opens the source's session, checks, closes it. A listing spool (``files_metadata``) is
+    deleted: outside a flow nothing keeps it.
+
+    Parameters
+    ----------
+    data : dict
+        The normalized ``[data]`` table.
+    cursor : dict, optional
+        The previous check's ``Observation.cursor``.
+
+    Returns
+    -------
+    Observation
+        With ``detail`` None.
+    """
+    source = load_source(data["type"])
+    with source.open_session(data) as session:
+        observation = source.check(data, session, cursor)
+    if isinstance(observation.detail, str) and os.path.exists(observation.detail):
+        os.unlink(observation.detail)
+    return dataclasses.replace(observation, detail=None)
+
+
 __all__ = [
     "ABSENT_STATE",
     "Observation",
     "SOURCE_TYPES",
+    "check_source",
     "fingerprint",
     "load_source",
     "source_absent_message",
     "source_identity",
+    "watched_source",
 ]
