@@ -10,7 +10,9 @@ import datetime
 import difflib
 import functools
 import keyword
+import re
 import sys
+from typing import Any, NamedTuple
 
 from .cron import cron_problems
 from .events import PUBLISH_TIMEOUT
@@ -83,10 +85,11 @@ TOP_SCHEMA = {
             "x-expected": "lowercase letters, digits and underscores (a Metaflow @project name)",
         },
         "data": {"type": "object"},
+        "sources": {"type": "object"},
         "sensor": {"type": "object"},
         "trigger": {"type": "object"},
     },
-    "required": ["project_name", "data", "sensor"],
+    "required": ["project_name", "sensor"],
     "additionalProperties": False,
 }
 
@@ -113,10 +116,23 @@ SENSOR_SCHEMA = {
         "card": {"type": "boolean"},
         "on_first_check": {"enum": ["publish", "accept"]},
         "publish_timeout": {"type": "integer", "minimum": 1, "maximum": 600},
+        "check_concurrency": {"type": "integer", "minimum": 1, "maximum": 64},
+        "source_timeout": {"type": "integer", "minimum": 1, "maximum": 86400},
     },
     "required": ["cron_schedule", "event_name", "payload_key"],
     "additionalProperties": False,
 }
+
+# Keys of a [sources.<name>] table that say how that source's changes are announced; every
+# other key of the table configures the source itself (its module's CONFIG_SCHEMA).
+ANNOUNCE_KEYS = ("event_name", "payload_key", "settle_checks", "on_first_check")
+# [sensor] keys that hold for every source (the cron, delivery, the run's bounds); in the
+# multi-source form [sensor] may also give settle_checks and on_first_check as defaults.
+GLOBAL_ONLY_KEYS = ("event_name", "payload_key")
+
+# A source's name is part of its state object's path, its change ids and the card.
+SOURCE_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+SOURCE_NAME_EXPECTED = "a lowercase letter, then at most 63 lowercase letters, digits or '_'"
 
 SENSOR_DEFAULTS = {
     "settle_checks": 0,
@@ -125,7 +141,85 @@ SENSOR_DEFAULTS = {
     "card": True,
     "on_first_check": "publish",
     "publish_timeout": PUBLISH_TIMEOUT,
+    "check_concurrency": 8,
+    "source_timeout": 900,
 }
+
+# The name of the one source of the single-source form (``[data]`` + ``[sensor]``); its state
+# object and change ids keep the paths and ids they had before sources had names.
+DEFAULT_SOURCE = "default"
+
+
+class WatchedSource(NamedTuple):
+    """One source of a sensor, as ``configured_sources`` returns it.
+
+    Parameters
+    ----------
+    name : str
+        ``"default"`` for ``[data]``; the ``<name>`` of ``[sources.<name>]``.
+    data : dict
+        The normalized source table (``type`` and the source module's keys).
+    sensor : dict
+        The ``[sensor]`` settings as they apply to this source: the global ones with the
+        source's own ``event_name``, ``payload_key``, ``settle_checks``, ``on_first_check``.
+    """
+
+    name: str
+    data: dict[str, Any]
+    sensor: dict[str, Any]
+
+
+def plain(value):
+    """A Metaflow ``ConfigValue`` (or any nesting of them) as plain dicts."""
+    if hasattr(value, "to_dict"):
+        value = value.to_dict()
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value
+
+
+def is_multi_source(config):
+    """Whether ``config`` uses ``[sources.<name>]`` tables (rather than one ``[data]``)."""
+    return "sources" in config and config["sources"] is not None
+
+
+def configured_sources(config):
+    """The sources a validated config names, in file order.
+
+    Parameters
+    ----------
+    config : dict or ConfigValue
+        From ``parse_flowconfig`` (a flow's ``self.flowconfig``).
+
+    Returns
+    -------
+    list of WatchedSource
+        One ``"default"`` source for the single-source form.
+    """
+    config = plain(config)
+    sensor = config["sensor"]
+    if not is_multi_source(config):
+        return [WatchedSource(DEFAULT_SOURCE, config["data"], sensor)]
+    found = []
+    for name, table in config["sources"].items():
+        data = {k: v for k, v in table.items() if k not in ANNOUNCE_KEYS}
+        announce = {k: table[k] for k in ANNOUNCE_KEYS if k in table}
+        found.append(WatchedSource(name, data, {**sensor, **announce}))
+    return found
+
+
+def source_named(config, name):
+    """The ``WatchedSource`` called ``name``; a ``FlowConfigError`` naming the known ones."""
+    sources = configured_sources(config)
+    for watched in sources:
+        if watched.name == name:
+            return watched
+    raise FlowConfigError(
+        ["no source named %r; flowconfig.toml has: %s" % (name, ", ".join(w.name for w in sources))]
+    )
+
 
 TRIGGER_SCHEMA = {
     "type": "object",
@@ -309,8 +403,83 @@ def payload_key_problems(payload_key):
     return []
 
 
+def _data_problems(data, prefix, extra_schema=None):
+    """Problems of one source table; ``(problems, module)`` (module None if the type is bad)."""
+    type_problems = schema_problems(data, DATA_TYPE_SCHEMA, prefix)
+    if type_problems:
+        return type_problems, None
+    module = load_source(data["type"])
+    schema = module.CONFIG_SCHEMA
+    if extra_schema:
+        schema = dict(
+            schema,
+            properties={**schema["properties"], **extra_schema["properties"]},
+            required=list(schema.get("required", [])) + extra_schema["required"],
+        )
+    problems = schema_problems(data, schema, prefix)
+    source_data = {k: v for k, v in data.items() if not extra_schema or k not in ANNOUNCE_KEYS}
+    # Source modules name their keys "data.<key>": say where the key really is.
+    problems += [
+        prefix + p[len("data") :] if p.startswith("data.") else p
+        for p in module.validate(source_data)
+    ]
+    return problems, module
+
+
+def _sources_problems(sources, sensor):
+    """Problems of the ``[sources.<name>]`` tables: each table, then uniqueness across them."""
+    announce_schema = {
+        "properties": {k: SENSOR_SCHEMA["properties"][k] for k in ANNOUNCE_KEYS},
+        "required": ["event_name", "payload_key"],
+    }
+    problems = []
+    if not sources:
+        return ["sources: expected at least one [sources.<name>] table, found none"]
+    seen = {"event_name": {}, "payload_key": {}}
+    for name, table in sources.items():
+        prefix = "sources.%s" % name
+        if not SOURCE_NAME_RE.match(name):
+            problems.append(
+                "%s: a source name is %s, found %r" % (prefix, SOURCE_NAME_EXPECTED, name)
+            )
+        if not isinstance(table, dict):
+            problems.append("%s: expected a table, found %s" % (prefix, _found(table)))
+            continue
+        table_problems, _module = _data_problems(table, prefix, announce_schema)
+        problems += table_problems
+        payload_key = table.get("payload_key")
+        if isinstance(payload_key, str):
+            problems += [
+                p.replace("sensor.payload_key", prefix + ".payload_key", 1)
+                for p in payload_key_problems(payload_key)
+            ]
+        for key in seen:
+            value = table.get(key)
+            if isinstance(value, str):
+                if value in seen[key]:
+                    problems.append(
+                        "%s.%s: %r is also the %s of source %r; each source needs its own"
+                        % (prefix, key, value, key, seen[key][value])
+                    )
+                else:
+                    seen[key][value] = name
+    if isinstance(sensor, dict):
+        for key in GLOBAL_ONLY_KEYS:
+            if key in sensor:
+                problems.append(
+                    "sensor.%s: with [sources.<name>] tables each source sets its own %s; "
+                    "move it into each [sources.<name>] table" % (key, key)
+                )
+    return problems
+
+
 def validate_flowconfig(raw):
     """Validate a parsed ``flowconfig.toml`` and fill in defaults.
+
+    The file names its sources one of two ways: one ``[data]`` table with ``[sensor]``'s
+    ``event_name`` and ``payload_key`` (the single-source form), or ``[sources.<name>]``
+    tables, each with its source keys and its own ``event_name``, ``payload_key`` and
+    optionally ``settle_checks`` and ``on_first_check`` (defaults from ``[sensor]``).
 
     Parameters
     ----------
@@ -321,7 +490,7 @@ def validate_flowconfig(raw):
     -------
     dict
         The validated configuration, with defaults filled in and source-specific values
-        resolved (see each source's ``normalize``).
+        resolved (see each source's ``normalize``). ``configured_sources`` lists its sources.
 
     Raises
     ------
@@ -329,14 +498,29 @@ def validate_flowconfig(raw):
         Listing every problem found.
     """
     problems = schema_problems(raw, TOP_SCHEMA, "")
+    multi = "sources" in raw
+    if multi and "data" in raw:
+        problems.append(
+            "data: a file has either one [data] table or [sources.<name>] tables, not both; "
+            "move [data] into a [sources.<name>] table"
+        )
+    elif not multi and "data" not in raw:
+        problems.append("data: missing; this key is required")
     sensor = raw.get("sensor")
     if isinstance(sensor, dict):
-        problems += schema_problems(sensor, SENSOR_SCHEMA, "sensor")
+        sensor_schema = SENSOR_SCHEMA
+        if multi:
+            sensor_schema = dict(SENSOR_SCHEMA, required=["cron_schedule"])
+        problems += [
+            p
+            for p in schema_problems(sensor, sensor_schema, "sensor")
+            if not (multi and p.startswith(tuple("sensor.%s:" % k for k in GLOBAL_ONLY_KEYS)))
+        ]
         cron = sensor.get("cron_schedule")
         if isinstance(cron, str):
             problems += cron_problems(cron)
         payload_key = sensor.get("payload_key")
-        if isinstance(payload_key, str):
+        if isinstance(payload_key, str) and not multi:
             problems += payload_key_problems(payload_key)
     trigger = raw.get("trigger")
     if isinstance(trigger, dict):
@@ -344,21 +528,27 @@ def validate_flowconfig(raw):
 
     data = raw.get("data")
     source = None
-    if isinstance(data, dict):
-        type_problems = schema_problems(data, DATA_TYPE_SCHEMA, "data")
-        if type_problems:
-            problems += type_problems
-        else:
-            source = load_source(data["type"])
-            problems += schema_problems(data, source.CONFIG_SCHEMA, "data")
-            problems += source.validate(data)
+    if multi:
+        if isinstance(raw["sources"], dict):
+            problems += _sources_problems(raw["sources"], sensor)
+    elif isinstance(data, dict):
+        data_problems, source = _data_problems(data, "data")
+        problems += data_problems
     if problems:
         raise FlowConfigError(sorted(set(problems)))
 
     config = dict(raw)
     config["sensor"] = {**SENSOR_DEFAULTS, **sensor}
     config["trigger"] = dict(raw.get("trigger", {}))
-    config["data"] = source.normalize(dict(data))
+    if multi:
+        config["sources"] = {}
+        for name, table in raw["sources"].items():
+            data = {k: v for k, v in table.items() if k not in ANNOUNCE_KEYS}
+            module = load_source(data["type"])
+            announce = {k: table[k] for k in ANNOUNCE_KEYS if k in table}
+            config["sources"][name] = {**module.normalize(data), **announce}
+    else:
+        config["data"] = source.normalize(dict(data))
     return config
 
 

@@ -366,10 +366,20 @@ def state_object(storage, path):
     return UnconditionalStateObject(storage, path)
 
 
-def state_path(flow_name, project, branch):
-    """Key of a branch's state object, relative to the datastore root."""
+# The source of the single-source form (config.DEFAULT_SOURCE): its state keeps its old path.
+DEFAULT_SOURCE = "default"
+
+
+def state_path(flow_name, project, branch, source=DEFAULT_SOURCE):
+    """Key of a branch's state object for one source, relative to the datastore root.
+
+    The single-source form's (``source="default"``) is ``<branch>.json``, where it has always
+    been; a named source's is ``<branch>/<source>.json`` beside it.
+    """
     safe_branch = branch.replace("/", "_")
-    return "%s/sensor_state/%s/%s.json" % (flow_name, project or "_", safe_branch)
+    if source == DEFAULT_SOURCE:
+        return "%s/sensor_state/%s/%s.json" % (flow_name, project or "_", safe_branch)
+    return "%s/sensor_state/%s/%s/%s.json" % (flow_name, project or "_", safe_branch, source)
 
 
 def datastore_storage(flow=None):
@@ -403,13 +413,49 @@ class StateStore(object):
         From ``datastore_storage()``.
     flow_name, project, branch : str
         Which sensor and branch; runs on another branch never read or move this state.
+    source : str
+        Which source of the sensor (``"default"`` for the single-source form's ``[data]``).
+    identity : dict, optional
+        The source's identity. A named source without a state object yet carries over the
+        single-source form's baseline when that was of this same identity (a ``[data]``
+        table turned into a ``[sources.<name>]`` table announces nothing anew).
     """
 
-    def __init__(self, storage, flow_name, project, branch):
+    def __init__(self, storage, flow_name, project, branch, source=DEFAULT_SOURCE, identity=None):
         self.storage = storage
         self.flow_name, self.project, self.branch = flow_name, project, branch
-        self.path = state_path(flow_name, project, branch)
+        self.source, self.identity = source, identity
+        self.path = state_path(flow_name, project, branch, source)
         self.object = state_object(storage, self.path)
+
+    def _carried_over(self, quiet):
+        """The single-source form's state, if it is of this named source's identity."""
+        if self.source == DEFAULT_SOURCE or self.identity is None:
+            return None
+        legacy = StateStore(self.storage, self.flow_name, self.project, self.branch)
+        try:
+            doc, _version = legacy.read_versioned()
+            if doc is None:
+                return None
+            check_state_document(doc)
+        except Exception:
+            return None
+        state = SensorState.from_dict(doc)
+        if state.identity is None or dict(state.identity) != dict(self.identity):
+            return None
+        if state.scope is not None:
+            state.scope = dict(state.scope, source=self.source)
+        if not quiet:
+            print(
+                "Sensor state: source %r carries over the baseline of %s (same source: %s)"
+                % (
+                    self.source,
+                    legacy.path,
+                    ", ".join("%s=%r" % kv for kv in self.identity.items()),
+                ),
+                file=sys.stderr,
+            )
+        return state
 
     def read_raw(self):
         """The stored JSON document, or None when there is none. Raises on unreadable data."""
@@ -477,6 +523,9 @@ class StateStore(object):
                         file=sys.stderr,
                     )
                 return state, version
+            carried = self._carried_over(quiet)
+            if carried is not None:
+                return carried, None
             why = "no state object at %s" % self.path
         except StateFormatError as e:
             why = "state object at %s is unreadable (wrong shape, %s)" % (self.path, e)
@@ -484,11 +533,11 @@ class StateStore(object):
             version = getattr(e, "version", version)
             why = "state object at %s is unreadable (%s)" % (self.path, e.__class__.__name__)
         if baseline_run is not None:
-            state = recover_from_run(baseline_run)
+            state = recover_from_run(baseline_run, self.source)
         elif quiet:
             state = SensorState()
         else:
-            state = recover_from_runs(self.flow_name, self.project, self.branch)
+            state = recover_from_runs(self.flow_name, self.project, self.branch, self.source)
         if not quiet:
             print(
                 "Sensor state: %s; %s"
@@ -570,45 +619,62 @@ class StateStore(object):
             state, version = self.load_versioned(quiet=True, baseline_run=baseline_run)
 
 
-def _baseline_of(run):
-    """The state announced by ``run`` (a Metaflow client Run), or None if it announced nothing."""
+def _baseline_of(run, source=DEFAULT_SOURCE):
+    """The state ``run`` (a Metaflow client Run) announced for ``source``, or None.
+
+    The single-source form's run keeps ``announced``, ``announced_value``, ``change_id`` and
+    ``announced_identity``; a multi-source run keeps ``announcements``:
+    ``{source: {"value", "change_id", "identity"}}`` for the sources it announced.
+    """
     from metaflow.exception import MetaflowNotFound
 
     try:
         end = run["end"].task
-        if end is None or not end.successful or "announced" not in end or not end["announced"].data:
+        if end is None or not end.successful:
             return None
-        value = end["announced_value"].data
+        if source == DEFAULT_SOURCE:
+            if "announced" not in end or not end["announced"].data:
+                return None
+            value, cid = end["announced_value"].data, end["change_id"].data
+            # Runs from before identities were recorded have none: the current one is adopted.
+            identity = end["announced_identity"].data if "announced_identity" in end else None
+        else:
+            if "announcements" not in end:
+                return None
+            announced = (end["announcements"].data or {}).get(source)
+            if not announced:
+                return None
+            value, cid = announced["value"], announced["change_id"]
+            identity = announced.get("identity")
         return SensorState(
             baseline=Baseline(
                 value=value,
                 fingerprint=fingerprint(value),
-                change_id=end["change_id"].data,
+                change_id=cid,
                 run=run.pathspec,
                 announced_at=str(end.finished_at),
             ),
             recovered_from=run.pathspec,
-            # Runs from before identities were recorded have none: the current one is adopted.
-            identity=end["announced_identity"].data if "announced_identity" in end else None,
+            identity=identity,
         )
     except (KeyError, MetaflowNotFound):
         return None
 
 
-def recover_from_run(pathspec):
+def recover_from_run(pathspec, source=DEFAULT_SOURCE):
     """The baseline announced by one known run (one lookup, whatever the history)."""
     from metaflow import Run, namespace
     from metaflow.exception import MetaflowNotFound
 
     namespace(None)
     try:
-        return _baseline_of(Run(pathspec)) or SensorState()
+        return _baseline_of(Run(pathspec), source) or SensorState()
     except MetaflowNotFound:
         return SensorState()
 
 
-def recover_from_runs(flow_name, project, branch):
-    """Rebuild the baseline from the newest run of ``branch`` that announced a value.
+def recover_from_runs(flow_name, project, branch, source=DEFAULT_SOURCE):
+    """Rebuild ``source``'s baseline from the newest run of ``branch`` that announced it.
 
     This walks past runs with the Metaflow client (linear in history), so it is used only
     when the state object is missing or unreadable. History and any settling value are not
@@ -626,16 +692,17 @@ def recover_from_runs(flow_name, project, branch):
     except MetaflowNotFound:
         return SensorState()
     for run in runs:  # newest first
-        state = _baseline_of(run)
+        state = _baseline_of(run, source)
         if state is not None:
             return state
     return SensorState()
 
 
-def load_listing(run_pathspec, step="start"):
-    """The gzip'd listing stored by the run that announced the baseline, or None.
+def load_listing(run_pathspec, step="start", source=DEFAULT_SOURCE):
+    """The gzip'd listing stored by the run that announced ``source``'s baseline, or None.
 
-    One run lookup with the Metaflow client (no walk over the history).
+    One run lookup with the Metaflow client (no walk over the history). The single-source
+    form's run keeps it as ``listing``; a multi-source run as ``listings[source]``.
     """
     from metaflow import Step, namespace
     from metaflow.exception import MetaflowNotFound
@@ -645,8 +712,12 @@ def load_listing(run_pathspec, step="start"):
     namespace(None)
     try:
         task = Step("%s/%s" % (run_pathspec, step)).task
-        if task is None or "listing" not in task:
+        if task is None:
             return None
-        return task["listing"].data
+        if source == DEFAULT_SOURCE:
+            return task["listing"].data if "listing" in task else None
+        if "listings" not in task:
+            return None
+        return (task["listings"].data or {}).get(source)
     except MetaflowNotFound:
         return None
