@@ -533,11 +533,13 @@ class StateStore(object):
             version = getattr(e, "version", version)
             why = "state object at %s is unreadable (%s)" % (self.path, e.__class__.__name__)
         if baseline_run is not None:
-            state = recover_from_run(baseline_run, self.source)
+            named = () if self.source == DEFAULT_SOURCE else (self.source,)
+            state = recover_from_run(baseline_run, *named)
         elif quiet:
             state = SensorState()
         else:
-            state = recover_from_runs(self.flow_name, self.project, self.branch, self.source)
+            named = () if self.source == DEFAULT_SOURCE else (self.source,)
+            state = recover_from_runs(self.flow_name, self.project, self.branch, *named)
         if not quiet:
             print(
                 "Sensor state: %s; %s"
