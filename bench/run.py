@@ -395,6 +395,27 @@ def measure_latency(endpoint, reps, delay=0.020):
 # ------------------------------------------------------------------------------- report
 
 
+def write_section(path, heading, text):
+    """Replace the section of ``path`` under the level-1 ``heading`` by ``text`` (appended when
+    absent), keeping the other benchmarks' sections."""
+    sections = []  # [heading, text] in file order
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f.read().splitlines(keepends=True):
+                if line.startswith("# ") or not sections:
+                    sections.append([line.rstrip("\n"), ""])
+                sections[-1][1] += line
+    body = text if text.endswith("\n") else text + "\n"
+    for section in sections:
+        if section[0] == heading:
+            section[1] = body
+            break
+    else:
+        sections.append([heading, body])
+    with open(path, "w") as f:
+        f.write("\n".join(s[1].rstrip("\n") + "\n" for s in sections))
+
+
 def fmt_s(seconds):
     return "%.2f s" % seconds
 
@@ -589,8 +610,7 @@ def main(argv=None):
     )
     print()
     print(text)
-    with open(os.path.join(HERE, "results.md"), "w") as f:
-        f.write(text)
+    write_section(os.path.join(HERE, "results.md"), "# Scale benchmark", text)
     return 0
 
 
