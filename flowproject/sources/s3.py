@@ -237,6 +237,26 @@ def _botocore_session():
     return session
 
 
+# Clients are made from one boto3 session per process and AWS_* environment: a fresh session
+# loads botocore's service models again, ~0.1 s of CPU per client, which a run checking many
+# sources would pay per source. botocore sessions are not thread-safe, so clients (which are)
+# are made under a lock.
+_session_lock = threading.Lock()
+_sessions = {}
+
+
+def _shared_session():
+    """The boto3 session this process makes its clients from (call with ``_session_lock``)."""
+    import boto3
+
+    key = (os.getpid(), tuple(sorted(kv for kv in os.environ.items() if kv[0].startswith("AWS_"))))
+    session = _sessions.get(key)
+    if session is None:
+        _sessions.clear()  # an older environment's session is not used again
+        session = _sessions[key] = boto3.session.Session(botocore_session=_botocore_session())
+    return session
+
+
 def make_client(role=None, max_pool_connections=10):
     """An S3 client from the standard credential chain, assuming ``role`` if given.
 
@@ -251,29 +271,33 @@ def make_client(role=None, max_pool_connections=10):
     -------
     botocore.client.S3
     """
-    import boto3
     from botocore.config import Config as BotoConfig
 
     boto_config = BotoConfig(
         retries={"mode": "standard", "max_attempts": 5},
         max_pool_connections=max_pool_connections,
     )
-    session = boto3.session.Session(botocore_session=_botocore_session())
+    credentials = {}
     if role:
-        sts = session.client("sts", config=boto_config)
+        with _session_lock:
+            sts = _shared_session().client("sts", config=boto_config)
         try:
             creds = sts.assume_role(RoleArn=role, RoleSessionName="flowproject-sensor")[
                 "Credentials"
             ]
         except Exception as e:
             raise SourceError("Could not assume role %s: %s" % (role, _error_text(e))) from None
-        session = boto3.session.Session(
-            botocore_session=_botocore_session(),
-            aws_access_key_id=creds["AccessKeyId"],
-            aws_secret_access_key=creds["SecretAccessKey"],
-            aws_session_token=creds["SessionToken"],
+        finally:
+            sts.close()
+        credentials = {
+            "aws_access_key_id": creds["AccessKeyId"],
+            "aws_secret_access_key": creds["SecretAccessKey"],
+            "aws_session_token": creds["SessionToken"],
+        }
+    with _session_lock:
+        return _shared_session().client(
+            "s3", endpoint_url=endpoint_url(), config=boto_config, **credentials
         )
-    return session.client("s3", endpoint_url=endpoint_url(), config=boto_config)
 
 
 class S3Session(object):
