@@ -54,7 +54,7 @@ def source_absent_message(data):
     return load_source(data["type"]).absent_message(data)
 
 
-def watched_source(data, project):
+def watched_source(data, project, source="default"):
     """What a baseline of the source ``data`` is of, as ``sensor.decide`` keyword arguments.
 
     The flow, ``check_once`` and ``flowproject reset --to-current`` all decide with these, so
@@ -63,13 +63,16 @@ def watched_source(data, project):
     Parameters
     ----------
     data : dict
-        The normalized ``[data]`` table.
+        The normalized ``[data]`` table (or a ``[sources.<name>]`` table's source keys).
     project : str or None
         The ``@project`` name.
+    source : str
+        The source's name: ``"default"`` for ``[data]``, else ``<name>`` of
+        ``[sources.<name>]``. Part of its change ids and of its state's scope.
     """
     return {
         "project": project,
-        "source": "default",
+        "source": source,
         "identity": source_identity(data),
         "absent_message": source_absent_message(data),
     }
