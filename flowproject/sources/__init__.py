@@ -78,6 +78,22 @@ def watched_source(data, project, source="default"):
     }
 
 
+def describe_source(data):
+    """What the source ``data`` configures watches, for logs and cards (never a secret)."""
+    return load_source(data["type"]).describe(data)
+
+
+def failure_text(error):
+    """One line saying why a source's check failed: a flowproject error's own message, else
+    the exception's class and message."""
+    from ..exceptions import FlowprojectException
+
+    if isinstance(error, FlowprojectException):
+        return str(getattr(error, "message", error)).strip()
+    text = str(error).strip()
+    return "%s: %s" % (error.__class__.__name__, text) if text else error.__class__.__name__
+
+
 def check_source(data, cursor=None):
     """Check the source ``data`` configures once, outside a flow step (tests, the CLI).
 
@@ -109,6 +125,8 @@ __all__ = [
     "Observation",
     "SOURCE_TYPES",
     "check_source",
+    "describe_source",
+    "failure_text",
     "fingerprint",
     "load_source",
     "source_absent_message",
