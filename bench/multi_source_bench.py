@@ -387,9 +387,9 @@ def main(argv=None):
         "Command: `python -m bench.multi_source_bench` (repository root). Machine: %s. "
         "Load average (1/5/15 min) before: %s, after: %s. Total: %.0f s."
         % (machine, load_before, load_after, time.perf_counter() - began),
-        "%d S3 prefixes of %d objects (loopback moto, bench/moto_server.py), unchanged checks, "
+        "%d S3 prefixes of %s objects (loopback moto, bench/moto_server.py), unchanged checks, "
         "default card setting; medians of %d interleaved repetitions; (c) is the sum of its %d "
-        "runs." % (args.sources, args.objects, args.reps, args.sources),
+        "runs." % (args.sources, format(args.objects, ","), args.reps, args.sources),
         "",
         "| Measure | Result | Target | Met |",
         "|---|---|---|---|",
