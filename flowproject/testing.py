@@ -185,6 +185,8 @@ class WebhookReceiver(LoopbackHTTPServer):
     - ``redirect_to = URL``: a redirect (``redirect_status``, 302 by default) to ``URL``;
     - ``hang = True``: reads the request and never answers (until ``stop()``);
     - ``trickle = N``: sends a 200 answer one byte every N seconds (not counted in ``events``);
+    - ``fail_events = {event name: status}``: that status for events of that name only (the
+      webhook down for one sensor source's event), the others accepted;
     - ``stop()``: refuses connections.
     """
 
@@ -200,6 +202,7 @@ class WebhookReceiver(LoopbackHTTPServer):
         self.redirect_status = 302
         self.hang = False
         self.trickle = None
+        self.fail_events = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
 
@@ -245,6 +248,12 @@ class WebhookReceiver(LoopbackHTTPServer):
                     return
                 with receiver._lock:
                     status = receiver.fail_with
+                    if receiver.fail_events:
+                        try:
+                            name = json.loads(body.decode("utf-8")).get("name")
+                        except ValueError:
+                            name = None
+                        status = receiver.fail_events.get(name, status)
                     if receiver.fail_times:
                         status = status or 500
                         receiver.fail_times -= 1
@@ -302,7 +311,9 @@ class FaultyS3Proxy(LoopbackHTTPServer):
     - ``"truncated_without_token"``: ``IsTruncated`` true and no ``NextContinuationToken``.
 
     ``listings`` counts the ListObjectsV2 answers forwarded, ``spoiled`` those rewritten, so a
-    test can tell the fault was met.
+    test can tell the fault was met. ``deny(bucket)`` answers every request for that bucket
+    with S3's 403 ``AccessDenied`` (a bucket policy or role that stopped allowing the sensor)
+    until ``allow(bucket)``.
 
     Parameters
     ----------
@@ -331,7 +342,24 @@ class FaultyS3Proxy(LoopbackHTTPServer):
         self.spoiled = 0
         self.listings = 0
         self._fault = None
+        self._denied = set()
         self._lock = threading.Lock()
+
+    def deny(self, bucket):
+        """Answer every request for ``bucket`` with 403 AccessDenied, as S3 does."""
+        with self._lock:
+            self._denied.add(bucket)
+
+    def allow(self, bucket):
+        """Forward requests for ``bucket`` again."""
+        with self._lock:
+            self._denied.discard(bucket)
+
+    def _is_denied(self, path, host):
+        """Whether a request (path-style or virtual-host style) is for a denied bucket."""
+        bucket = path.partition("?")[0].lstrip("/").partition("/")[0]
+        with self._lock:
+            return bucket in self._denied or host.partition(".")[0] in self._denied
 
     def inject(self, fault, nth=1, times=1):
         """Spoil ListObjectsV2 answers from the ``nth`` one on (1 = the next), ``times`` of
@@ -343,9 +371,10 @@ class FaultyS3Proxy(LoopbackHTTPServer):
             self.spoiled = 0
 
     def clear(self):
-        """Forward every answer unchanged again, and count from zero."""
+        """Forward every answer unchanged again (no fault, no denied bucket), count from zero."""
         with self._lock:
             self._fault = None
+            self._denied.clear()
             self.listings = self.spoiled = 0
 
     def _fault_for(self, method, path):
@@ -413,6 +442,18 @@ class FaultyS3Proxy(LoopbackHTTPServer):
 
             def _forward(self):
                 body = self._read_body()
+                if proxy._is_denied(self.path, self.headers.get("Host", "")):
+                    denied = (
+                        b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied'
+                        b"</Code><Message>Access Denied</Message></Error>"
+                    )
+                    self.send_response(403)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(denied)))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(denied)
+                    return
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in hop_by_hop}
                 connection = http.client.HTTPConnection(*proxy.upstream, timeout=60)
                 try:
