@@ -143,7 +143,9 @@ def test_per_source_keys_stay_in_the_sources_and_one_form_per_file():
 
 
 def test_global_bounds_are_validated():
-    text = edit("settle_checks = 2", "settle_checks = 2\ncheck_concurrency = 0\nsource_timeout = 2.5")
+    text = edit(
+        "settle_checks = 2", "settle_checks = 2\ncheck_concurrency = 0\nsource_timeout = 2.5"
+    )
     assert problems_of(text) == [
         "sensor.check_concurrency: expected a number >= 1, found 0",
         "sensor.source_timeout: expected an integer, found float 2.5",
