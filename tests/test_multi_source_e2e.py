@@ -6,12 +6,14 @@ through fakesnow's server, events to a loopback webhook. Each run costs seconds:
 
 import datetime
 import decimal
+import glob
 import os
 import textwrap
 
 import pytest
 from conftest import REPO, FlowRunner, s3_config
 from conftest_snowflake import fakesnow_server, snowflake_home, warehouse  # noqa: F401
+from test_card import card_data, leaves
 
 from flowproject.testing import FaultyS3Proxy, sensor_env
 
@@ -111,6 +113,17 @@ def check(runner, webhook, ok=True):
     return result, published
 
 
+def newest_card_rows(runner):
+    """The table rows of the newest sensor card of the runner's runs."""
+    cards = glob.glob(
+        os.path.join(runner.workdir, ".metaflow", "mf.cards", "**", "blank-sensor-*.html"),
+        recursive=True,
+    )
+    with open(max(cards, key=os.path.getmtime)) as f:
+        page = list(leaves(card_data(f.read())["components"]))
+    return [row for c in page if c["type"] == "table" for row in c["data"]]
+
+
 def insert_order(warehouse, n):
     warehouse.insert((n, "o%d" % n, decimal.Decimal("1.00"), datetime.datetime(2024, 1, n)))
 
@@ -153,6 +166,12 @@ def test_each_source_announces_its_own_changes_and_one_failure_does_not_stop_the
     assert during["orders"]["orders_version"] == "2"
     assert "1 of 3 sources failed" in output(result)
     assert "features: check failed: Access denied to s3://%s/" % features_bucket in output(result)
+    # The card has a row per source: what happened to it, its event, why.
+    rows = {row[0]: row for row in newest_card_rows(runner) if len(row) == 4}
+    assert rows["features"][1] == "failed" and "Access denied" in rows["features"][3]
+    assert rows["events"][1] == "published"
+    assert rows["events"][2].startswith(PREFIX + "events_updated (id ")
+    assert rows["orders"][1] == "published"
 
     # Once the bucket allows the sensor again, the next check announces only what was not.
     proxy.allow(features_bucket)
