@@ -487,7 +487,9 @@ class FaultyS3Proxy(LoopbackHTTPServer):
         return Handler
 
 
-def check_once(config, state=None, flow_name="SensorFlow", branch="user.test", force=False):
+def check_once(
+    config, state=None, flow_name="SensorFlow", branch="user.test", force=False, source=None
+):
     """Evaluate one sensor check without Metaflow, a scheduler or a webhook.
 
     The counterpart of Dagster's ``build_sensor_context``: the source is really queried
@@ -504,6 +506,8 @@ def check_once(config, state=None, flow_name="SensorFlow", branch="user.test", f
         Scope of the change id, as in a flow run.
     force : bool
         As ``--force-trigger``.
+    source : str, optional
+        Which ``[sources.<name>]`` to check; needed when the config names several.
 
     Returns
     -------
@@ -518,14 +522,27 @@ def check_once(config, state=None, flow_name="SensorFlow", branch="user.test", f
     >>> decision.kind
     'unchanged'
     """
-    from .config import parse_flowconfig
+    from .config import configured_sources, parse_flowconfig, source_named
+    from .exceptions import FlowConfigError
     from .sensor import SensorState, advance, decide, decision_options
     from .sources import check_source, source_identity, watched_source
 
     if isinstance(config, str):
         config = parse_flowconfig(config)
+    if source is not None:
+        watched = source_named(config, source)
+    else:
+        sources = configured_sources(config)
+        if len(sources) > 1:
+            raise FlowConfigError(
+                [
+                    "check_once: the config names %d sources (%s); say which with source="
+                    % (len(sources), ", ".join(w.name for w in sources))
+                ]
+            )
+        watched = sources[0]
     state = state if state is not None else SensorState()
-    data, sensor = config["data"], config["sensor"]
+    data, sensor = watched.data, watched.sensor
     observation = check_source(data, state.cursor_for(source_identity(data)))
     decision = decide(
         observation,
@@ -533,7 +550,7 @@ def check_once(config, state=None, flow_name="SensorFlow", branch="user.test", f
         flow_name,
         branch,
         force=force,
-        **watched_source(data, config["project_name"]),
+        **watched_source(data, config["project_name"], source=watched.name),
         **decision_options(sensor),
     )
     next_state = advance(

@@ -243,3 +243,53 @@ def test_a_job_past_its_timeout_is_failed_and_left_behind():
     assert outcomes["quick"] == ("ok", None)
     assert isinstance(outcomes["hung"][1], JobTimeout)
     assert str(outcomes["hung"][1]) == "did not finish within 0.5 seconds"
+
+
+# ------------------------------------------------------------------------------ check_once
+
+
+def two_prefixes(bucket):
+    return textwrap.dedent(
+        """\
+        project_name = "proj"
+        [sensor]
+        cron_schedule = "@hourly"
+        [sources.raw]
+        type = "s3"
+        bucket = "s3://%s"
+        key = "raw/"
+        check_mode = "files_metadata"
+        event_name = "raw_updated"
+        payload_key = "raw_version"
+        [sources.clean]
+        type = "s3"
+        bucket = "s3://%s"
+        key = "clean/"
+        check_mode = "files_metadata"
+        event_name = "clean_updated"
+        payload_key = "clean_version"
+        """
+    ) % (bucket, bucket)
+
+
+def test_check_once_walks_one_named_source(s3_server, s3_client, bucket, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_server.endpoint_url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    from flowproject.testing import check_once
+
+    s3_client.put_object(Bucket=bucket, Key="raw/a.csv", Body=b"a")
+    s3_client.put_object(Bucket=bucket, Key="clean/a.csv", Body=b"a")
+    config = parse_flowconfig(two_prefixes(bucket))
+    with pytest.raises(FlowConfigError, match=r"names 2 sources \(raw, clean\); say which"):
+        check_once(config)
+
+    _, first, raw_state = check_once(config, source="raw")
+    _, clean_first, _ = check_once(config, source="clean")
+    assert first.publish and clean_first.publish
+    assert first.change_id != clean_first.change_id  # the source is part of the change id
+    assert raw_state.scope["source"] == "raw"
+    s3_client.put_object(Bucket=bucket, Key="clean/b.csv", Body=b"b")
+    _, again, _ = check_once(config, raw_state, source="raw")
+    assert again.kind == "unchanged"
