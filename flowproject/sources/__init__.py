@@ -54,7 +54,7 @@ def source_absent_message(data):
     return load_source(data["type"]).absent_message(data)
 
 
-def watched_source(data, project):
+def watched_source(data, project, source="default"):
     """What a baseline of the source ``data`` is of, as ``sensor.decide`` keyword arguments.
 
     The flow, ``check_once`` and ``flowproject reset --to-current`` all decide with these, so
@@ -66,10 +66,13 @@ def watched_source(data, project):
         The normalized ``[data]`` table.
     project : str or None
         The ``@project`` name.
+    source : str
+        The source's name in ``flowconfig.toml`` (``"default"`` for ``[data]``); part of the
+        change ids and of the state's scope.
     """
     return {
         "project": project,
-        "source": "default",
+        "source": source,
         "identity": source_identity(data),
         "absent_message": source_absent_message(data),
     }
