@@ -23,11 +23,14 @@ SCOPE = {"flow": "SensorFlow", "project": PROJECT, "branch": BRANCH}
 
 def multi_config(bucket="some-bucket", sources=("events", "orders", "clicks")):
     """A multi-source flowconfig.toml: one S3 prefix per source name."""
-    text = """\
+    text = (
+        """\
         project_name = "%s"
         [sensor]
         cron_schedule = "*/5 * * * *"
-        """ % PROJECT
+        """
+        % PROJECT
+    )
     for name in sources:
         text += """
         [sources.%s]
@@ -324,3 +327,31 @@ def test_replay_of_a_named_source(two_sources, webhook):
     assert proc.returncode == 2
     assert "Nothing to replay" in proc.stderr and "source events of SensorFlow" in proc.stderr
     assert len(webhook.events) == 1
+
+
+def test_status_says_which_source_carries_over_the_single_source_baseline(workdir):
+    """[data] turned into [sources.events]: events' first check takes over <branch>.json."""
+    from flowproject.config import configured_sources, load_flowconfig
+    from flowproject.sources import source_identity
+
+    work = workdir
+    work.write_config(multi_config(sources=("events", "orders")))
+    events = configured_sources(load_flowconfig(work.config))[0]
+    legacy = SensorState(
+        baseline=Baseline("ev-0", "fp-ev-0", "cid-legacy", "SensorFlow/1"),
+        scope=dict(SCOPE, source="default"),
+        identity=source_identity(events.data),
+    )
+    work.store("default").save(legacy, None)
+
+    proc = work.cli("status")
+    assert proc.returncode == 0, proc.stderr
+    default, rest = proc.stdout.split("source default")[1].split("source events")
+    assert "not a source of flowconfig.toml" in default and "baseline    ev-0" in default
+    events_block, orders_block = rest.split("source orders")
+    assert (
+        "no state yet: its first check carries over the baseline of %s"
+        % (work.store("default").storage.full_uri(work.store("default").path))
+        in events_block
+    )
+    assert "no state yet: its next check is a first check" in orders_block
