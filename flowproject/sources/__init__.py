@@ -63,12 +63,12 @@ def watched_source(data, project, source="default"):
     Parameters
     ----------
     data : dict
-        The normalized ``[data]`` table.
+        The normalized ``[data]`` table (or a ``[sources.<name>]`` table's source keys).
     project : str or None
         The ``@project`` name.
     source : str
-        The source's name in ``flowconfig.toml`` (``"default"`` for ``[data]``); part of the
-        change ids and of the state's scope.
+        The source's name: ``"default"`` for ``[data]``, else ``<name>`` of
+        ``[sources.<name>]``. Part of its change ids and of its state's scope.
     """
     return {
         "project": project,
@@ -76,6 +76,22 @@ def watched_source(data, project, source="default"):
         "identity": source_identity(data),
         "absent_message": source_absent_message(data),
     }
+
+
+def describe_source(data):
+    """What the source ``data`` configures watches, for logs and cards (never a secret)."""
+    return load_source(data["type"]).describe(data)
+
+
+def failure_text(error):
+    """One line saying why a source's check failed: a flowproject error's own message, else
+    the exception's class and message."""
+    from ..exceptions import FlowprojectException
+
+    if isinstance(error, FlowprojectException):
+        return str(getattr(error, "message", error)).strip()
+    text = str(error).strip()
+    return "%s: %s" % (error.__class__.__name__, text) if text else error.__class__.__name__
 
 
 def check_source(data, cursor=None):
@@ -109,6 +125,8 @@ __all__ = [
     "Observation",
     "SOURCE_TYPES",
     "check_source",
+    "describe_source",
+    "failure_text",
     "fingerprint",
     "load_source",
     "source_absent_message",
