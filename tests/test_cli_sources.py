@@ -1,8 +1,9 @@
 """``flowproject status``, ``reset`` and ``replay`` with a multi-source ``flowconfig.toml``.
 
 State objects are written into a local datastore in the test's folder (as the multi-source
-SensorFlow lays them out: ``<branch>/<source>.json``); the commands run as a user runs them,
-``python -m flowproject ...`` in that folder.
+SensorFlow lays them out: ``<branch>/<source>.json``), or by one real run of it (replay needs
+the run's ``events`` artifact); the commands run as a user runs them, ``python -m flowproject
+...`` in that folder.
 """
 
 import json
@@ -247,88 +248,6 @@ def test_reset_to_current_checks_only_the_named_source(workdir, s3_server, s3_cl
     assert orders.baseline.value not in (None, "or-1") and orders.scope["source"] == "orders"
 
 
-FAKE_SENSOR_FLOW = '''
-from metaflow import FlowSpec, current, step
-
-
-class SensorFlow(FlowSpec):
-    """Leaves the artifacts of a multi-source run that announced orders (see the contract)."""
-
-    @step
-    def start(self):
-        self.next(self.announce_change)
-
-    @step
-    def announce_change(self):
-        payload = {
-            "orders_version": "or-2", "change_id": "cid-orders-2", "previous_value": "or-1",
-            "source": "orders", "flow": "SensorFlow", "branch": "user.tester",
-            "run_id": current.run_id,
-        }
-        self.events = {
-            "orders": dict(payload, name="mfns.testproject.user.tester.orders_updated", id="e1")
-        }
-        self.next(self.end)
-
-    @step
-    def end(self):
-        self.announcements = {
-            "orders": {"value": "or-2", "change_id": "cid-orders-2", "identity": None}
-        }
-
-
-if __name__ == "__main__":
-    SensorFlow()
-'''
-
-
-def test_replay_of_a_named_source(two_sources, webhook):
-    work = two_sources
-    work.env["METAFLOW_ARGO_EVENTS_WEBHOOK_URL"] = webhook.url
-    flow_file = os.path.join(work.path, "fake_sensorflow.py")
-    with open(flow_file, "w") as f:
-        f.write(FAKE_SENSOR_FLOW)
-    proc = subprocess.run(
-        [sys.executable, flow_file, "run", "--run-id-file", "run_id"],
-        cwd=work.path,
-        env=work.env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    with open(os.path.join(work.path, "run_id")) as f:
-        run = "SensorFlow/%s" % f.read().strip()
-    work.save("orders", "or-2", "cid-orders-2", run, history=[first_check()])
-    events_before = work.state_bytes("events")
-
-    proc = work.cli("replay")
-    assert proc.returncode == 2
-    assert "has the sources events, orders, clicks: pass --source NAME" in proc.stderr
-    assert webhook.events == []
-
-    proc = work.cli("replay", "--source", "orders")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    (event,) = webhook.events
-    assert event["name"] == "mfns.testproject.user.tester.orders_updated"
-    payload = event["payload"]
-    assert payload["orders_version"] == "or-2" and payload["change_id"] == "cid-orders-2"
-    assert payload["source"] == "orders" and payload["replayed"] is True
-    assert (
-        "Replayed mfns.testproject.user.tester.orders_updated (change cid-orders-2) for source "
-        "orders of SensorFlow branch user.tester" in proc.stdout
-    )
-    assert [h["kind"] for h in work.load("orders").history] == ["first", "replayed"]
-    assert work.state_bytes("events") == events_before
-
-    # events' baseline run published nothing for it: nothing to replay, and it says so.
-    work.save("events", "ev-1", "cid-events-1", run)
-    proc = work.cli("replay", "--source", "events")
-    assert proc.returncode == 2
-    assert "Nothing to replay" in proc.stderr and "source events of SensorFlow" in proc.stderr
-    assert len(webhook.events) == 1
-
-
 def test_status_says_which_source_carries_over_the_single_source_baseline(workdir):
     """[data] turned into [sources.events]: events' first check takes over <branch>.json."""
     from flowproject.config import configured_sources, load_flowconfig
@@ -355,3 +274,53 @@ def test_status_says_which_source_carries_over_the_single_source_baseline(workdi
         in events_block
     )
     assert "no state yet: its next check is a first check" in orders_block
+
+
+@pytest.mark.e2e
+def test_status_and_replay_after_a_real_multi_source_run(flow_runner, webhook, s3_client, bucket):
+    """The real SensorFlow checks two sources; the commands read what it left per source."""
+    flow_runner.env["METAFLOW_DATASTORE_SYSROOT_LOCAL"] = flow_runner.workdir
+    work = Workdir(flow_runner.workdir, flow_runner.env)
+    work.write_config(multi_config(bucket, sources=("events", "orders")))
+    for name in ("events", "orders"):
+        s3_client.put_object(Bucket=bucket, Key="%s/part-0.parquet" % name, Body=b"rows")
+    result = flow_runner.run()
+    assert result.returncode == 0, result.stdout + result.stderr
+    published = {e["payload"]["source"]: e for e in webhook.events}
+    assert sorted(published) == ["events", "orders"]
+
+    proc = work.cli("status")
+    assert proc.returncode == 0, proc.stderr
+    for name in ("events", "orders"):
+        block = proc.stdout.split("source %s" % name)[1]
+        assert "change      %s" % published[name]["payload"]["change_id"] in block
+        assert "last check  first, published" in block
+
+    # Replaying every source would start every downstream flow: one must be named.
+    proc = work.cli("replay")
+    assert proc.returncode == 2
+    assert "has the sources events, orders: pass --source NAME" in proc.stderr
+    assert len(webhook.events) == 2
+
+    proc = work.cli("replay", "--source", "orders")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    replayed = webhook.events[-1]
+    original = published["orders"]
+    assert len(webhook.events) == 3 and replayed["name"] == original["name"]
+    # The same payload (ArgoEvent gives a new id and timestamp), marked as a replay.
+    own = ("id", "timestamp", "utc_date")
+    kept = {k: v for k, v in replayed["payload"].items() if k not in own}
+    assert kept == dict(
+        {k: v for k, v in original["payload"].items() if k not in own}, replayed=True
+    )
+    assert "for source orders of SensorFlow branch user.tester" in proc.stdout
+    assert [h["kind"] for h in work.load("orders").history] == ["first", "replayed"]
+    assert [h["kind"] for h in work.load("events").history] == ["first"]
+
+    # A baseline accepted without an event: nothing to replay for that source, and it says so.
+    proc = work.cli("reset", "--to-current", "--source", "events", "--yes")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = work.cli("replay", "--source", "events")
+    assert proc.returncode == 2
+    assert "Nothing to replay: the baseline of source events of SensorFlow branch" in proc.stderr
+    assert len(webhook.events) == 3
