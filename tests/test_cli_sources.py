@@ -212,6 +212,26 @@ def test_reset_without_source_resets_every_source_and_says_which(two_sources):
     assert not os.path.exists(work.store("default").object.full_path)
 
 
+def test_a_source_being_announced_is_not_reset_and_the_others_are(two_sources):
+    from flowproject.state import new_claim
+
+    work = two_sources
+    orders = work.store("orders")
+    state, version = orders.load_versioned(quiet=True)
+    orders.save(state, version, claim=new_claim("SensorFlow/7", "c0ffee", "or-2", 600))
+    before = work.state_bytes("orders")
+
+    proc = work.cli("reset", "--yes")
+    assert proc.returncode == 2
+    assert "source orders of SensorFlow branch user.tester: " in proc.stderr
+    assert "run SensorFlow/7 is announcing change c0ffee right now" in proc.stderr
+    assert "Reset 2 of 3 sources of SensorFlow branch user.tester; not reset: orders." in (
+        proc.stdout
+    )
+    assert work.state_bytes("orders") == before
+    assert work.load("events").baseline is None and work.load("clicks").reset["by"] == "tester"
+
+
 def test_reset_to_current_checks_only_the_named_source(workdir, s3_server, s3_client, bucket):
     from flowproject.sensor import change_id
     from flowproject.sources import fingerprint
