@@ -124,6 +124,12 @@ def test_source_names_and_required_keys():
     ]
 
 
+def test_default_is_not_a_source_name():
+    assert problems_of(edit("[sources.orders]", "[sources.default]")) == [
+        "sources.default: 'default' names the single [data] source; choose another name"
+    ]
+
+
 def test_payload_key_rules_hold_per_source():
     (problem,) = problems_of(edit('payload_key = "orders_version"', 'payload_key = "change_id"'))
     assert problem.startswith("sources.orders.payload_key: 'change_id' is set by the sensor")
@@ -293,3 +299,20 @@ def test_check_once_walks_one_named_source(s3_server, s3_client, bucket, monkeyp
     s3_client.put_object(Bucket=bucket, Key="clean/b.csv", Body=b"b")
     _, again, _ = check_once(config, raw_state, source="raw")
     assert again.kind == "unchanged"
+
+
+def test_the_shipped_flowconfig_shows_a_valid_multi_source_example():
+    import os
+
+    from conftest import REPO
+
+    with open(os.path.join(REPO, "flowconfig.toml")) as f:
+        text = f.read()
+    example = text[text.index("# [sources.events]") :]
+    uncommented = "\n".join(line[2:] for line in example.splitlines() if line.startswith("# "))
+    head = text[: text.index("[data]")] + '[sensor]\ncron_schedule = "@hourly"\n'
+    sources = configured_sources(parse_flowconfig(head + uncommented))
+    assert [(w.name, w.data["type"]) for w in sources] == [
+        ("events", "s3"),
+        ("orders", "snowflake"),
+    ]
