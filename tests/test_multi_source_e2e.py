@@ -200,6 +200,13 @@ def test_webhook_down_for_one_event_fails_the_run_and_only_that_event_is_publish
     assert sorted(retried) == ["orders"]
     assert retried["orders"]["previous_value"] == ""
 
+    # A lost state object of one source is rebuilt from the run that announced it: no event.
+    states = os.path.join(runner.workdir, ".metaflow", "SensorFlow", "sensor_state")
+    os.unlink(os.path.join(states, "multiproject", "user.tester", "orders.json"))
+    result, recovered = check(runner, webhook)
+    assert recovered == {}
+    assert "recovered the baseline from run SensorFlow/" in output(result)
+
 
 def test_single_source_baseline_carries_over_to_the_same_named_source(
     runner, webhook, s3_client, two_buckets, warehouse
