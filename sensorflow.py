@@ -1,4 +1,6 @@
-"""SensorFlow: publish an Argo Event when the data named in flowconfig.toml changes.
+"""SensorFlow: publish an Argo Event when data named in flowconfig.toml changes.
+
+One source ([data]) or several ([sources.<name>]), each with its own baseline and event.
 
 python sensorflow.py run                      # check once
 python sensorflow.py run --dry-run True       # check and report, publish nothing
@@ -20,29 +22,24 @@ class SensorFlow(BaseFlow):
         "dry-run", type=bool, default=False, help="Check and report; publish nothing, move nothing."
     )
 
-    @source  # the S3 client or Snowflake connection of flowconfig.toml's [data]
+    @source  # the clients or connections of the sources in flowconfig.toml
     @step
     def start(self):
-        """Look at the source and decide whether it changed since the last announcement."""
-        self.observation = self.query()
-        self.decision = self.decide_change(
-            self.observation, force=self.force_trigger, dry_run=self.dry_run
-        )
-        print(self.decision.reason)
-        # Nothing to announce (unchanged, reverted): recorded in the history, straight to end.
-        self.route = self.route_check(self.observation, self.decision, dry_run=self.dry_run)
+        """Look at each source and decide whether it changed since its last announcement."""
+        # Nothing to announce anywhere (unchanged, reverted): recorded, straight to end.
+        self.route = self.check_sources(force=self.force_trigger, dry_run=self.dry_run)
         self.next({"announce": self.announce_change, "end": self.end}, condition="route")
 
     @announcement  # the run's card, and what publishing needs under --environment=pypi
     @step
     def announce_change(self):
-        """Publish the change as an Argo Event, make it the new baseline, show it on the card."""
-        self.event = self.announce(self.observation, self.decision, dry_run=self.dry_run)
+        """Publish each change as an Argo Event, move its baseline, show the checks on the card."""
+        self.announce_changes(dry_run=self.dry_run)
         self.next(self.end)
 
     @step
     def end(self):
-        """Fail the run if the event could not be published (the next check announces again)."""
+        """Fail the run if a check or an event failed (the next check announces again)."""
         self.fail_if_unpublished()
 
 

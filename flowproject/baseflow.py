@@ -14,6 +14,7 @@ operations as short methods, so flow files read like the story they tell:
 """
 
 import dataclasses
+import functools
 import inspect
 import os
 import sys
@@ -21,30 +22,17 @@ from contextvars import ContextVar
 
 from metaflow import Config, FlowSpec, current
 
-from .config import parse_flowconfig
+from .announcer import UNKNOWN_VERSION, SourceAnnouncer, decide_against, redecide
+from .bounded import run_bounded
+from .config import configured_sources, is_multi_source, parse_flowconfig
 from .decorators import CARD_ID, SourceDecoratorError, active_session, config_data
-from .events import event_name, publish
-from .exceptions import PublishError, StateConflict, StateError
-from .sensor import SKIP, advance, decide, decision_options
-from .sources import source_identity, watched_source
-from .sources.s3_listing import diff_listings, pack_listing, read_listing_file, unpack_listing
-from .state import (
-    STATE_WRITE_ATTEMPTS,
-    StateStore,
-    claim_lease_seconds,
-    claim_of_another_run,
-    datastore_storage,
-    load_listing,
-    new_claim,
-)
+from .exceptions import PublishError, SourcesFailed
+from .sources import describe_source, failure_text, source_identity, watched_source
+from .state import StateStore, datastore_storage
 
-# Decisions with nothing to announce: the deciding step records them in the branch's history
-# and the run goes straight to ``end``, with no card (most checks of a sensor are these).
-QUIET_KINDS = ("unchanged", "reverted")
-
-# The (state, version) the running step decided against. Kept here, not on the flow object:
-# everything set on the flow becomes an artifact, and only the route needs it again.
-_decided_against = ContextVar("flowproject_decided_against", default=None)
+# The announcer of the [data] source while its step decides and routes. Kept here, not on the
+# flow object: everything set on the flow becomes an artifact.
+_deciding = ContextVar("flowproject_deciding", default=None)
 
 
 def flowconfig_next_to_flow(context):
@@ -141,6 +129,19 @@ class BaseFlow(FlowSpec):
         (``sources.watched_source``)."""
         return watched_source(config_data(self), current.get("project_name", None))
 
+    def source_announcer(self, watched=None):
+        """The ``SourceAnnouncer`` of one source of this run (the ``[data]`` one by default)."""
+        if watched is None:
+            watched = configured_sources(self.flowconfig)[0]
+        return SourceAnnouncer(
+            watched,
+            current.flow_name,
+            current.get("project_name", None),
+            self.sensor_branch(),
+            self.run_pathspec(),
+            datastore_storage(self),
+        )
+
     def decide_change(self, observation, force=False, dry_run=False):
         """Compare ``observation`` with this branch's baseline.
 
@@ -165,32 +166,16 @@ class BaseFlow(FlowSpec):
         Decision
             Also stored as artifacts by the caller; its ``reason`` says why.
         """
-        state, self.state_version = self.state_store().load_versioned()
-        _decided_against.set((state, self.state_version))
-        decision = self.decide_against(
-            state,
-            observation,
-            force=force,
-            **decision_options(self.flowconfig.sensor),
-            **self.watched_source(),
-        )
-        if decision.warning:
-            print("Warning: %s" % decision.warning)
-        spool = observation.detail
-        if isinstance(spool, str) and os.path.exists(spool):
-            try:
-                if decision.moves_baseline or decision.kind == "settling":
-                    previous = load_listing(decision.baseline_run)
-                    self.changes = diff_listings(
-                        None if previous is None else unpack_listing(previous),
-                        read_listing_file(spool),
-                    )
-                    if decision.moves_baseline and not dry_run:
-                        self.listing = pack_listing(spool)
-            finally:
-                os.unlink(spool)
-            if getattr(self, "observation", None) is observation:
-                self.observation = dataclasses.replace(observation, detail=None)
+        announcer = self.source_announcer()
+        _deciding.set(announcer)
+        decision = announcer.decide(observation, force=force, dry_run=dry_run)
+        self.decide_options, self.state_version = announcer.options, announcer.state_version
+        if announcer.changes is not None:
+            self.changes = announcer.changes
+        if announcer.listing is not None:
+            self.listing = announcer.listing
+        if observation.detail is not None and getattr(self, "observation", None) is observation:
+            self.observation = dataclasses.replace(observation, detail=None)
         return decision
 
     def route_check(self, observation, decision, dry_run=False):
@@ -214,13 +199,10 @@ class BaseFlow(FlowSpec):
         str
             ``"end"`` or ``"announce"``, the condition of the step's ``self.next({...})``.
         """
-        if decision.kind not in QUIET_KINDS or decision.new_baseline or dry_run:
+        announcer = _deciding.get() or self.source_announcer()
+        if not announcer.is_quiet(decision, dry_run):
             return "announce"
-        store = self.state_store()
-        decided = _decided_against.get()
-        if decided is None:
-            decided = store.load_versioned(quiet=True, baseline_run=decision.baseline_run)
-        _state, recorded = self._commit(store, observation, decision, *decided)
+        recorded = announcer.record_quiet(observation, decision)
         if recorded is not decision:  # another run wrote meanwhile: say so
             print(recorded.reason)
             if getattr(self, "decision", None) is decision:
@@ -235,101 +217,39 @@ class BaseFlow(FlowSpec):
         return "%s/%s" % (current.flow_name, current.run_id)
 
     def decide_against(self, state, observation, **decide_kwargs):
-        """``decide()`` for this flow and branch, aware of other runs announcing right now.
-
-        A live claim of another run (see ``flowproject.state``) turns a decision to publish
-        into ``concurrent``: that run is announcing, this one publishes nothing.
-
-        Parameters
-        ----------
-        state : SensorState
-            From ``StateStore.load_versioned()``.
-        observation : Observation
-        **decide_kwargs
-            Passed to ``decide()`` untouched (``force``, ``settle_checks``, ...); kept as the
-            ``decide_options`` artifact so the announcing step re-decides alike.
-
-        Returns
-        -------
-        Decision
-        """
+        """``decide()`` for this flow and branch, aware of other runs announcing right now
+        (``announcer.decide_against``); the keyword arguments are kept as the
+        ``decide_options`` artifact so the announcing step re-decides alike."""
         self.decide_options = dict(decide_kwargs)
-        decision = decide(
-            observation, state, current.flow_name, self.sensor_branch(), **decide_kwargs
+        return decide_against(
+            state,
+            observation,
+            current.flow_name,
+            self.sensor_branch(),
+            self.run_pathspec(),
+            **decide_kwargs,
         )
-        claim = claim_of_another_run(state, self.run_pathspec())
-        if decision.publish and not decide_kwargs.get("force") and claim is not None:
-            what = "this change" if claim.change_id == decision.change_id else "a change"
-            decision = dataclasses.replace(
-                decision,
-                action=SKIP,
-                kind="concurrent",
-                reason="run %s is announcing %s (%s, claimed until %s); this check publishes "
-                "nothing, the next one compares again"
-                % (claim.run, what, claim.value, claim.expires_at),
-            )
-        return decision
 
     def redecide(self, decided, observation, state):
-        """The decision after another run wrote the state that ``decided`` was made against.
-
-        Only the change this run decided to announce, against the baseline it saw, may still
-        be published: if the baseline moved meanwhile, this run's observation may be older
-        than the other run's, so it publishes nothing and the next check compares again.
-
-        Parameters
-        ----------
-        decided : Decision
-            The decision made against the older state.
-        observation : Observation
-        state : SensorState
-            The state as it is now.
-
-        Returns
-        -------
-        Decision
-        """
-        options = getattr(self, "decide_options", None) or {}
-        fresh = self.decide_against(state, observation, **options)
-        if decided.kind == "forced" or fresh.kind == "concurrent":
-            return fresh
-        baseline = state.baseline
-        moved = (None if baseline is None else baseline.run) != decided.baseline_run
-        reason = None
-        if moved and baseline is not None and baseline.fingerprint == observation.fingerprint:
-            if decided.publish:
-                reason = "run %s announced this value while this run was checking: %s" % (
-                    baseline.run,
-                    fresh.reason,
-                )
-        elif fresh.moves_baseline and (moved or not decided.moves_baseline):
-            reason = (
-                "the sensor state was changed by %s while this run was checking; this run's "
-                "observation may be older, so it announces nothing (the next check compares "
-                "again)" % ("run %s" % baseline.run if moved and baseline else "another run")
-            )
-        if reason is None:
-            return fresh
-        return dataclasses.replace(fresh, action=SKIP, kind="concurrent", reason=reason)
+        """The decision after another run wrote the state that ``decided`` was made against
+        (``announcer.redecide``, with the ``decide_options`` of this run)."""
+        return redecide(
+            decided,
+            observation,
+            state,
+            getattr(self, "decide_options", None),
+            current.flow_name,
+            self.sensor_branch(),
+            self.run_pathspec(),
+        )
 
     # ------------------------------------------------------------------ announcing
 
     def event_payload(self, observation, decision):
         """The event payload: ``{payload_key: value}``, ``change_id`` and ``previous_value``."""
-        sensor = self.flowconfig.sensor
-        payload = {
-            sensor.payload_key: observation.payload_value,
-            "change_id": decision.change_id,
-            "previous_value": "" if decision.previous_value is None else decision.previous_value,
-            "state": "absent" if observation.absent else "present",
-            "flow": current.flow_name,
-            "branch": current.get("branch_name", None) or "",
-            "run_id": str(current.run_id),
-        }
-        # Fields a source adds for consumers, e.g. a table's version to pin (sources.delta).
-        for key, value in (observation.summary.get("payload") or {}).items():
-            payload.setdefault(key, value)
-        return payload
+        return self.source_announcer().event_payload(
+            observation, decision, current.get("branch_name", None), current.run_id
+        )
 
     def announce(self, observation, decision, dry_run=False):
         """Publish the decision's event, record the new state of this branch, show the card.
@@ -354,140 +274,214 @@ class BaseFlow(FlowSpec):
             The published payload, with the event ``name`` and ``id``; None if nothing was
             published.
         """
-        sensor = self.flowconfig.sensor
-        store = self.state_store()
-        # The deciding step already said where the baseline came from; read it quietly here
-        # and, without a state object, rebuild it from the one run the decision names.
-        state, version = store.load_versioned(quiet=True, baseline_run=decision.baseline_run)
-        run_id = self.run_pathspec()
-        published, name = None, event_name(sensor)
+        announcer = self.source_announcer()
+        announcer.options = getattr(self, "decide_options", None)
         decided = decision
-        if not dry_run and version != getattr(self, "state_version", version):
-            decision = self.redecide(decided, observation, state)
-        if decision.publish and not dry_run:
-            decision, state, version = self._claim(store, observation, decided, state, version)
-        if decision is not decided:
-            print(decision.reason)
-            if getattr(self, "decision", None) is decided:
-                self.decision = decision
-        if decision.publish:
-            payload = self.event_payload(observation, decision)
-            if dry_run:
-                print("Dry run: would publish %s with %s" % (name, payload))
-            else:
-                try:
-                    event_id = publish(name, payload, timeout=sensor.publish_timeout)
-                except PublishError as e:
-                    # Keep the failed attempt in the history; the baseline does not move. The
-                    # run fails in ``end``: Metaflow renders no card for a failed step.
-                    new_state, decision = self._commit(
-                        store, observation, decision, state, version, failed=True
-                    )
-                    self.announced = False
-                    self.publish_failure = str(e)
-                    print(str(e), file=sys.stderr)
-                    self.show_check(observation, decision, new_state, None, name, dry_run)
-                    return None
-                published = dict(payload, name=name, id=event_id)
-                print("Published %s (change %s)" % (name, decision.change_id))
-        if dry_run:
-            new_state = advance(
-                state, observation, decision, run_id, published is not None, sensor.history_size
-            )
-            print("Dry run: the sensor state was not changed.")
+        decision = announcer.announce(
+            observation,
+            decision,
+            getattr(self, "state_version", UNKNOWN_VERSION),
+            current.get("branch_name", None),
+            current.run_id,
+            dry_run=dry_run,
+        )
+        if decision is not decided and getattr(self, "decision", None) is decided:
+            self.decision = decision
+        if announcer.publish_failure:
+            self.announced = False
+            self.publish_failure = announcer.publish_failure
         else:
-            new_state, decision = self._commit(
-                store, observation, decision, state, version, published=published is not None
-            )
-        # The baseline also stays an artifact of the run that set it, so that a lost state
-        # object can be rebuilt from past runs (state.recover_from_runs).
-        self.announced = decision.moves_baseline and not dry_run
-        if self.announced:
-            self.announced_value = observation.value
-            self.announced_identity = decision.identity  # what a recovered baseline is of
-            self.change_id = decision.change_id
-        self.show_check(observation, decision, new_state, published, name, dry_run)
-        return published
+            # The baseline also stays an artifact of the run that set it, so that a lost
+            # state object can be rebuilt from past runs (state.recover_from_runs).
+            self.announced = decision.moves_baseline and not dry_run
+            if self.announced:
+                self.announced_value = observation.value
+                self.announced_identity = decision.identity  # what a recovered baseline is of
+                self.change_id = decision.change_id
+        self.show_check(
+            observation,
+            decision,
+            announcer.state_after,
+            announcer.published,
+            announcer.event_name,
+            dry_run,
+        )
+        return announcer.published
 
     def fail_if_unpublished(self):
-        """Raise ``PublishError`` if this run's announcing step could not publish its event.
+        """Raise if a check or an event of this run failed: ``PublishError`` for the
+        ``[data]`` source, ``SourcesFailed`` naming each failed source of a multi-source
+        sensor (whose other sources were announced all the same).
 
         Called in ``end``, so the announcing step keeps its card and the run still fails.
         """
         failure = getattr(self, "publish_failure", None)
         if failure:
             raise PublishError(failure)
+        failed = dict(getattr(self, "check_failures", None) or {})
+        for name, why in (getattr(self, "publish_failures", None) or {}).items():
+            failed[name] = why
+        if failed:
+            raise SourcesFailed(
+                "%d of %d sources failed (the others were checked and announced; the next "
+                "check retries these):\n%s"
+                % (
+                    len(failed),
+                    len(configured_sources(self.flowconfig)),
+                    "\n".join("  %s: %s" % (name, why) for name, why in sorted(failed.items())),
+                )
+            )
 
-    def _claim(self, store, observation, decided, state, version):
-        """Claim the change (a CAS write with a lease) before publishing it.
+    # ------------------------------------------------------------------ many sources
 
-        Returns ``(decision, state, version)``: the decision is re-made after each lost
-        compare-and-swap, and may no longer be to publish.
-        """
-        lease = claim_lease_seconds(self.flowconfig.sensor)
-        decision = decided
-        for _attempt in range(STATE_WRITE_ATTEMPTS):
-            claim = new_claim(self.run_pathspec(), decision.change_id, observation.value, lease)
-            try:
-                return decision, state, store.save(state, version, claim)
-            except StateConflict:
-                state, version = store.load_versioned(quiet=True, baseline_run=decided.baseline_run)
-                decision = self.redecide(decided, observation, state)
-                if not decision.publish:
-                    return decision, state, version
-        raise StateConflict(
-            "Could not claim change %s: the sensor state of branch %s kept changing (%d "
-            "attempts); nothing was published"
-            % (decision.change_id, store.branch, STATE_WRITE_ATTEMPTS)
-        )
+    def check_sources(self, force=False, dry_run=False):
+        """Check every source of ``flowconfig.toml`` and decide for each; return the route.
 
-    def _commit(self, store, observation, decision, state, version, published=False, failed=False):
-        """Record the check in the state (CAS, retried on the re-read state); clear our claim.
+        With one ``[data]`` source this is ``query()``, ``decide_change()`` and
+        ``route_check()`` (artifacts ``observation``, ``decision``, ``route``). With
+        ``[sources.<name>]`` tables every source is checked and decided in its own thread,
+        at most ``[sensor] check_concurrency`` at once (also the bound on the threads and
+        connections of all listings together), each within ``[sensor] source_timeout``
+        seconds; one source's failure does not stop the others (artifacts
+        ``observations``, ``decisions``, ``check_failures``, ``listings``, ``checked``).
 
-        A run that published moves the baseline whatever others wrote meanwhile, retrying
-        until it can. A run that did not re-decides on the re-read state, and after
-        ``STATE_WRITE_ATTEMPTS`` lost writes drops its history entry with a warning: a
-        history write never fails a run.
+        Must run in a step decorated with ``@source``.
+
+        Parameters
+        ----------
+        force : bool
+            Publish every source's event even without a change.
+        dry_run : bool
+            Check and decide; publish and write nothing.
 
         Returns
         -------
-        tuple
-            ``(state written, decision recorded)``.
+        str
+            ``"announce"`` when a source has something to announce or show (or failed),
+            else ``"end"``: the condition of the step's ``self.next({...})``.
         """
+        if not is_multi_source(self.flowconfig):
+            self.observation = self.query()
+            self.decision = self.decide_change(self.observation, force=force, dry_run=dry_run)
+            print(self.decision.reason)
+            # Nothing to announce (unchanged, reverted): recorded in the history, to end.
+            self.route = self.route_check(self.observation, self.decision, dry_run=dry_run)
+            return self.route
+        sources = configured_sources(self.flowconfig)
         sensor = self.flowconfig.sensor
-        run_id = self.run_pathspec()
-        recorded = {"decision": decision}
+        workers = min(sensor.check_concurrency, len(sources))
+        # One bound for the run: each listing gets its share of the threads.
+        share = max(1, sensor.check_concurrency // workers)
+        announcers = {w.name: self.source_announcer(w) for w in sources}
 
-        def change(current):
-            if current is not state and not published and not failed:
-                recorded["decision"] = self.redecide(decision, observation, current)
-            other = claim_of_another_run(current, run_id)
-            new_state = advance(
-                current,
-                observation,
-                recorded["decision"],
-                run_id,
-                published,
-                sensor.history_size,
-                failed=failed,
-            )
-            return new_state, other
+        def check_and_decide(announcer):
+            data = announcer.data
+            if "list_concurrency" in data:
+                data = dict(data, list_concurrency=min(data["list_concurrency"], share))
+            observation, requests = announcer.check(data)
+            decision = announcer.decide(observation, force=force, dry_run=dry_run)
+            announcer.say(decision.reason)
+            if announcer.is_quiet(decision, dry_run):
+                recorded = announcer.record_quiet(observation, decision)
+                if recorded is not decision:
+                    announcer.say(recorded.reason)
+                decision = recorded
+            return dataclasses.replace(observation, detail=None), decision, requests
 
-        attempts = STATE_WRITE_ATTEMPTS * (3 if published else 1)
-        try:
-            new_state, _version = store.update(
-                change, state, version, attempts=attempts, baseline_run=decision.baseline_run
+        outcomes = run_bounded(
+            {name: functools.partial(check_and_decide, a) for name, a in announcers.items()},
+            workers,
+            sensor.source_timeout,
+        )
+        self.observations, self.decisions, self.check_failures = {}, {}, {}
+        self.listings, self.checked, self.state_versions, self.source_options = {}, {}, {}, {}
+        changes = {}
+        for name, (result, error) in outcomes.items():
+            announcer = announcers[name]
+            self.checked[name] = {"source": describe_source(announcer.data), "requests": []}
+            if error is not None:
+                self.check_failures[name] = "check failed: %s" % failure_text(error)
+                announcer.say(self.check_failures[name], file=sys.stderr)
+                continue
+            observation, decision, self.checked[name]["requests"] = result
+            self.observations[name], self.decisions[name] = observation, decision
+            if announcer.listing is not None:
+                self.listings[name] = announcer.listing
+            if announcer.changes is not None:
+                changes[name] = announcer.changes
+            if not announcer.is_quiet(decision, dry_run):
+                self.state_versions[name] = announcer.state_version
+                self.source_options[name] = announcer.options
+        if changes:
+            self.source_changes = changes
+        loud = self.state_versions or self.check_failures
+        self.route = "announce" if loud else "end"
+        return self.route
+
+    def announce_changes(self, dry_run=False):
+        """Announce what ``check_sources`` decided, and show every check on the card.
+
+        With one ``[data]`` source this is ``announce()`` (artifact ``event``). With several,
+        each source that has something to announce is claimed, published and committed in
+        its own thread (a webhook down for one event does not hold the others back); the
+        card shows every source. Artifacts: ``events`` ({source: payload}),
+        ``publish_failures``, and ``announcements`` ({source: {value, change_id,
+        identity}} for each baseline moved, from which a lost state is rebuilt).
+
+        Parameters
+        ----------
+        dry_run : bool
+            Publish and write nothing; say what would be published.
+        """
+        if not is_multi_source(self.flowconfig):
+            self.event = self.announce(self.observation, self.decision, dry_run=dry_run)
+            return
+        sensor = self.flowconfig.sensor
+        announcers = {
+            w.name: self.source_announcer(w)
+            for w in configured_sources(self.flowconfig)
+            if w.name in self.state_versions
+        }
+        for name, announcer in announcers.items():
+            announcer.options = self.source_options[name]
+
+        def announce_one(name):
+            return announcers[name].announce(
+                self.observations[name],
+                self.decisions[name],
+                self.state_versions[name],
+                current.get("branch_name", None),
+                current.run_id,
+                dry_run=dry_run,
             )
-        except StateError as e:
-            if published:
-                raise StateError(
-                    "Published change %s, but could not record it in the sensor state (%s); "
-                    "the next check will publish it again with the same change id"
-                    % (decision.change_id, e)
-                ) from None
-            print("Sensor state: this check's history entry was dropped: %s" % e, file=sys.stderr)
-            new_state, _ = change(state)
-        return new_state, recorded["decision"]
+
+        outcomes = run_bounded(
+            {name: functools.partial(announce_one, name) for name in announcers},
+            min(sensor.check_concurrency, max(1, len(announcers))),
+            # A publish ends within publish_timeout; the state writes around it are short.
+            sensor.publish_timeout + 120,
+        )
+        self.events, self.publish_failures, self.announcements = {}, {}, {}
+        shown = {}
+        for name, (decision, error) in outcomes.items():
+            announcer = announcers[name]
+            if error is not None:
+                self.publish_failures[name] = "announcing failed: %s" % failure_text(error)
+                announcer.say(self.publish_failures[name], file=sys.stderr)
+                continue
+            self.decisions[name] = decision
+            if announcer.publish_failure:
+                self.publish_failures[name] = announcer.publish_failure
+            elif announcer.published:
+                self.events[name] = announcer.published
+            if decision.moves_baseline and not dry_run and not announcer.publish_failure:
+                self.announcements[name] = {
+                    "value": self.observations[name].value,
+                    "change_id": decision.change_id,
+                    "identity": decision.identity,
+                }
+            shown[name] = announcer
+        self.show_checks(shown, dry_run)
 
     def show_check(self, observation, decision, state, published, name, dry_run):
         """Draw the check on the step's ``sensor`` card, if the step has one."""
@@ -509,6 +503,46 @@ class BaseFlow(FlowSpec):
             watching=watched(config_data(self)),
             publish_failure=getattr(self, "publish_failure", None),
         )
+
+    def show_checks(self, announcers, dry_run):
+        """Draw a multi-source check on the step's ``sensor`` card, if the step has one: a
+        table of every source's outcome, then each announced, settling or failed source."""
+        if CARD_ID not in self._card_ids():
+            return
+        from .cards import render_sensor_card, render_sources_summary
+
+        card = current.card[CARD_ID]
+        rows = []
+        for watched in configured_sources(self.flowconfig):
+            name = watched.name
+            announcer = announcers.get(name)
+            rows.append(
+                {
+                    "source": name,
+                    "decision": self.decisions.get(name),
+                    "published": announcer.published if announcer else None,
+                    "event_name": announcer.event_name if announcer else None,
+                    "failure": self.check_failures.get(name) or self.publish_failures.get(name),
+                }
+            )
+        render_sources_summary(card, rows, dry_run, branch=self.sensor_branch())
+        changes = getattr(self, "source_changes", None) or {}
+        for name, announcer in announcers.items():
+            render_sensor_card(
+                card,
+                observation=self.observations[name],
+                decision=self.decisions[name],
+                state=announcer.state_after,
+                published=announcer.published,
+                event_name=announcer.event_name,
+                dry_run=dry_run,
+                changes=changes.get(name),
+                settle_checks=announcer.sensor["settle_checks"],
+                branch=self.sensor_branch(),
+                watching=describe_source(announcer.data),
+                publish_failure=announcer.publish_failure,
+                source=name,
+            )
 
     def _card_ids(self):
         """Ids of the ``@card`` decorators of the running step."""

@@ -226,6 +226,53 @@ def commit_rows(commits):
     return rows
 
 
+def render_sources_summary(card, rows, dry_run, branch=None):
+    """Append the table of a multi-source check to ``card``: one row per source.
+
+    Parameters
+    ----------
+    card : CardComponentCollector entry
+    rows : list of dict
+        ``source``, ``decision`` (None when the check failed), ``published`` (payload or
+        None), ``event_name`` (None when the source was not announced), ``failure`` (why the
+        check or the event failed, or None).
+    dry_run : bool
+    branch : str, optional
+    """
+    failed = sum(1 for row in rows if row["failure"])
+    announced = sum(1 for row in rows if row["published"])
+    card.append(
+        Markdown(
+            "# Sensor check: %d source%s, %d announced, %d failed%s"
+            % (
+                len(rows),
+                "" if len(rows) == 1 else "s",
+                announced,
+                failed,
+                " (dry run)" if dry_run else "",
+            )
+        )
+    )
+    table = []
+    for row in rows:
+        decision = row["decision"]
+        if row["failure"]:
+            result = "failed"
+        elif decision is None:
+            result = "no event"
+        else:
+            result = outcome(decision, row["published"], dry_run)
+        if row["published"]:
+            event = "%s (id %s)" % (row["event_name"], row["published"]["id"])
+        else:
+            event = ""
+        why = row["failure"] or (decision.reason if decision is not None else "")
+        table.append([_cell(row["source"]), _cell(result), _cell(event), _cell(why)])
+    card.append(Table(table, headers=["Source", "Outcome", "Event", "Why"]))
+    if branch:
+        card.append(Table([["Branch", _cell(branch)]], headers=["", ""]))
+
+
 def render_sensor_card(
     card,
     observation,
@@ -239,6 +286,7 @@ def render_sensor_card(
     branch=None,
     watching=None,
     publish_failure=None,
+    source=None,
 ):
     """Append the check's components to ``card`` (``current.card["sensor"]``).
 
@@ -264,12 +312,19 @@ def render_sensor_card(
         What the sensor watches, from ``watched(data)``.
     publish_failure : str, optional
         Why publishing failed (the baseline did not move).
+    source : str, optional
+        The source's name, for a sensor with several (a validated name: letters, digits, '_').
     """
     result = "failed" if publish_failure else outcome(decision, published, dry_run)
     card.append(
         Markdown(
-            '# <span style="color: %s">&#9679;</span> Sensor check: %s'
-            % (OUTCOME_COLORS[result], headline(decision, published, dry_run, publish_failure))
+            '%s <span style="color: %s">&#9679;</span> %s: %s'
+            % (
+                "##" if source else "#",
+                OUTCOME_COLORS[result],
+                "Source %s" % source if source else "Sensor check",
+                headline(decision, published, dry_run, publish_failure),
+            )
         )
     )
     if published:

@@ -19,6 +19,7 @@ from contextvars import ContextVar
 
 from metaflow import StepMutator, card, user_step_decorator
 
+from .config import configured_sources, is_multi_source
 from .environment import add_packages, installed_version, package_decorator_spec
 from .exceptions import FlowprojectException
 from .sources import load_source
@@ -56,6 +57,10 @@ def source_session(step_name, flow, inputs=None, attributes=None):
 
     Added by ``@source``; not used directly.
     """
+    if is_multi_source(flow.flowconfig):
+        # Each source is opened in its own thread by BaseFlow.check_sources.
+        yield
+        return
     data = config_data(flow)
     expected = (attributes or {}).get("type")
     if expected and data["type"] != expected:
@@ -92,6 +97,14 @@ class source(StepMutator):
 
     def mutate(self, mutable_step):
         configs = dict(mutable_step.flow.configs)
+        if is_multi_source(configs["flowconfig"]):
+            # Every configured source's packages; BaseFlow.check_sources opens each source.
+            mutable_step.add_decorator(source_session, deco_kwargs={"type": self.TYPE or ""})
+            packages = {}
+            for watched in configured_sources(configs["flowconfig"]):
+                packages.update(source_packages(load_source(watched.data["type"])))
+            add_packages(mutable_step, packages)
+            return
         data_type = self.TYPE or configs["flowconfig"]["data"]["type"]
         mutable_step.add_decorator(source_session, deco_kwargs={"type": data_type})
         if self.TYPE and configs["flowconfig"]["data"]["type"] != self.TYPE:

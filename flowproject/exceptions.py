@@ -64,3 +64,9 @@ class ReplayError(FlowprojectException):
     """``flowproject replay`` found no announced event to re-publish."""
 
     headline = "Nothing to replay"
+
+
+class SourcesFailed(FlowprojectException):
+    """Sources of a multi-source sensor whose check or event failed (the others went on)."""
+
+    headline = "Sources failed"

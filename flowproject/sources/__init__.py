@@ -54,7 +54,7 @@ def source_absent_message(data):
     return load_source(data["type"]).absent_message(data)
 
 
-def watched_source(data, project):
+def watched_source(data, project, source="default"):
     """What a baseline of the source ``data`` is of, as ``sensor.decide`` keyword arguments.
 
     The flow, ``check_once`` and ``flowproject reset --to-current`` all decide with these, so
@@ -63,16 +63,35 @@ def watched_source(data, project):
     Parameters
     ----------
     data : dict
-        The normalized ``[data]`` table.
+        The normalized ``[data]`` table (or a ``[sources.<name>]`` table's source keys).
     project : str or None
         The ``@project`` name.
+    source : str
+        The source's name: ``"default"`` for ``[data]``, else ``<name>`` of
+        ``[sources.<name>]``. Part of its change ids and of its state's scope.
     """
     return {
         "project": project,
-        "source": "default",
+        "source": source,
         "identity": source_identity(data),
         "absent_message": source_absent_message(data),
     }
+
+
+def describe_source(data):
+    """What the source ``data`` configures watches, for logs and cards (never a secret)."""
+    return load_source(data["type"]).describe(data)
+
+
+def failure_text(error):
+    """One line saying why a source's check failed: a flowproject error's own message, else
+    the exception's class and message."""
+    from ..exceptions import FlowprojectException
+
+    if isinstance(error, FlowprojectException):
+        return str(getattr(error, "message", error)).strip()
+    text = str(error).strip()
+    return "%s: %s" % (error.__class__.__name__, text) if text else error.__class__.__name__
 
 
 def check_source(data, cursor=None):
@@ -106,6 +125,8 @@ __all__ = [
     "Observation",
     "SOURCE_TYPES",
     "check_source",
+    "describe_source",
+    "failure_text",
     "fingerprint",
     "load_source",
     "source_absent_message",
