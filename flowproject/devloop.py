@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 
-from .config import load_flowconfig
+from .config import configured_sources, is_multi_source, load_flowconfig
 from .cron import every_seconds
 from .exceptions import DevLoopError
 
@@ -121,7 +121,9 @@ class DevLoop(object):
         Folder for the runs' logs; a new temporary folder by default.
     cwd : str, optional
         Folder the runs start in (where their local ``.metaflow`` is); the current one by
-        default.
+        default. What a multi-event flow received since its last start is kept in
+        ``<cwd>/.metaflow/flowproject-dev/<project>/<branch>/<Flow>.json``, so a later
+        ``DevLoop`` (tomorrow's ``flowproject dev``) in the same folder carries it on.
 
     Examples
     --------
@@ -265,7 +267,8 @@ class DevLoop(object):
                 self.console.print("    " + line, markup=False, highlight=False)
             self.failures.append("check %d (%s, exit %d)" % (number, name, returncode))
         else:
-            self.say("  %s decided: %s" % (name, reason or "(no decision printed)"))
+            for line in self._source_decision_lines(output) or [reason or "(no decision printed)"]:
+                self.say("  %s decided: %s" % (name, line))
         events = self.receiver.events[self._seen_events :]
         self._seen_events += len(events)
         if returncode == 0 and not events:
@@ -283,6 +286,19 @@ class DevLoop(object):
             if match and not match.group(1).startswith(("Task is starting", "Task finished")):
                 reason = match.group(1).strip()
         return reason
+
+    def _source_decision_lines(self, output):
+        """The decision of each source (``orders: unchanged ...``) with [sources.<name>]."""
+        config = self.flowconfig()
+        if not is_multi_source(config):
+            return []
+        names = tuple("%s: " % watched.name for watched in configured_sources(config))
+        lines = []
+        for line in output.splitlines():
+            match = _START_LINE.search(line)
+            if match and match.group(1).startswith(names):
+                lines.append(match.group(1).strip())
+        return lines
 
     def deliver(self, event):
         """Start every flow whose trigger listens for ``event``; show what happened.

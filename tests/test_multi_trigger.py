@@ -18,6 +18,7 @@ from conftest import REPO, s3_config
 from flowproject import parse_flowconfig
 from flowproject.argo_sensor import rules_summary, trigger_rules
 from flowproject.devloop import DevLoop
+from flowproject.testing import sensor_env
 from flowproject.triggers import payload_key_flow_problems, triggering_sources
 
 EXAMPLE = os.path.join(REPO, "examples", "two_source_flow.py")
@@ -25,7 +26,7 @@ ORDERS = "mfns.testproject.user.tester.orders_updated"
 EVENTS = "mfns.testproject.user.tester.events_updated"
 
 
-def two_source_config(bucket="some-bucket", project="testproject"):
+def two_source_config(bucket="some-bucket", project="testproject", events_extra=""):
     """A flowconfig.toml text with two S3 sources, orders/ and events/ of one bucket."""
     return textwrap.dedent(
         """\
@@ -48,8 +49,9 @@ def two_source_config(bucket="some-bucket", project="testproject"):
         check_mode = "files_metadata"
         event_name = "events_updated"
         payload_key = "events_version"
+        %s
         """
-    ) % (project, bucket, bucket)
+    ) % (project, bucket, bucket, events_extra)
 
 
 MULTI = parse_flowconfig(two_source_config())
@@ -408,3 +410,69 @@ def test_a_single_event_flow_starts_on_each_event_and_remembers_nothing(tmp_path
         assert loop.deliver({"name": "e", "payload": {"data_version": value}}) == 1
     assert [args[3] for args in started] == [["--data_version", "v1"], ["--data_version", "v2"]]
     assert not os.path.exists(os.path.join(str(tmp_path), ".metaflow"))
+
+
+@pytest.mark.e2e
+def test_the_real_sensor_starts_a_two_source_flow_once_both_sources_announced(
+    tmp_path, s3_server, s3_client, bucket
+):
+    """SensorFlow with two S3 sources; each check a new dev loop, as on two days."""
+    from rich.console import Console
+
+    root, work = tmp_path / "root", tmp_path / "work"
+    root.mkdir()
+    work.mkdir()
+    shutil.copy(os.path.join(REPO, "sensorflow.py"), str(root / "sensorflow.py"))
+    shutil.copy(EXAMPLE, str(root / "two_source_flow.py"))
+    config = tmp_path / "flowconfig.toml"
+    # events' first check takes its data as the baseline: check 1 announces orders only.
+    config.write_text(two_source_config(bucket, events_extra='on_first_check = "accept"'))
+    env = sensor_env(
+        s3_server.endpoint_url, None, str(tmp_path / "home"), user="tester", workdir=str(work)
+    )
+    s3_client.put_object(Bucket=bucket, Key="orders/part-0.parquet", Body=b"orders-0")
+    s3_client.put_object(Bucket=bucket, Key="events/part-0.parquet", Body=b"events-0")
+    timeline = tmp_path / "timeline.txt"
+
+    def dev_loop(out):
+        return DevLoop(
+            root=str(root),
+            config=str(config),
+            env=env,
+            cwd=str(work),
+            log_dir=str(tmp_path / "logs"),
+            console=Console(file=out, width=400, highlight=False, soft_wrap=True),
+        )
+
+    with open(timeline, "w") as out, dev_loop(out) as loop:
+        succeeded, received = loop.check(1)
+        loop.reap(wait=True)
+        assert loop.runs == []
+    assert succeeded, timeline.read_text()
+    (orders,) = received
+    assert (orders["name"], orders["payload"]["source"]) == (ORDERS, "orders")
+    assert "TwoSourceFlow waits for events_updated (orders_updated received)" in (
+        timeline.read_text()
+    )
+
+    s3_client.put_object(Bucket=bucket, Key="events/part-1.parquet", Body=b"events-1")
+    with open(timeline, "w") as out, dev_loop(out) as loop:
+        succeeded, received = loop.check(1)
+        loop.reap(wait=True)
+        runs = loop.runs
+    assert succeeded, timeline.read_text()
+    (events,) = received
+    assert (events["name"], events["payload"]["source"]) == (EVENTS, "events")
+    (run,) = runs
+    orders_value = orders["payload"]["orders_version"]
+    events_value = events["payload"]["events_version"]
+    assert run.argv[-4:] == ["--events_version", events_value, "--orders_version", orders_value]
+    assert run.returncode == 0, open(run.log_path).read()
+    log = open(run.log_path).read()
+    assert "Training on orders = %r" % orders_value in log
+    assert "Training on events = %r" % events_value in log
+    second = timeline.read_text()
+    assert "%s succeeded" % run.pathspec in second
+    # Each source's decision is on the timeline, not only the last one printed.
+    assert "decided: orders: unchanged since the last announcement" in second
+    assert "decided: events: changed from" in second
