@@ -7,6 +7,7 @@ once each of its events has arrived since its last start, across invocations.
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -282,6 +283,7 @@ def test_trigger_rules_refuse_a_sensor_whose_dependencies_are_not_all_required()
 PUBLISH_FLOW = """\
 import json
 import os
+import re
 import urllib.request
 
 from metaflow import FlowSpec, step
@@ -476,3 +478,48 @@ def test_the_real_sensor_starts_a_two_source_flow_once_both_sources_announced(
     # Each source's decision is on the timeline, not only the last one printed.
     assert "decided: orders: unchanged since the last announcement" in second
     assert "decided: events: changed from" in second
+
+
+def two_event_loop(tmp_path):
+    """A DevLoop knowing one two-event flow, whose start is recorded instead of run."""
+    loop = DevLoop(root=REPO, log_dir=str(tmp_path / "logs"), cwd=str(tmp_path))
+    description = {
+        "flow": "TwoSourceFlow",
+        "project": "testproject",
+        "branch": "user.tester",
+        "parameters": {
+            "orders_version": {"required": False, "default": '""'},
+            "events_version": {"required": False, "default": '""'},
+        },
+        "triggers": [
+            {"name": ORDERS, "parameters": {"orders_version": "orders_version"}},
+            {"name": EVENTS, "parameters": {"events_version": "events_version"}},
+        ],
+    }
+    loop.flows = {"two_source_flow.py": dict(description, rules=trigger_rules(description))}
+    started = []
+    loop.start = lambda *args: started.append(args[3])
+    return loop, started
+
+
+def test_the_latest_event_of_each_source_counts_and_a_start_forgets_them(tmp_path):
+    loop, started = two_event_loop(tmp_path)
+    assert loop.deliver(event(ORDERS, "orders_version", "o1")) == 0
+    assert loop.deliver(event(ORDERS, "orders_version", "o2")) == 0
+    later, started_later = two_event_loop(tmp_path)  # another invocation, same folder
+    assert later.deliver(event(EVENTS, "events_version", "e1")) == 1
+    assert started_later == [["--events_version", "e1", "--orders_version", "o2"]]
+    assert later.deliver(event(EVENTS, "events_version", "e2")) == 0
+    assert started == []
+
+
+def test_an_unreadable_memory_file_is_named(tmp_path):
+    from flowproject.exceptions import DevLoopError
+
+    loop, _ = two_event_loop(tmp_path)
+    path = loop.memory_path(loop.flows["two_source_flow.py"])
+    os.makedirs(os.path.dirname(path))
+    with open(path, "w") as f:
+        f.write("{not json")
+    with pytest.raises(DevLoopError, match="cannot read %s" % re.escape(path)):
+        loop.deliver(event(ORDERS, "orders_version", "o1"))
