@@ -312,8 +312,8 @@ class FaultyS3Proxy(LoopbackHTTPServer):
 
     ``listings`` counts the ListObjectsV2 answers forwarded, ``spoiled`` those rewritten, so a
     test can tell the fault was met. ``deny(bucket)`` answers every request for that bucket
-    with S3's 403 ``AccessDenied`` (a bucket policy or role that stopped allowing the sensor)
-    until ``allow(bucket)``.
+    with S3's 403 ``AccessDenied`` (a bucket policy or role that stopped allowing the sensor),
+    ``stall(bucket)`` never answers them (a store that hangs), until ``allow(bucket)``.
 
     Parameters
     ----------
@@ -343,6 +343,8 @@ class FaultyS3Proxy(LoopbackHTTPServer):
         self.listings = 0
         self._fault = None
         self._denied = set()
+        self._stalled = set()
+        self._released = threading.Event()
         self._lock = threading.Lock()
 
     def deny(self, bucket):
@@ -350,16 +352,36 @@ class FaultyS3Proxy(LoopbackHTTPServer):
         with self._lock:
             self._denied.add(bucket)
 
+    def stall(self, bucket):
+        """Never answer requests for ``bucket`` (until ``allow``, ``clear`` or ``stop``)."""
+        with self._lock:
+            self._stalled.add(bucket)
+            self._released.clear()
+
     def allow(self, bucket):
-        """Forward requests for ``bucket`` again."""
+        """Forward requests for ``bucket`` again (stalled ones are dropped unanswered)."""
         with self._lock:
             self._denied.discard(bucket)
+            if bucket in self._stalled:
+                self._stalled.discard(bucket)
+                self._released.set()
+
+    def stop(self):
+        self._released.set()
+        super().stop()
+
+    def _bucket_of(self, path, host):
+        """The bucket of a request, path-style or virtual-host style."""
+        bucket = path.partition("?")[0].lstrip("/").partition("/")[0]
+        return {bucket, host.partition(".")[0]}
 
     def _is_denied(self, path, host):
-        """Whether a request (path-style or virtual-host style) is for a denied bucket."""
-        bucket = path.partition("?")[0].lstrip("/").partition("/")[0]
         with self._lock:
-            return bucket in self._denied or host.partition(".")[0] in self._denied
+            return bool(self._bucket_of(path, host) & self._denied)
+
+    def _is_stalled(self, path, host):
+        with self._lock:
+            return bool(self._bucket_of(path, host) & self._stalled)
 
     def inject(self, fault, nth=1, times=1):
         """Spoil ListObjectsV2 answers from the ``nth`` one on (1 = the next), ``times`` of
@@ -371,10 +393,13 @@ class FaultyS3Proxy(LoopbackHTTPServer):
             self.spoiled = 0
 
     def clear(self):
-        """Forward every answer unchanged again (no fault, no denied bucket), count from zero."""
+        """Forward every answer unchanged again (no fault, no denied or stalled bucket), and
+        count from zero."""
         with self._lock:
             self._fault = None
             self._denied.clear()
+            self._stalled.clear()
+            self._released.set()
             self.listings = self.spoiled = 0
 
     def _fault_for(self, method, path):
@@ -442,6 +467,10 @@ class FaultyS3Proxy(LoopbackHTTPServer):
 
             def _forward(self):
                 body = self._read_body()
+                if proxy._is_stalled(self.path, self.headers.get("Host", "")):
+                    proxy._released.wait()
+                    self.close_connection = True
+                    return
                 if proxy._is_denied(self.path, self.headers.get("Host", "")):
                     denied = (
                         b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied'

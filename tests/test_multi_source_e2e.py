@@ -230,3 +230,27 @@ def test_single_source_baseline_carries_over_to_the_same_named_source(
     _, changed = check(runner, webhook)
     assert sorted(changed) == ["events"]
     assert changed["events"]["previous_value"] == announced["payload"]["data_version"]
+
+
+def test_a_source_that_hangs_fails_after_source_timeout_and_the_others_publish(
+    runner, webhook, proxy, s3_client, two_buckets, warehouse
+):
+    events_bucket, features_bucket = two_buckets
+    insert_order(warehouse, 1)
+    config = three_sources(
+        events_bucket, features_bucket, warehouse.table, extra_sensor="source_timeout = 3"
+    )
+    runner.write_config(config)
+    proxy.stall(features_bucket)  # its requests are never answered
+
+    result, first = check(runner, webhook, ok=False)
+    assert result.returncode != 0
+    assert sorted(first) == ["events", "orders"]
+    assert (
+        "features: check failed: it did not finish within [sensor] source_timeout = 3 seconds"
+        in output(result)
+    )
+
+    proxy.allow(features_bucket)
+    _, after = check(runner, webhook)
+    assert sorted(after) == ["features"]
