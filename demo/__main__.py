@@ -5,8 +5,9 @@ server): seeds data, runs the real ``python sensorflow.py run`` three times (fir
 event; no change: no event; a change: an event with the new value) and prints what each run
 decided and what the webhook received; for a Delta table (moto), an OPTIMIZE between the
 checks announces nothing. The S3 part runs through ``flowproject dev``'s loop:
-each event starts ``StarterFlow``, shown with the value it trained on. Everything it starts
-is stopped on exit, Ctrl-C or error.
+each event starts ``StarterFlow``, shown with the value it trained on. The many-sources part
+watches two prefixes with one sensor, and a flow waiting for both starts only once both have
+announced. Everything it starts is stopped on exit, Ctrl-C or error.
 """
 
 import argparse
@@ -24,7 +25,7 @@ from .s3_demo import run_s3_demo
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--only", choices=["s3", "snowflake", "delta"], help="run one part of the demo"
+        "--only", choices=["s3", "snowflake", "delta", "sources"], help="run one part of the demo"
     )
     parser.add_argument("--keep", action="store_true", help="keep the demo's working folder")
     args = parser.parse_args(argv)
@@ -54,6 +55,11 @@ def main(argv=None):
                 else:
                     results["snowflake"] = run_snowflake_demo(workdir, env, webhook)
                 log()
+            if args.only in (None, "sources"):
+                from .sources_demo import run_sources_demo
+
+                results["sources"] = run_sources_demo(workdir, env, webhook)
+                log()
             if args.only in (None, "delta"):
                 try:
                     from .delta_demo import run_delta_demo
@@ -73,6 +79,8 @@ def main(argv=None):
     stories = {
         "s3": "event, no event, event with the new value; StarterFlow trained on each",
         "delta": "event for version 1, no event after OPTIMIZE, event for version 3",
+        "sources": "both sources, events only, orders only; TwoSourceFlow started once both "
+        "had announced",
     }
     for name, ok in results.items():
         story = stories.get(name, "event, no event, event with the new value")

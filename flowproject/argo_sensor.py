@@ -14,6 +14,8 @@ command line with Metaflow's ``make_flow`` wrapped, so that the same code path a
     python -m flowproject.argo_sensor --sensor-out out/starterflow.sensor.json \\
         starterflow.py --production argo-workflows create --only-json
 
+- ``--summary PATH``: one line saying what starts the flow of a Sensor or description file.
+
 ``trigger_rules`` reads either form into one shape, so both are checked against one
 expectation in the tests.
 """
@@ -42,11 +44,16 @@ def describe(argo_workflows):
     Returns
     -------
     dict
-        ``{"flow": name, "parameters": {name: {"required": bool, "default": json}},
+        ``{"flow": name, "project": name or None, "branch": @project branch or None,
+        "parameters": {name: {"required": bool, "default": json}},
         "triggers": [{"name": event, "parameters": {param: payload_key}}]}``.
     """
+    from metaflow import current
+
     return {
         "flow": argo_workflows.flow.name,
+        "project": current.get("project_name"),
+        "branch": current.get("branch_name"),
         "parameters": {
             name: {"required": bool(p["is_required"]), "default": p["value"]}
             for name, p in argo_workflows.parameters.items()
@@ -71,7 +78,16 @@ def trigger_rules(source):
     -------
     list of dict
         One per event, sorted by name: ``{"event": name, "parameters": {param: payload_key},
-        "required": [payload keys whose absence starts nothing]}``.
+        "required": [payload keys whose absence starts nothing]}``. Several rules are
+        required together: the flow starts once each event has arrived since its last start,
+        each Parameter from its own event (a Sensor's dependency). Metaflow compiles one
+        trigger without ``conditions``, and Argo Events then requires every dependency.
+
+    Raises
+    ------
+    ValueError
+        For a Sensor whose trigger has ``conditions`` (not one Metaflow compiles): its
+        dependencies would not all be required.
     """
     if source.get("kind") != "Sensor":
         required = {n.lower() for n, p in source["parameters"].items() if p["required"]}
@@ -102,6 +118,12 @@ def trigger_rules(source):
             "required": sorted(required),
         }
     for trigger in spec["triggers"]:
+        if trigger["template"].get("conditions"):
+            raise ValueError(
+                "trigger %r of the Sensor has conditions %r: only Sensors where every "
+                "dependency is required (Metaflow's) are read"
+                % (trigger["template"].get("name"), trigger["template"]["conditions"])
+            )
         for parameter in trigger["template"]["k8s"]["parameters"]:
             src = parameter["src"]
             key = _HAS_KEY.search(src.get("dataTemplate") or "")
@@ -112,7 +134,39 @@ def trigger_rules(source):
     return sorted(by_dependency.values(), key=lambda r: r["event"])
 
 
+def rules_summary(rules):
+    """What starts the flow, in one line (``./deploy --dry-run`` prints it per Sensor).
+
+    Parameters
+    ----------
+    rules : list of dict
+        From ``trigger_rules``.
+
+    Returns
+    -------
+    str
+        ``starts on <event> (param <- payload key)``, or for several events ``starts when
+        each has arrived since its last start: <event> (...) AND <event> (...)``.
+    """
+    parts = [
+        "%s (%s)"
+        % (
+            rule["event"],
+            ", ".join("%s <- %s" % (p, k) for p, k in sorted(rule["parameters"].items()))
+            or "no parameters",
+        )
+        for rule in rules
+    ]
+    if len(parts) == 1:
+        return "starts on " + parts[0]
+    return "starts when each has arrived since its last start: " + " AND ".join(parts)
+
+
 def _main(argv):
+    if argv[:1] == ["--summary"] and len(argv) == 2:
+        with open(argv[1]) as f:
+            print(rules_summary(trigger_rules(json.load(f))))
+        return 0
     sensor_out = describe_out = None
     while argv and argv[0] in ("--sensor-out", "--describe-out"):
         if argv[0] == "--sensor-out":
@@ -123,7 +177,8 @@ def _main(argv):
     if not argv or (sensor_out is None) == (describe_out is None):
         print(
             "usage: python -m flowproject.argo_sensor (--sensor-out | --describe-out) PATH "
-            "FLOW_FILE [FLOW ARGS...] argo-workflows create --only-json",
+            "FLOW_FILE [FLOW ARGS...] argo-workflows create --only-json\n"
+            "       python -m flowproject.argo_sensor --summary SENSOR_OR_DESCRIPTION_JSON",
             file=sys.stderr,
         )
         return 2

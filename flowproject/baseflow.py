@@ -23,7 +23,7 @@ from contextvars import ContextVar
 from metaflow import Config, FlowSpec, current
 
 from .announcer import UNKNOWN_VERSION, SourceAnnouncer, decide_against, redecide
-from .bounded import run_bounded
+from .bounded import JobTimeout, run_bounded
 from .config import configured_sources, is_multi_source, parse_flowconfig
 from .decorators import CARD_ID, SourceDecoratorError, active_session, config_data
 from .exceptions import PublishError, SourcesFailed
@@ -399,8 +399,14 @@ class BaseFlow(FlowSpec):
         for name, (result, error) in outcomes.items():
             announcer = announcers[name]
             self.checked[name] = {"source": describe_source(announcer.data), "requests": []}
-            if error is not None:
+            if isinstance(error, JobTimeout):
+                self.check_failures[name] = (
+                    "check failed: it did not finish within [sensor] source_timeout = %d "
+                    "seconds" % sensor.source_timeout
+                )
+            elif error is not None:
                 self.check_failures[name] = "check failed: %s" % failure_text(error)
+            if error is not None:
                 announcer.say(self.check_failures[name], file=sys.stderr)
                 continue
             observation, decision, self.checked[name]["requests"] = result

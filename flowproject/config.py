@@ -442,6 +442,11 @@ def _sources_problems(sources, sensor):
             problems.append(
                 "%s: a source name is %s, found %r" % (prefix, SOURCE_NAME_EXPECTED, name)
             )
+        elif name == DEFAULT_SOURCE:
+            # Its state object would be the single-source form's <branch>.json.
+            problems.append(
+                "%s: 'default' names the single [data] source; choose another name" % prefix
+            )
         if not isinstance(table, dict):
             problems.append("%s: expected a table, found %s" % (prefix, _found(table)))
             continue

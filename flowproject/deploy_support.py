@@ -12,7 +12,7 @@ import os
 import re
 import sys
 
-from .state import state_path
+from .state import DEFAULT_SOURCE, state_path
 
 # Metaflow's @project accepts [a-z0-9_] up to 128 characters in a branch name. Argo then
 # drops '_' from the Kubernetes name and shortens names over 45 characters with a hash, so
@@ -88,7 +88,9 @@ def project_args(git_branch):
     return ["--branch", branch_name(git_branch)]
 
 
-def _state_paths(storage, project, branch, flow_names):
+def _state_objects(storage, project, branch, flow_names):
+    """``(flow_name, source, path)`` of each state object of ``branch``: the single-source
+    form's ``<branch>.json`` and every named source's ``<branch>/<source>.json``."""
     if flow_names is None:
         # Every flow of the datastore: flows since removed from the repository keep state too.
         flow_names = sorted(
@@ -96,10 +98,20 @@ def _state_paths(storage, project, branch, flow_names):
             for entry in storage.list_content([""])
             if not entry.is_file
         )
-    paths = [state_path(name, project, branch) for name in flow_names]
-    if not paths:
+    objects = [(name, DEFAULT_SOURCE, state_path(name, project, branch)) for name in flow_names]
+    if not objects:
         return []
-    return [path for path, exists in zip(paths, storage.is_file(paths), strict=True) if exists]
+    exists = storage.is_file([path for _flow, _source, path in objects])
+    found = [one for one, there in zip(objects, exists, strict=True) if there]
+    for name in flow_names:
+        # The named sources' folder, beside <branch>.json.
+        folder = state_path(name, project, branch, source="_").rsplit("/", 1)[0]
+        for entry in sorted(storage.list_content([folder]), key=lambda e: e.path):
+            file_name = entry.path.rstrip("/").split("/")[-1]
+            # (A "default.json" there would be no source's: that one is <branch>.json.)
+            if entry.is_file and file_name.endswith(".json") and file_name != "default.json":
+                found.append((name, file_name[: -len(".json")], "%s/%s" % (folder, file_name)))
+    return sorted(found, key=lambda o: (o[0], o[1] != DEFAULT_SOURCE, o[1]))
 
 
 def _is_reset_marker(doc):
@@ -111,13 +123,12 @@ def _is_reset_marker(doc):
     )
 
 
-def _reset_state(storage, project, branch, path, by):
-    """Replace the state object at ``path`` by a reset marker (compare-and-swap)."""
+def _reset_state(storage, project, branch, flow_name, source, by):
+    """Replace one state object of ``branch`` by a reset marker (compare-and-swap)."""
     from .operations import reset_marker
     from .state import StateStore
 
-    flow_name = path.split("/", 1)[0]
-    store = StateStore(storage, flow_name, project, branch)
+    store = StateStore(storage, flow_name, project, branch, source=source)
     try:
         _doc, version = store.read_versioned()
     except Exception as e:  # unreadable: replaced all the same
@@ -126,7 +137,7 @@ def _reset_state(storage, project, branch, path, by):
     if storage.TYPE == "local":
         # The file lock of the local backend: the marker needs none until the next write.
         try:
-            os.remove(storage.full_uri(path) + ".lock")
+            os.remove(storage.full_uri(store.path) + ".lock")
         except FileNotFoundError:
             pass
 
@@ -134,7 +145,8 @@ def _reset_state(storage, project, branch, path, by):
 def delete_state(project, branch, flow_names=None, storage=None, dry_run=False):
     """Delete the sensor state of one ``@project`` branch (a deleted git branch).
 
-    Each state object is replaced by a *reset marker* (history, baseline and any settling
+    Each state object (the single-source form's ``<branch>.json`` and each named source's
+    ``<branch>/<source>.json``) is replaced by a *reset marker* (history, baseline and any settling
     value are gone): a missing object would be rebuilt from the branch's past runs, so a git
     branch re-created with the same name would inherit the deleted branch's baseline. With the
     marker its first check is a first check. Objects that are already markers are left alone
@@ -168,24 +180,24 @@ def delete_state(project, branch, flow_names=None, storage=None, dry_run=False):
     from .state import StateStore, datastore_storage
 
     storage = storage or datastore_storage()
-    paths = []
-    for path in _state_paths(storage, project, branch, flow_names):
-        store = StateStore(storage, path.split("/", 1)[0], project, branch)
+    objects = []
+    for flow_name, source, path in _state_objects(storage, project, branch, flow_names):
+        store = StateStore(storage, flow_name, project, branch, source=source)
         try:
             if _is_reset_marker(store.read_raw()):
                 continue
         except Exception:
             pass  # unreadable: replaced
-        paths.append(path)
+        objects.append((flow_name, source, path))
     if not dry_run:
-        for path in paths:
+        for flow_name, source, path in objects:
             try:
-                _reset_state(storage, project, branch, path, "deploy --teardown")
+                _reset_state(storage, project, branch, flow_name, source, "deploy --teardown")
             except Exception as e:
                 raise StateError(
                     "Could not delete the sensor state %s: %s" % (storage.full_uri(path), e)
                 ) from None
-    return paths
+    return [path for _flow, _source, path in objects]
 
 
 def _main(argv):

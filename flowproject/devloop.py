@@ -5,6 +5,13 @@ it receives the sensor's events on a loopback webhook (the Argo Events webhook f
 starts each flow at the repository root whose ``@trigger`` listens for the event, in the same
 ``@project`` branch, with the payload mapped to its Parameters as the Sensor Metaflow compiles
 would map them (``flowproject.argo_sensor``). Like Argo, it does not de-duplicate.
+
+A flow whose ``@trigger`` has several events (``@sensor_trigger(sources=[...])``) starts once
+each of them has arrived since the flow was last started, as Argo Events does for the Sensor
+Metaflow compiles (every dependency required), each Parameter from its own event's payload
+(the latest event of each). What has arrived is remembered across ``flowproject dev``
+invocations in ``<cwd>/.metaflow/flowproject-dev/<project>/<branch>/<Flow>.json`` (``cwd``:
+where the runs start), and forgotten when the flow starts.
 """
 
 import datetime
@@ -18,7 +25,7 @@ import sys
 import tempfile
 import time
 
-from .config import load_flowconfig
+from .config import configured_sources, is_multi_source, load_flowconfig
 from .cron import every_seconds
 from .exceptions import DevLoopError
 
@@ -114,7 +121,9 @@ class DevLoop(object):
         Folder for the runs' logs; a new temporary folder by default.
     cwd : str, optional
         Folder the runs start in (where their local ``.metaflow`` is); the current one by
-        default.
+        default. What a multi-event flow received since its last start is kept in
+        ``<cwd>/.metaflow/flowproject-dev/<project>/<branch>/<Flow>.json``, so a later
+        ``DevLoop`` (tomorrow's ``flowproject dev``) in the same folder carries it on.
 
     Examples
     --------
@@ -158,6 +167,10 @@ class DevLoop(object):
         package_parent = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         self.env["PYTHONPATH"] = os.pathsep.join(
             [self.root, package_parent] + [p for p in [self.env.get("PYTHONPATH")] if p]
+        )
+        # What multi-event flows received since their last start (see memory_path).
+        self.memory_root = os.path.join(
+            os.path.abspath(self.cwd or os.getcwd()), ".metaflow", "flowproject-dev"
         )
         self.receiver = None
         self.runs = []  # every TriggeredRun started
@@ -254,7 +267,8 @@ class DevLoop(object):
                 self.console.print("    " + line, markup=False, highlight=False)
             self.failures.append("check %d (%s, exit %d)" % (number, name, returncode))
         else:
-            self.say("  %s decided: %s" % (name, reason or "(no decision printed)"))
+            for line in self._source_decision_lines(output) or [reason or "(no decision printed)"]:
+                self.say("  %s decided: %s" % (name, line))
         events = self.receiver.events[self._seen_events :]
         self._seen_events += len(events)
         if returncode == 0 and not events:
@@ -273,18 +287,41 @@ class DevLoop(object):
                 reason = match.group(1).strip()
         return reason
 
+    def _source_decision_lines(self, output):
+        """The decision of each source (``orders: unchanged ...``) with [sources.<name>]."""
+        config = self.flowconfig()
+        if not is_multi_source(config):
+            return []
+        names = tuple("%s: " % watched.name for watched in configured_sources(config))
+        lines = []
+        for line in output.splitlines():
+            match = _START_LINE.search(line)
+            if match and match.group(1).startswith(names):
+                lines.append(match.group(1).strip())
+        return lines
+
     def deliver(self, event):
-        """Start every flow whose trigger listens for ``event``; show what happened."""
+        """Start every flow whose trigger listens for ``event``; show what happened.
+
+        A flow with several events starts only once each has arrived since its last start
+        (``memory_path`` keeps what arrived); until then the timeline says what it waits for.
+
+        Returns
+        -------
+        int
+            The number of runs started.
+        """
         name, payload = event.get("name"), event.get("payload") or {}
         shown = ", ".join(
             "%s=%s" % (k, payload[k]) for k in ("change_id",) + self._mapped_keys() if k in payload
         )
         self.say("  [cyan]event[/cyan] %s (%s)" % (name, shown))
-        started = 0
+        started = listening = 0
         for flow_file, description in self.flows.items():
             for rule in description["rules"]:
                 if rule["event"] != name:
                     continue
+                listening += 1
                 args = payload_arguments(rule, payload, description["parameters"])
                 if args is None:
                     self.say(
@@ -292,11 +329,95 @@ class DevLoop(object):
                         % (description["flow"], ", ".join(rule["required"]))
                     )
                     continue
+                if len(description["rules"]) > 1:
+                    started += self._deliver_one_of_several(flow_file, description, event)
+                    continue
                 self.start(flow_file, description["flow"], event, args)
                 started += 1
-        if not started:
+        if not listening:
             self.say("  [yellow]no flow listens to %s[/yellow]" % name)
         return started
+
+    # ------------------------------------------------------------------ several events
+
+    def memory_path(self, description):
+        """The file holding what a multi-event flow received since its last start:
+        ``<cwd>/.metaflow/flowproject-dev/<project>/<branch>/<Flow>.json``."""
+        parts = [p for p in (description.get("project"), description.get("branch")) if p]
+        return os.path.join(self.memory_root, *parts, description["flow"] + ".json")
+
+    def received_since_start(self, description):
+        """``{event name: {"payload": ..., "received_at": ...}}`` of a multi-event flow: the
+        latest event of each of its rules received since its last start (this invocation
+        or an earlier one). Events it no longer listens to, or would drop, are left out."""
+        try:
+            with open(self.memory_path(description)) as f:
+                received = json.load(f).get("received") or {}
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as e:
+            raise DevLoopError(
+                "cannot read %s (delete it to forget what %s received): %s"
+                % (self.memory_path(description), description["flow"], e)
+            ) from None
+        kept = {}
+        for rule in description["rules"]:
+            event = received.get(rule["event"])
+            if not isinstance(event, dict) or not isinstance(event.get("payload"), dict):
+                continue
+            if payload_arguments(rule, event["payload"], description["parameters"]) is None:
+                continue
+            kept[rule["event"]] = event
+        return kept
+
+    def _remember(self, description, received):
+        path = self.memory_path(description)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        state = {"flow": description["flow"], "received": received}
+        temporary = "%s.%d.tmp" % (path, os.getpid())
+        with open(temporary, "w") as f:
+            json.dump(state, f, indent=2, sort_keys=True)
+        os.replace(temporary, path)  # a reader sees the old file or the new one, never half
+
+    def _short_event_name(self, description, name):
+        """``orders_updated`` for ``mfns.<project>.<branch>.orders_updated`` of this flow."""
+        prefix = "mfns.%s.%s." % (description.get("project"), description.get("branch"))
+        return name[len(prefix) :] if name.startswith(prefix) else name
+
+    def waiting_line(self, description, received, with_times=False):
+        """``TwoSourceFlow waits for orders_updated (events_updated received)``."""
+        missing = [r["event"] for r in description["rules"] if r["event"] not in received]
+        got = [
+            self._short_event_name(description, r["event"])
+            + " received"
+            + (" at %s" % received[r["event"]].get("received_at") if with_times else "")
+            for r in description["rules"]
+            if r["event"] in received
+        ]
+        return "%s waits for %s (%s)" % (
+            description["flow"],
+            ", ".join(self._short_event_name(description, e) for e in missing),
+            ", ".join(got) or "nothing received",
+        )
+
+    def _deliver_one_of_several(self, flow_file, description, event):
+        """Remember ``event`` for a multi-event flow; start the flow once all have arrived."""
+        received = self.received_since_start(description)
+        received[event["name"]] = {
+            "payload": event.get("payload") or {},
+            "received_at": datetime.datetime.now().isoformat(sep=" ", timespec="seconds"),
+        }
+        if any(rule["event"] not in received for rule in description["rules"]):
+            self._remember(description, received)
+            self.say("  " + self.waiting_line(description, received))
+            return 0
+        args = []
+        for rule in description["rules"]:
+            payload = received[rule["event"]]["payload"]
+            args += payload_arguments(rule, payload, description["parameters"])
+        self.start(flow_file, description["flow"], event, args)
+        self._remember(description, {})  # Argo's Sensor starts over after triggering
+        return 1
 
     def _mapped_keys(self):
         keys = []
@@ -371,23 +492,36 @@ class DevLoop(object):
         try:
             self.say("webhook (Argo Events format): %s" % self.receiver.url)
             self.discover()
+            for description in self.flows.values():
+                self._announce(description)
         except BaseException:
             self.close()
             raise
-        for description in self.flows.values():
-            for rule in description["rules"]:
-                self.say(
-                    "%s listens to %s (payload -> parameters: %s)"
-                    % (
-                        description["flow"],
-                        rule["event"],
-                        ", ".join("%s -> %s" % (k, p) for p, k in rule["parameters"].items()),
-                    )
-                )
         if not self.flows:
             self.say("[yellow]no flow at %s has a @trigger[/yellow]" % self.root)
         self.say("logs: %s" % self.log_dir)
         return self
+
+    def _announce(self, description):
+        """Say what starts a flow; for several events, what has arrived already."""
+        for rule in description["rules"]:
+            self.say(
+                "%s listens to %s (payload -> parameters: %s)"
+                % (
+                    description["flow"],
+                    rule["event"],
+                    ", ".join("%s -> %s" % (k, p) for p, k in rule["parameters"].items()),
+                )
+            )
+        if len(description["rules"]) > 1:
+            self.say(
+                "%s starts when each of its %d events has arrived since its last start "
+                "(remembered in %s)"
+                % (description["flow"], len(description["rules"]), self.memory_path(description))
+            )
+            received = self.received_since_start(description)
+            if received:
+                self.say(self.waiting_line(description, received, with_times=True))
 
     def close(self):
         """Stop what is still running and the webhook."""

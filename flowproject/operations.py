@@ -5,8 +5,9 @@ They read and write the same state objects as the flows (``flowproject.state``),
 same compare-and-swap, and decide with the same rules (``flowproject.sensor``), so a command
 never applies a second copy of them:
 
-- ``find_states(storage)``: every sensor state object in the datastore;
-- ``status_of(store)``: one branch's state as a dict of stable keys (``--json``);
+- ``find_states(storage)``: every sensor state object in the datastore (one per branch, or
+  one per source of a branch in the multi-source form);
+- ``status_of(store)``: one branch's (source's) state as a dict of stable keys (``--json``);
 - ``reset_branch(store)``: the next check becomes a first check (a *reset marker* stops the
   recovery of a missing state from past runs); with ``config`` the source's current value
   becomes the baseline without an event;
@@ -15,6 +16,7 @@ never applies a second copy of them:
 
 import os
 
+from .config import DEFAULT_SOURCE, configured_sources, source_named
 from .exceptions import ReplayError, StateConflict
 from .sensor import SensorState, advance, decide, utc_now
 from .state import (
@@ -23,6 +25,7 @@ from .state import (
     check_state_document,
     claim_of_another_run,
     datastore_storage,
+    state_path,
 )
 
 # Keys ArgoEvent adds to a published payload (and the sensor's artifact adds): not re-sent.
@@ -65,8 +68,11 @@ def project_branch(branch=None, production=False, user=None):
     return "user.%s" % os.environ.get("METAFLOW_OWNER", user or current_user())
 
 
-def find_states(storage=None, flow=None, project=None, branch=None):
+def find_states(storage=None, flow=None, project=None, branch=None, source=None):
     """Every sensor state object in the datastore, optionally of one flow, project, branch.
+
+    Finds the single-source form's ``<branch>.json`` and each named source's
+    ``<branch>/<source>.json`` beside it.
 
     Parameters
     ----------
@@ -74,11 +80,13 @@ def find_states(storage=None, flow=None, project=None, branch=None):
         Default: the configured datastore (``state.datastore_storage()``).
     flow, project, branch : str, optional
         Keep only these (``branch`` as stored: ``user.alice``, ``test.x``, ``prod``).
+    source : str, optional
+        Keep only this source (``"default"`` for the single-source form's object).
 
     Returns
     -------
     list of StateStore
-        Sorted by flow, project and branch.
+        Sorted by flow, project, branch and source (the single-source form's object first).
     """
     storage = storage or datastore_storage()
 
@@ -89,7 +97,10 @@ def find_states(storage=None, flow=None, project=None, branch=None):
             return []
         return sorted((e.path.rstrip("/").split("/")[-1], e.is_file) for e in entries)
 
-    stores = []
+    def json_name(file_name, is_file):
+        return file_name[: -len(".json")] if is_file and file_name.endswith(".json") else None
+
+    found = []
     for flow_name, is_file in names(""):
         if is_file or (flow and flow_name != flow):
             continue
@@ -97,19 +108,51 @@ def find_states(storage=None, flow=None, project=None, branch=None):
             project_name = None if project_dir == "_" else project_dir
             if is_file or (project and project_name != project):
                 continue
-            for file_name, is_file in names("%s/sensor_state/%s" % (flow_name, project_dir)):
-                if not is_file or not file_name.endswith(".json"):
+            folder = "%s/sensor_state/%s" % (flow_name, project_dir)
+            for entry, is_file in names(folder):
+                # <branch>.json: the single-source form; <branch>/: one object per source.
+                name = json_name(entry, is_file) if is_file else entry
+                if name is None or (branch and name != branch.replace("/", "_")):
                     continue
-                name = file_name[: -len(".json")]
-                if branch and name != branch.replace("/", "_"):
+                if is_file:
+                    found.append((flow_name, project_name, name, DEFAULT_SOURCE))
                     continue
-                stores.append(StateStore(storage, flow_name, project_name, name))
-    return stores
+                for file_name, in_file in names("%s/%s" % (folder, entry)):
+                    source_name = json_name(file_name, in_file)
+                    if source_name and source_name != DEFAULT_SOURCE:
+                        found.append((flow_name, project_name, name, source_name))
+    if source:
+        found = [f for f in found if f[3] == source]
+    found.sort(key=lambda f: (f[0], f[1] or "", f[2], f[3] != DEFAULT_SOURCE, f[3]))
+    return [StateStore(storage, *f[:3], source=f[3]) for f in found]
 
 
-def state_store(flow, project, branch, storage=None):
-    """The ``StateStore`` of one flow's branch (whether or not it has a state object yet)."""
-    return StateStore(storage or datastore_storage(), flow, project, branch)
+def state_store(flow, project, branch, storage=None, source=DEFAULT_SOURCE):
+    """The ``StateStore`` of one flow's branch and source (whether or not it has an object)."""
+    return StateStore(storage or datastore_storage(), flow, project, branch, source=source)
+
+
+def known_sources(flow, project, branch, config=None, storage=None):
+    """The sources of one branch: those ``config`` names, else those stored for the branch.
+
+    Parameters
+    ----------
+    flow, project, branch : str
+    config : dict, optional
+        The parsed ``flowconfig.toml``: its sources (``["default"]`` for the single-source
+        form) whatever the datastore holds.
+    storage : DataStoreStorage, optional
+        Default: the configured datastore.
+
+    Returns
+    -------
+    list of str
+        In file order (config) or sorted (datastore); ``["default"]`` when nothing is known.
+    """
+    if config is not None:
+        return [w.name for w in configured_sources(config)]
+    stored = [s.source for s in find_states(storage, flow=flow, project=project, branch=branch)]
+    return stored or [DEFAULT_SOURCE]
 
 
 def _short(value, limit=80):
@@ -130,7 +173,10 @@ def status_of(store, history=STATUS_HISTORY):
     Returns
     -------
     dict
-        Stable keys: ``flow``, ``project``, ``branch``, ``location``, ``error`` (why the
+        Stable keys: ``flow``, ``project``, ``branch``, ``location``, ``stored`` (whether
+        the object exists: a source no check has seen yet has none), ``carries_over`` (for
+        a named source without an object: the single-source form's object whose baseline its
+        first check takes over, same identity; else None), ``error`` (why the
         object is unreadable, else None), ``source`` (name and identity of the watched
         source), ``baseline`` (``value``, ``change_id``, ``announced_at``, ``run``),
         ``last_check`` (the newest history entry of a check, not of a reset or replay),
@@ -145,8 +191,13 @@ def status_of(store, history=STATUS_HISTORY):
         "project": store.project,
         "branch": store.branch,
         "location": store.storage.full_uri(store.path),
+        "stored": True,
+        "carries_over": None,
         "error": None,
-        "source": None,
+        # A named source is known by its path before its object is read.
+        "source": (
+            None if store.source == DEFAULT_SOURCE else {"name": store.source, "identity": None}
+        ),
         "baseline": None,
         "last_check": None,
         "pending": None,
@@ -158,7 +209,12 @@ def status_of(store, history=STATUS_HISTORY):
     try:
         doc, _version = store.read_versioned()
         if doc is None:
-            status["error"] = "no state object"
+            status["stored"] = False
+            # A named source of the single-source form's identity takes over its baseline.
+            if store.source != DEFAULT_SOURCE and store.identity is not None:
+                if store.load(quiet=True).baseline is not None:
+                    legacy = state_path(store.flow_name, store.project, store.branch)
+                    status["carries_over"] = store.storage.full_uri(legacy)
             return status
         check_state_document(doc)
     except Exception as e:  # unreadable: shown as such, never as an empty state
@@ -169,7 +225,7 @@ def status_of(store, history=STATUS_HISTORY):
     if state.scope and state.scope.get("branch"):
         status["branch"] = state.scope["branch"]
     status["source"] = {
-        "name": (state.scope or {}).get("source"),
+        "name": (state.scope or {}).get("source") or store.source,
         "identity": state.identity,
     }
     if state.baseline is not None:
@@ -213,9 +269,10 @@ def reset_branch(store, config=None, to_current=False, by=None):
     Parameters
     ----------
     store : StateStore
-        The branch to reset.
+        The branch and source to reset.
     config : dict, optional
-        The parsed ``flowconfig.toml`` (needed with ``to_current``).
+        The parsed ``flowconfig.toml`` (needed with ``to_current``); it names the store's
+        source.
     to_current : bool
         Check the source now (with the flow's own source code) and make its value the
         baseline without an event, e.g. after a backfill the consumers already processed.
@@ -235,8 +292,9 @@ def reset_branch(store, config=None, to_current=False, by=None):
     if to_current:
         if config is None:
             raise ValueError("reset_branch(to_current=True) needs the flowconfig (config=...)")
-        data, sensor = config["data"], config["sensor"]
-        observation = check_source(data)
+        # The store's source as flowconfig.toml names it ([data] is the "default" one).
+        watched = source_named(config, store.source)
+        observation = check_source(watched.data)
         # The flow's own decision on an empty baseline, told to accept the first value.
         decision = decide(
             observation,
@@ -244,9 +302,9 @@ def reset_branch(store, config=None, to_current=False, by=None):
             store.flow_name,
             store.branch,
             on_first_check="accept",
-            **watched_source(data, store.project),
+            **watched_source(watched.data, store.project, source=store.source),
         )
-        history_size = sensor["history_size"]
+        history_size = watched.sensor["history_size"]
 
     def change(state):
         claim = claim_of_another_run(state, run=None)
@@ -273,11 +331,38 @@ def reset_branch(store, config=None, to_current=False, by=None):
     return new_state
 
 
-def last_announced_event(store, state=None):
-    """The event that announced the branch's baseline: ``(name, payload)``.
+def describe_store(store):
+    """``SensorFlow branch user.alice``, with ``source NAME of`` before it for a named source."""
+    where = "%s branch %s" % (store.flow_name, store.branch)
+    return where if store.source == DEFAULT_SOURCE else "source %s of %s" % (store.source, where)
 
-    Rebuilt from the ``event`` artifact of the announcing run's ``end`` step (one lookup with
-    the Metaflow client), so it is exactly what was published.
+
+def _published_event(run_pathspec, source):
+    """The payload ``run_pathspec`` published for ``source``, or None; MetaflowNotFound when
+    the run is gone. A multi-source run keeps ``events`` {source: payload} (set in
+    ``announce_change``, so also in ``end`` after it)."""
+    from metaflow import Step
+    from metaflow.exception import MetaflowNotFound
+
+    task = Step("%s/end" % run_pathspec).task
+    if source == DEFAULT_SOURCE:
+        return task["event"].data if task is not None and "event" in task else None
+    if task is None or "events" not in task:
+        try:
+            task = Step("%s/announce_change" % run_pathspec).task
+        except MetaflowNotFound:  # the run went straight to end: it published nothing
+            return None
+    if task is None or "events" not in task:
+        return None
+    return (task["events"].data or {}).get(source)
+
+
+def last_announced_event(store, state=None):
+    """The event that announced the baseline of the store's source: ``(name, payload)``.
+
+    Rebuilt from the announcing run's artifacts (``event``, or ``events[source]`` of a
+    multi-source run; one lookup with the Metaflow client), so it is exactly what was
+    published.
 
     Raises
     ------
@@ -285,12 +370,12 @@ def last_announced_event(store, state=None):
         No baseline, or it was set without an event (accepted first value, absent first
         check, ``reset --to-current``), or the run's artifacts are gone.
     """
-    from metaflow import Step, namespace
+    from metaflow import namespace
     from metaflow.exception import MetaflowNotFound
 
     if state is None:
         state = store.load(quiet=True)
-    where = "%s branch %s" % (store.flow_name, store.branch)
+    where = describe_store(store)
     baseline = state.baseline
     if baseline is None:
         raise ReplayError("%s has no announced value (no baseline)" % where)
@@ -300,8 +385,7 @@ def last_announced_event(store, state=None):
         )
     namespace(None)
     try:
-        task = Step("%s/end" % baseline.run).task
-        event = task["event"].data if task is not None and "event" in task else None
+        event = _published_event(baseline.run, store.source)
     except MetaflowNotFound:
         raise ReplayError(
             "run %s, which announced the baseline of %s, is not found in the metadata"
@@ -373,7 +457,9 @@ def replay_last(store, by=None, dry_run=False):
 __all__ = [
     "STATUS_HISTORY",
     "current_user",
+    "describe_store",
     "find_states",
+    "known_sources",
     "last_announced_event",
     "project_branch",
     "replay_last",

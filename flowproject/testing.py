@@ -185,6 +185,8 @@ class WebhookReceiver(LoopbackHTTPServer):
     - ``redirect_to = URL``: a redirect (``redirect_status``, 302 by default) to ``URL``;
     - ``hang = True``: reads the request and never answers (until ``stop()``);
     - ``trickle = N``: sends a 200 answer one byte every N seconds (not counted in ``events``);
+    - ``fail_events = {event name: status}``: that status for events of that name only (the
+      webhook down for one sensor source's event), the others accepted;
     - ``stop()``: refuses connections.
     """
 
@@ -200,6 +202,7 @@ class WebhookReceiver(LoopbackHTTPServer):
         self.redirect_status = 302
         self.hang = False
         self.trickle = None
+        self.fail_events = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
 
@@ -245,6 +248,12 @@ class WebhookReceiver(LoopbackHTTPServer):
                     return
                 with receiver._lock:
                     status = receiver.fail_with
+                    if receiver.fail_events:
+                        try:
+                            name = json.loads(body.decode("utf-8")).get("name")
+                        except ValueError:
+                            name = None
+                        status = receiver.fail_events.get(name, status)
                     if receiver.fail_times:
                         status = status or 500
                         receiver.fail_times -= 1
@@ -302,7 +311,9 @@ class FaultyS3Proxy(LoopbackHTTPServer):
     - ``"truncated_without_token"``: ``IsTruncated`` true and no ``NextContinuationToken``.
 
     ``listings`` counts the ListObjectsV2 answers forwarded, ``spoiled`` those rewritten, so a
-    test can tell the fault was met.
+    test can tell the fault was met. ``deny(bucket)`` answers every request for that bucket
+    with S3's 403 ``AccessDenied`` (a bucket policy or role that stopped allowing the sensor),
+    ``stall(bucket)`` never answers them (a store that hangs), until ``allow(bucket)``.
 
     Parameters
     ----------
@@ -331,7 +342,46 @@ class FaultyS3Proxy(LoopbackHTTPServer):
         self.spoiled = 0
         self.listings = 0
         self._fault = None
+        self._denied = set()
+        self._stalled = set()
+        self._released = threading.Event()
         self._lock = threading.Lock()
+
+    def deny(self, bucket):
+        """Answer every request for ``bucket`` with 403 AccessDenied, as S3 does."""
+        with self._lock:
+            self._denied.add(bucket)
+
+    def stall(self, bucket):
+        """Never answer requests for ``bucket`` (until ``allow``, ``clear`` or ``stop``)."""
+        with self._lock:
+            self._stalled.add(bucket)
+            self._released.clear()
+
+    def allow(self, bucket):
+        """Forward requests for ``bucket`` again (stalled ones are dropped unanswered)."""
+        with self._lock:
+            self._denied.discard(bucket)
+            if bucket in self._stalled:
+                self._stalled.discard(bucket)
+                self._released.set()
+
+    def stop(self):
+        self._released.set()
+        super().stop()
+
+    def _bucket_of(self, path, host):
+        """The bucket of a request, path-style or virtual-host style."""
+        bucket = path.partition("?")[0].lstrip("/").partition("/")[0]
+        return {bucket, host.partition(".")[0]}
+
+    def _is_denied(self, path, host):
+        with self._lock:
+            return bool(self._bucket_of(path, host) & self._denied)
+
+    def _is_stalled(self, path, host):
+        with self._lock:
+            return bool(self._bucket_of(path, host) & self._stalled)
 
     def inject(self, fault, nth=1, times=1):
         """Spoil ListObjectsV2 answers from the ``nth`` one on (1 = the next), ``times`` of
@@ -343,9 +393,13 @@ class FaultyS3Proxy(LoopbackHTTPServer):
             self.spoiled = 0
 
     def clear(self):
-        """Forward every answer unchanged again, and count from zero."""
+        """Forward every answer unchanged again (no fault, no denied or stalled bucket), and
+        count from zero."""
         with self._lock:
             self._fault = None
+            self._denied.clear()
+            self._stalled.clear()
+            self._released.set()
             self.listings = self.spoiled = 0
 
     def _fault_for(self, method, path):
@@ -413,6 +467,22 @@ class FaultyS3Proxy(LoopbackHTTPServer):
 
             def _forward(self):
                 body = self._read_body()
+                if proxy._is_stalled(self.path, self.headers.get("Host", "")):
+                    proxy._released.wait()
+                    self.close_connection = True
+                    return
+                if proxy._is_denied(self.path, self.headers.get("Host", "")):
+                    denied = (
+                        b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied'
+                        b"</Code><Message>Access Denied</Message></Error>"
+                    )
+                    self.send_response(403)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(denied)))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(denied)
+                    return
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in hop_by_hop}
                 connection = http.client.HTTPConnection(*proxy.upstream, timeout=60)
                 try:
@@ -446,7 +516,9 @@ class FaultyS3Proxy(LoopbackHTTPServer):
         return Handler
 
 
-def check_once(config, state=None, flow_name="SensorFlow", branch="user.test", force=False):
+def check_once(
+    config, state=None, flow_name="SensorFlow", branch="user.test", force=False, source=None
+):
     """Evaluate one sensor check without Metaflow, a scheduler or a webhook.
 
     The counterpart of Dagster's ``build_sensor_context``: the source is really queried
@@ -463,6 +535,8 @@ def check_once(config, state=None, flow_name="SensorFlow", branch="user.test", f
         Scope of the change id, as in a flow run.
     force : bool
         As ``--force-trigger``.
+    source : str, optional
+        Which ``[sources.<name>]`` to check; needed when the config names several.
 
     Returns
     -------
@@ -477,14 +551,27 @@ def check_once(config, state=None, flow_name="SensorFlow", branch="user.test", f
     >>> decision.kind
     'unchanged'
     """
-    from .config import parse_flowconfig
+    from .config import configured_sources, parse_flowconfig, source_named
+    from .exceptions import FlowConfigError
     from .sensor import SensorState, advance, decide, decision_options
     from .sources import check_source, source_identity, watched_source
 
     if isinstance(config, str):
         config = parse_flowconfig(config)
+    if source is not None:
+        watched = source_named(config, source)
+    else:
+        sources = configured_sources(config)
+        if len(sources) > 1:
+            raise FlowConfigError(
+                [
+                    "check_once: the config names %d sources (%s); say which with source="
+                    % (len(sources), ", ".join(w.name for w in sources))
+                ]
+            )
+        watched = sources[0]
     state = state if state is not None else SensorState()
-    data, sensor = config["data"], config["sensor"]
+    data, sensor = watched.data, watched.sensor
     observation = check_source(data, state.cursor_for(source_identity(data)))
     decision = decide(
         observation,
@@ -492,7 +579,7 @@ def check_once(config, state=None, flow_name="SensorFlow", branch="user.test", f
         flow_name,
         branch,
         force=force,
-        **watched_source(data, config["project_name"]),
+        **watched_source(data, config["project_name"], source=watched.name),
         **decision_options(sensor),
     )
     next_state = advance(

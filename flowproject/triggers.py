@@ -1,8 +1,10 @@
-"""Starting a flow on the sensor's event.
+"""Starting a flow on the sensor's event(s).
 
 ``sensor_trigger`` wires a downstream flow to the event ``SensorFlow`` publishes in the same
 ``@project`` branch, and hands it the announced value as a Parameter, all from
-``flowconfig.toml``: the flow file stays fixed when the event or payload key changes.
+``flowconfig.toml``: the flow file stays fixed when the event or payload key changes. With
+``[sources.<name>]`` tables the flow names the source it waits for, or several: it then starts
+once each of them has announced since its last start (Argo Events' AND of dependencies).
 """
 
 import ast
@@ -11,6 +13,7 @@ import textwrap
 
 from metaflow import FlowMutator, FlowSpec, Parameter, namespaced_event_name, trigger
 
+from .config import DEFAULT_SOURCE, configured_sources, is_multi_source
 from .exceptions import FlowConfigError
 
 
@@ -47,11 +50,12 @@ def assigned_artifacts(flow_cls):
     return found
 
 
-def payload_key_flow_problems(flow_cls, payload_key, step_names):
+def payload_key_flow_problems(flow_cls, payload_key, step_names, setting="sensor.payload_key"):
     """Why ``payload_key`` cannot be a Parameter of ``flow_cls``: a name its class or one of its
     steps already uses. A Parameter is read-only in every step, so an artifact of the same
-    name fails the step that sets it; a class member makes the flow fail to load."""
-    where = "sensor.payload_key: %r cannot be a Parameter of %s:" % (payload_key, flow_cls.__name__)
+    name fails the step that sets it; a class member makes the flow fail to load. ``setting``
+    is the flowconfig.toml key the messages name (``sources.<name>.payload_key``)."""
+    where = "%s: %r cannot be a Parameter of %s:" % (setting, payload_key, flow_cls.__name__)
     if payload_key in step_names:
         return ["%s it is a step of the flow; choose another name" % where]
     if hasattr(flow_cls, payload_key):
@@ -66,48 +70,171 @@ def payload_key_flow_problems(flow_cls, payload_key, step_names):
     return []
 
 
+def payload_key_setting(config, watched):
+    """The flowconfig.toml key that names ``watched``'s payload key, for messages."""
+    if not is_multi_source(config):
+        return "sensor.payload_key"
+    return "sources.%s.payload_key" % watched.name
+
+
+def triggering_sources(config, source=None, sources=None):
+    """The sources a ``@sensor_trigger(source=..., sources=[...])`` waits for.
+
+    Parameters
+    ----------
+    config : dict or ConfigValue
+        A validated flowconfig (``self.flowconfig``).
+    source : str, optional
+        One source name.
+    sources : list of str, optional
+        Several source names: all of them are awaited together.
+
+    Returns
+    -------
+    tuple
+        ``(watched, problems)``: the ``WatchedSource`` objects in the order named, and one
+        line per problem of the arguments (``watched`` is empty when there are problems).
+    """
+    watched = configured_sources(config)
+    known = [w.name for w in watched]
+    if source is not None and sources is not None:
+        return [], ["@sensor_trigger: give source= or sources=, not both"]
+    if source is None and sources is None:
+        if is_multi_source(config):
+            return [], [
+                "@sensor_trigger: flowconfig.toml has [sources.<name>] tables; name the "
+                'source(s): source="..." or sources=[...]; known: %s' % ", ".join(known)
+            ]
+        return watched, []
+    if source is not None:
+        argument, names = "source=", [source]
+        if not isinstance(source, str):
+            return [], [
+                "@sensor_trigger(source=...): expected a source name (a string), found %r"
+                % (source,)
+            ]
+    else:
+        argument, names = "sources=", sources
+        if not isinstance(sources, (list, tuple)) or not all(isinstance(n, str) for n in sources):
+            hint = "; to name one, use source=%r" % sources if isinstance(sources, str) else ""
+            return [], [
+                "@sensor_trigger(sources=...): expected a list of source names, found %r%s"
+                % (sources, hint)
+            ]
+        if not sources:
+            return [], ["@sensor_trigger(sources=[]): name at least one source"]
+    problems, seen = [], set()
+    for name in names:
+        if name in seen:
+            problems.append(
+                "@sensor_trigger(%s...): %r is named twice; Metaflow's multi-event @trigger "
+                "rejects duplicate event names" % (argument, name)
+            )
+        elif name not in known and not is_multi_source(config):
+            problems.append(
+                "@sensor_trigger(%s...): no source named %r; flowconfig.toml has one [data] "
+                "table, the source %r (or write [sources.%s] tables)"
+                % (argument, name, DEFAULT_SOURCE, name)
+            )
+        elif name not in known:
+            problems.append(
+                "@sensor_trigger(%s...): no source named %r; flowconfig.toml has: %s"
+                % (argument, name, ", ".join(known))
+            )
+        seen.add(name)
+    if problems:
+        return [], problems
+    return [w for name in names for w in watched if w.name == name], []
+
+
 class sensor_trigger(FlowMutator):
-    """Start the flow on the sensor's event; receive its value as a Parameter.
+    """Start the flow on the sensor's event(s); receive each announced value as a Parameter.
 
-    Reads the flow's ``flowconfig`` (so ``--config flowconfig PATH`` applies) and adds:
+    Reads the flow's ``flowconfig`` (so ``--config flowconfig PATH`` applies) and adds, for
+    each source it waits for:
 
-    - a ``Parameter`` named ``[sensor] payload_key`` (default ``[trigger] parameter_default``,
-      else ""), so a local run takes ``--<payload_key> value`` like any flow;
-    - ``@trigger`` on the event the sensor publishes in the same ``@project`` branch
+    - a ``Parameter`` named by the source's ``payload_key`` (default ``[trigger]
+      parameter_default``, else ""), so a local run takes ``--<payload_key> value`` like any
+      flow;
+    - the event the sensor publishes for that source in the same ``@project`` branch
       (``mfns.<project>.<branch>.<event_name>``, or ``event_name`` when
-      ``namespaced_events = false``), mapping the payload's ``payload_key`` to that Parameter.
+      ``namespaced_events = false``) in one ``@trigger``, mapping the payload's
+      ``payload_key`` to that Parameter.
+
+    With several sources the ``@trigger`` has several events (``events=[...]``): Argo Events
+    starts the flow once each of them has arrived since the flow was last started (Metaflow's
+    Sensor sets no ``conditions``, so every dependency is required), each Parameter taken from
+    its own event. A multi-event ``@trigger`` has no automatic mapping: the mapping is always
+    explicit here.
 
     Use it below ``@project`` so the namespaced name resolves to the deployment's branch.
-    The flow fails to load, naming ``payload_key`` and the flow, when that name is already a
-    step, an attribute or an artifact (``self.<name> = ...``) of the flow.
+
+    Parameters
+    ----------
+    source : str, optional
+        The ``[sources.<name>]`` the flow waits for. Required (or ``sources``) when
+        flowconfig.toml has ``[sources.<name>]`` tables; with one ``[data]`` table leave it out
+        (bare ``@sensor_trigger``), or name that source ``"default"``.
+    sources : list of str, optional
+        Several sources, all awaited together (each named once).
+
+    Raises
+    ------
+    FlowConfigError
+        When the flow loads, one line per problem: a bare ``@sensor_trigger`` with several
+        sources configured, an unknown or repeated source name, ``source`` and ``sources``
+        together, or a ``payload_key`` that is already a step, an attribute or an artifact
+        (``self.<name> = ...``) of the flow (naming that key, e.g.
+        ``sources.orders.payload_key``, and the flow).
+
+    Examples
+    --------
+    ::
+
+        @project(name=config_expr("flowconfig.project_name"))
+        @sensor_trigger(sources=["orders", "events"])  # Parameters orders_version, events_version
+        class TrainFlow(BaseFlow):
+            ...
     """
+
+    _source = _sources = None
+
+    def init(self, source=None, sources=None):
+        self._source, self._sources = source, sources
 
     def pre_mutate(self, mutable_flow):
         config = dict(mutable_flow.configs).get("flowconfig")
         if config is None:
             raise ValueError("@sensor_trigger needs a flow with the 'flowconfig' Config (BaseFlow)")
-        sensor = config.sensor
-        key = sensor.payload_key
-        problems = payload_key_flow_problems(
-            self._flow_cls, key, [name for name, _ in mutable_flow.steps]
-        )
+        watched, problems = triggering_sources(config, self._source, self._sources)
+        step_names = [name for name, _ in mutable_flow.steps]
+        for one in watched:
+            setting = payload_key_setting(config, one)
+            problems += payload_key_flow_problems(
+                self._flow_cls, one.sensor["payload_key"], step_names, setting
+            )
         if problems:
             raise FlowConfigError(problems)
         default = config.get("trigger", {}).get("parameter_default", "")
-        mutable_flow.add_parameter(
-            key,
-            Parameter(
+        events = []
+        for one in watched:
+            key = one.sensor["payload_key"]
+            mutable_flow.add_parameter(
                 key,
-                type=str,
-                default=default,
-                help="The value the sensor announced (event payload key '%s')." % key,
-            ),
-        )
-        # namespaced_event_name resolves when the flow is deployed, with the @project branch
-        # of that deployment: the same function the sensor calls when it publishes.
-        name = sensor.event_name
-        if sensor.get("namespaced_events", True):
-            name = namespaced_event_name(name)
-        mutable_flow.add_decorator(
-            trigger, deco_kwargs={"event": {"name": name, "parameters": {key: key}}}
-        )
+                Parameter(
+                    key,
+                    type=str,
+                    default=default,
+                    help="The value the sensor announced (event payload key '%s')." % key,
+                ),
+            )
+            # namespaced_event_name resolves when the flow is deployed, with the @project
+            # branch of that deployment: the same function the sensor calls when it publishes.
+            name = one.sensor["event_name"]
+            if one.sensor.get("namespaced_events", True):
+                name = namespaced_event_name(name)
+            events.append({"name": name, "parameters": {key: key}})
+        if len(events) == 1:
+            mutable_flow.add_decorator(trigger, deco_kwargs={"event": events[0]})
+        else:
+            mutable_flow.add_decorator(trigger, deco_kwargs={"events": events})

@@ -7,6 +7,7 @@ Reuses ``tests/test_deploy.py``'s throwaway git repository and loopback S3 datas
 import copy
 import json
 import os
+import shutil
 
 import pytest
 from test_deploy import (  # noqa: F401  (module fixtures)
@@ -22,6 +23,7 @@ from test_deploy import (  # noqa: F401  (module fixtures)
     git_repo,
     run_deploy,
 )
+from test_multi_trigger import EXAMPLE, two_source_config
 
 from flowproject.argo_sensor import trigger_rules
 from flowproject.devloop import DevLoop
@@ -124,3 +126,69 @@ def test_dev_loop_and_compiled_sensor_agree(compiled_sensors, git_repo, tmp_path
     flows = loop.discover()
     assert list(flows) == ["starterflow.py"]
     assert flows["starterflow.py"]["rules"] == expectation
+
+
+@pytest.fixture(scope="module")
+def two_source_sensor(git_repo, deploy_env, tmp_path_factory):
+    """``./deploy --dry-run --flow two_source_flow.py`` on main, with two [sources.<name>]."""
+    repo = tmp_path_factory.mktemp("two-source") / "repo"
+    shutil.copytree(str(git_repo), str(repo))
+    (repo / "flowconfig.toml").write_text(two_source_config(project=PROJECT))
+    shutil.copy(EXAMPLE, str(repo / "two_source_flow.py"))
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", "a flow waiting for two sources")
+    out = tmp_path_factory.mktemp("two-source-out")
+    args = ("--dry-run", "--out", str(out), "--flow", "two_source_flow.py")
+    return run_deploy(repo, deploy_env, *args), out
+
+
+@pytest.mark.e2e
+def test_a_two_source_flow_compiles_one_sensor_requiring_both_events(
+    two_source_sensor, sensor_schema
+):
+    from jsonschema import Draft202012Validator
+
+    proc, out = two_source_sensor
+    _ok(proc)
+    with open(os.path.join(str(out), "two_source_flow.sensor.json")) as f:
+        sensor = json.load(f)
+    errors = [
+        "%s: %s" % ("/".join(map(str, e.absolute_path)), e.message[:200])
+        for e in Draft202012Validator(sensor_schema).iter_errors(_prune_nulls(sensor))
+    ]
+    assert errors == [], "\n".join(errors[:20])
+    # One trigger, no conditions: Argo Events then waits for every dependency.
+    (trigger,) = sensor["spec"]["triggers"]
+    assert "conditions" not in trigger["template"]
+    dependencies = sensor["spec"]["dependencies"]
+    assert len(dependencies) == 2
+    event_of = {}
+    for dependency in dependencies:
+        (name_filter,) = [
+            e
+            for e in dependency["filters"]["exprs"]
+            if e["fields"][0]["path"] == "body.payload.name"
+        ]
+        event_of[dependency["name"]] = name_filter["expr"]
+    mapped = {}
+    for parameter in trigger["template"]["k8s"]["parameters"]:
+        for key in ("orders_version", "events_version"):
+            if 'hasKey $.Input.body.payload "%s"' % key in (
+                parameter["src"].get("dataTemplate") or ""
+            ):
+                assert parameter["dest"] == "spec.arguments.parameters.#(name=%s).value" % key
+                mapped[key] = event_of[parameter["src"]["dependencyName"]]
+    orders, events = ("mfns.%s.prod.%s_updated" % (PROJECT, s) for s in ("orders", "events"))
+    assert mapped == {
+        "orders_version": "name == '%s'" % orders,
+        "events_version": "name == '%s'" % events,
+    }
+    assert trigger_rules(sensor) == [
+        {"event": events, "parameters": {"events_version": "events_version"}, "required": []},
+        {"event": orders, "parameters": {"orders_version": "orders_version"}, "required": []},
+    ]
+    assert (
+        "compiled Argo Events Sensor: starts when each has arrived since its last start: "
+        "%s (events_version <- events_version) AND %s (orders_version <- orders_version)"
+        % (events, orders)
+    ) in proc.stdout

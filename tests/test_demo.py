@@ -29,3 +29,21 @@ def test_demo_shows_each_triggered_run_with_the_value_it_trained_on(tmp_path):
     assert len(announced) == 2 and announced[0] != announced[1]
     assert trained == announced
     assert "no event" in out
+
+
+def test_demo_many_sources_part_starts_the_two_source_flow_once_both_announced(tmp_path):
+    env = dict(os.environ, METAFLOW_USER="tester", METAFLOW_HOME=str(tmp_path / "home"))
+    env = {k: v for k, v in env.items() if not k.startswith(("AWS_", "METAFLOW_DATASTORE"))}
+    proc = subprocess.run(
+        [sys.executable, "-m", "demo", "--only", "sources"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    assert "TwoSourceFlow waits for orders_updated (events_updated received)" in out
+    assert len(re.findall(r"TwoSourceFlow/\d+ trained on orders = sha256:", out)) == 2
+    assert "sources:  both sources, events only, orders only" in out

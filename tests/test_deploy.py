@@ -609,6 +609,60 @@ def test_delete_state_on_the_local_datastore(tmp_path):
     assert delete_state(PROJECT, "test.x", storage=storage) == []
 
 
+def test_delete_state_marks_every_source_of_the_branch(tmp_path):
+    """A multi-source sensor keeps one object per source beside <branch>.json: all are marked."""
+    from flowproject.state import state_path
+
+    gone = [
+        state_path("SensorFlow", PROJECT, "test.x"),
+        state_path("SensorFlow", PROJECT, "test.x", source="events"),
+        state_path("SensorFlow", PROJECT, "test.x", source="orders"),
+        state_path("OldSensorFlow", PROJECT, "test.x", source="events"),
+    ]
+    kept = [
+        state_path("SensorFlow", PROJECT, "test.y", source="events"),
+        state_path("SensorFlow", PROJECT, "test.x_1", source="events"),
+        state_path("SensorFlow", "otherproject", "test.x", source="events"),
+    ]
+    stored = '{"baseline": null, "history": [{"kind": "first"}]}'
+    root = tmp_path / ".metaflow"
+    for path in gone + kept:
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(stored)
+    env = dict(
+        os.environ,
+        METAFLOW_DEFAULT_DATASTORE="local",
+        METAFLOW_DATASTORE_SYSROOT_LOCAL=str(tmp_path),
+        METAFLOW_HOME=str(tmp_path / "metaflow-home"),
+        PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
+
+    def delete_state_command(*args):
+        argv = [sys.executable, "-m", "flowproject.deploy_support", "delete-state", "test.x"]
+        return subprocess.run(
+            argv + ["--project", PROJECT] + list(args),
+            cwd=str(tmp_path),
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    proc = delete_state_command()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for path in gone:
+        assert "deleted sensor state %s" % path in proc.stdout
+        marker = json.loads((root / path).read_text())
+        assert marker["reset"]["by"] == "deploy --teardown" and marker["history"] == []
+    for path in kept:
+        assert path not in proc.stdout
+        assert (root / path).read_text() == stored
+    assert proc.stdout.count("deleted sensor state") == len(gone)
+    # Torn down again: every object is a marker already.
+    proc = delete_state_command()
+    assert proc.returncode == 0 and "no sensor state of %s.test.x" % PROJECT in proc.stdout
+
+
 class ArgoStandIn(LoopbackHTTPServer):
     """The part of the Kubernetes API ``argo-workflows delete`` uses, on 127.0.0.1.
 

@@ -56,8 +56,10 @@ def dev(every, checks, config, branch, production, root, sensor_flow, logs):
     A loopback webhook receives the sensor's events (METAFLOW_ARGO_EVENTS_WEBHOOK_URL is set
     for the sensor runs); each event starts every flow at the root whose @trigger listens for
     it in the same @project branch, with the payload mapped to its Parameters as the Argo
-    Events Sensor Metaflow compiles would map them. The first check runs at once, then on the
-    schedule. Runs are tagged flowproject-dev. Ctrl-C stops everything started.
+    Events Sensor Metaflow compiles would map them; a flow with several events starts once
+    each has arrived since its last start (kept in .metaflow/flowproject-dev/ across
+    invocations). The first check runs at once, then on the schedule. Runs are tagged
+    flowproject-dev. Ctrl-C stops everything started.
 
     Exit code with --checks: 0 if every check and triggered run succeeded, 1 otherwise.
     """

@@ -1,29 +1,48 @@
-"""``flowproject replay``: re-publish the last announced event of a branch."""
+"""``flowproject replay``: re-publish the last announced event of a branch (or of one source)."""
 
 import json
 
 import click
 
 from . import main
-from .state_options import fail, load_config, resolve_target, target_options
+from .state_options import (
+    fail,
+    load_config,
+    resolve_sources,
+    resolve_target,
+    source_option,
+    store_of,
+    target_options,
+)
 
 
 @main.command()
 @target_options
+@source_option("The source whose event to replay (required in the multi-source form).")
 @click.option("--dry-run", is_flag=True, help="Show the event; publish and record nothing.")
-def replay(flow, project, branch, production, config, dry_run):
+def replay(flow, project, branch, production, config, source, dry_run):
     """Re-publish the branch's last announced event, with its original change_id and
     "replayed": true, to METAFLOW_ARGO_EVENTS_WEBHOOK_URL.
 
     The event is rebuilt from the announcing run's artifacts; the replay is recorded in the
-    branch's history (compare-and-swap), the baseline does not move. Exit codes: 0 published,
-    2 nothing to replay or publishing failed.
+    branch's history (compare-and-swap), the baseline does not move. In the multi-source form
+    --source names the source (one event: replaying every source would start every
+    downstream flow). Exit codes: 0 published, 2 nothing to replay or publishing failed.
     """
+    from ..config import DEFAULT_SOURCE
     from ..exceptions import FlowprojectException
-    from ..operations import replay_last
+    from ..operations import describe_store, replay_last
 
     try:
-        store, _ = resolve_target(flow, project, branch, production, load_config(config))
+        store, loaded = resolve_target(flow, project, branch, production, load_config(config))
+        names = resolve_sources(store, loaded, source)
+        if source is None and names != [DEFAULT_SOURCE]:
+            raise click.UsageError(
+                "%s branch %s has the sources %s: pass --source NAME to replay the event of "
+                "one (replaying them all would start every downstream flow again)"
+                % (store.flow_name, store.branch, ", ".join(names))
+            )
+        store = store_of(store, names[0])
         sent = replay_last(store, dry_run=dry_run)
     except FlowprojectException as e:
         fail(e)
@@ -32,6 +51,6 @@ def replay(flow, project, branch, production, config, dry_run):
         click.echo("Dry run: would publish %s with %s" % (sent["name"], json.dumps(payload)))
         return
     click.echo(
-        "Replayed %s (change %s) for %s branch %s: event id %s"
-        % (sent["name"], payload["change_id"], store.flow_name, store.branch, sent["id"])
+        "Replayed %s (change %s) for %s: event id %s"
+        % (sent["name"], payload["change_id"], describe_store(store), sent["id"])
     )

@@ -1,4 +1,5 @@
-"""Options shared by ``status``, ``reset`` and ``replay``: which flow, project and branch."""
+"""Options shared by ``status``, ``reset`` and ``replay``: which flow, project, branch and
+source."""
 
 import os
 import sys
@@ -70,3 +71,39 @@ def resolve_target(flow, project, branch, production, config):
             raise click.UsageError("no flowconfig.toml here: pass --project or --config")
         project = config["project_name"]
     return state_store(flow, project, project_branch(branch, production)), config
+
+
+def source_option(help_text):
+    """``--source NAME``: one source of a multi-source ``flowconfig.toml``."""
+    return click.option("--source", "source", default=None, metavar="NAME", help=help_text)
+
+
+def resolve_sources(store, config, source=None):
+    """The names of the sources a command acts on: ``source`` if given, else every source of
+    the branch (``config``'s, else those stored for it; ``["default"]`` for the single-source
+    form). An unknown ``source`` is a usage error naming the known ones."""
+    from ..operations import known_sources
+
+    known = known_sources(store.flow_name, store.project, store.branch, config, store.storage)
+    if source is None:
+        return known
+    if source not in known:
+        if config is not None:
+            where = "flowconfig.toml has"
+        else:
+            where = "without a flowconfig.toml, the sources stored for %s branch %s are" % (
+                store.flow_name,
+                store.branch,
+            )
+        raise click.BadParameter(
+            "no source named %r; %s: %s" % (source, where, ", ".join(known)),
+            param_hint="'--source'",
+        )
+    return [source]
+
+
+def store_of(store, source):
+    """The ``StateStore`` of ``source`` in the branch of ``store``."""
+    from ..operations import state_store
+
+    return state_store(store.flow_name, store.project, store.branch, store.storage, source=source)

@@ -1,5 +1,6 @@
 """``flowproject status``: each sensor branch's stored state (see ``flowproject.operations``)."""
 
+import itertools
 import json
 
 import click
@@ -29,76 +30,100 @@ def _check_text(entry):
     return "%s at %s by %s" % (what, entry.get("at"), by)
 
 
-def render(console, status):
-    """One branch's status as a few lines and a compact history table."""
-    from rich.table import Table
-
-    title = "%s  project %s  branch %s" % (status["flow"], status["project"], status["branch"])
-    console.print("[bold]%s[/bold]" % title, soft_wrap=True)
-    lines = [("state", status["location"])]
+def _lines(status, configured=None):
+    """``(label, text)`` lines of one source's state (its location and history aside)."""
+    source = status["source"] or {}
+    lines = []
+    if configured is not None and source.get("name") not in configured:
+        lines.append(("note", "not a source of flowconfig.toml (state left by an earlier form)"))
+    if not status["stored"]:
+        carried = status.get("carries_over")
+        lines.append(
+            (
+                "baseline",
+                "no state yet: its first check carries over the baseline of %s" % carried
+                if carried
+                else "no state yet: its next check is a first check",
+            )
+        )
+        return lines
     if status["error"]:
         lines.append(("error", status["error"]))
-    else:
-        source = status["source"] or {}
-        lines.append(("source", _text(source.get("identity"))))
-        baseline = status["baseline"]
-        if baseline:
-            lines.append(("baseline", _text(baseline["value"]) if baseline["value"] else "absent"))
-            lines.append(("change", baseline["change_id"]))
-            if baseline["run"]:
-                announced = "%s by %s" % (baseline["announced_at"], baseline["run"])
-            else:
-                announced = (
-                    "%s by flowproject reset --to-current (no event)" % (baseline["announced_at"])
-                )
-            lines.append(("announced", announced))
+        return lines
+    lines.append(("source", _text(source.get("identity"))))
+    baseline = status["baseline"]
+    if baseline:
+        lines.append(("baseline", _text(baseline["value"]) if baseline["value"] else "absent"))
+        lines.append(("change", baseline["change_id"]))
+        if baseline["run"]:
+            announced = "%s by %s" % (baseline["announced_at"], baseline["run"])
         else:
-            lines.append(("baseline", "none: the next check is a first check"))
-        lines.append(("last check", _check_text(status["last_check"])))
-        pending = status["pending"]
-        if pending:
-            lines.append(
-                (
-                    "settling",
-                    "%s seen unchanged %s time(s) since %s"
-                    % (_text(pending["value"]), pending["seen"], pending["first_seen_at"]),
-                )
+            announced = (
+                "%s by flowproject reset --to-current (no event)" % (baseline["announced_at"])
             )
-        if status["failed_publishes"]:
-            lines.append(
-                (
-                    "failed",
-                    "%d publish(es), last at %s"
-                    % (len(status["failed_publishes"]), status["failed_publishes"][-1]["at"]),
-                )
+        lines.append(("announced", announced))
+    else:
+        lines.append(("baseline", "none: the next check is a first check"))
+    lines.append(("last check", _check_text(status["last_check"])))
+    pending = status["pending"]
+    if pending:
+        lines.append(
+            (
+                "settling",
+                "%s seen unchanged %s time(s) since %s"
+                % (_text(pending["value"]), pending["seen"], pending["first_seen_at"]),
             )
-        if status["claim"]:
-            claim = status["claim"]
-            lines.append(
-                (
-                    "announcing",
-                    "%s: change %s until %s%s"
-                    % (
-                        claim["run"],
-                        claim["change_id"],
-                        claim["expires_at"],
-                        "" if claim["live"] else " (expired)",
-                    ),
-                )
+        )
+    if status["failed_publishes"]:
+        lines.append(
+            (
+                "failed",
+                "%d publish(es), last at %s"
+                % (len(status["failed_publishes"]), status["failed_publishes"][-1]["at"]),
             )
-        if status["reset"]:
-            reset = status["reset"]
-            lines.append(
-                (
-                    "reset",
-                    "at %s by %s%s"
-                    % (
-                        reset.get("at"),
-                        reset.get("by"),
-                        ", to the current value" if reset.get("to_current") else "",
-                    ),
-                )
+        )
+    if status["claim"]:
+        claim = status["claim"]
+        lines.append(
+            (
+                "announcing",
+                "%s: change %s until %s%s"
+                % (
+                    claim["run"],
+                    claim["change_id"],
+                    claim["expires_at"],
+                    "" if claim["live"] else " (expired)",
+                ),
             )
+        )
+    if status["reset"]:
+        reset = status["reset"]
+        lines.append(
+            (
+                "reset",
+                "at %s by %s%s"
+                % (
+                    reset.get("at"),
+                    reset.get("by"),
+                    ", to the current value" if reset.get("to_current") else "",
+                ),
+            )
+        )
+    return lines
+
+
+def render(console, status, title_suffix="", configured=None):
+    """One branch's (or source's) status as a few lines and a compact history table."""
+    from rich.table import Table
+
+    title = "%s  project %s  branch %s%s" % (
+        status["flow"],
+        status["project"],
+        status["branch"],
+        title_suffix,
+    )
+    console.print("[bold]%s[/bold]" % title, soft_wrap=True)
+    lines = [("state", status["location"])] + _lines(status, configured)
     for name, value in lines:
         console.print("  %-11s %s" % (name, value), soft_wrap=True, markup=False)
     if status["history"]:
@@ -123,6 +148,63 @@ def render(console, status):
     console.print()
 
 
+def render_sources(console, group, configured=None):
+    """A branch's sources, one short block each (``--source NAME`` shows one's history).
+
+    ``group`` is the branch's ``(StateStore, status)`` pairs."""
+    first = group[0][1]
+    console.print(
+        "[bold]%s  project %s  branch %s[/bold]  %d source(s)"
+        % (first["flow"], first["project"], first["branch"], len(group)),
+        soft_wrap=True,
+    )
+    for store, status in group:
+        console.print("  source %s" % store.source, soft_wrap=True, markup=False)
+        for name, value in [("state", status["location"])] + _lines(status, configured):
+            console.print("    %-11s %s" % (name, value), soft_wrap=True, markup=False)
+    console.print(
+        "  History of one source: flowproject status --source NAME", soft_wrap=True, markup=False
+    )
+    console.print()
+
+
+def _with_configured_sources(stores, config, source=None):
+    """``stores`` and, for each branch of ``config``'s project that has any state, a store for
+    every source of ``config`` without an object yet (shown as "no state yet")."""
+    from ..config import configured_sources, is_multi_source
+    from ..sources import source_identity
+    from ..state import StateStore
+
+    if config is None or not is_multi_source(config):
+        return stores
+    found = {(s.flow_name, s.project, s.branch, s.source) for s in stores}
+    branches = sorted(
+        {(s.flow_name, s.project, s.branch) for s in stores if s.project == config["project_name"]}
+    )
+    added = []
+    for flow_name, project, branch in branches:
+        for watched in configured_sources(config):
+            if (flow_name, project, branch, watched.name) in found:
+                continue
+            if source is not None and watched.name != source:
+                continue
+            added.append(
+                StateStore(
+                    stores[0].storage,
+                    flow_name,
+                    project,
+                    branch,
+                    source=watched.name,
+                    identity=source_identity(watched.data),
+                )
+            )
+    order = {w.name: i for i, w in enumerate(configured_sources(config))}
+    return sorted(
+        stores + added,
+        key=lambda s: (s.flow_name, s.project or "", s.branch, order.get(s.source, -1), s.source),
+    )
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (stable keys) for scripts.")
 @click.option(
@@ -133,6 +215,12 @@ def render(console, status):
     help="How many of the newest checks to show.",
 )
 @click.option("--branch", default=None, help="Only this branch (as stored: user.alice, prod).")
+@click.option(
+    "--source",
+    default=None,
+    metavar="NAME",
+    help="Only this source of a multi-source flowconfig.toml, with its history.",
+)
 @click.option("--flow", default=None, help="Only this sensor flow (class name).")
 @click.option("--project", default=None, help="Only this @project (default: the config's, if any).")
 @click.option("--all-projects", is_flag=True, help="Every project in the datastore.")
@@ -142,25 +230,47 @@ def render(console, status):
     default=None,
     help="flowconfig.toml naming the project (default: ./flowconfig.toml, if present).",
 )
-def status(as_json, history, branch, flow, project, all_projects, config):
+def status(as_json, history, branch, source, flow, project, all_projects, config):
     """Show each sensor branch's state: the watched source, the baseline and who announced it,
     the last check, a settling value, failed publishes and the recent history.
+
+    In the multi-source form, one short block per source of each branch (a source without a
+    state object yet says so); --source NAME shows one source with its history.
 
     Reads the datastore of Metaflow's configuration (local .metaflow, or S3 with
     METAFLOW_DEFAULT_DATASTORE=s3). Exit code 0, also when no branch has a state.
     """
     from rich.console import Console
 
+    from ..config import DEFAULT_SOURCE, configured_sources, is_multi_source
     from ..exceptions import FlowprojectException
     from ..operations import find_states, status_of
     from ..state import datastore_storage
 
     try:
-        if project is None and not all_projects:
-            loaded = load_config(config)
-            project = loaded["project_name"] if loaded else None
+        loaded = None if all_projects else load_config(config)
+        if project is None and loaded is not None:
+            project = loaded["project_name"]
+        if loaded is not None and project != loaded["project_name"]:
+            loaded = None  # another project's sources are not this file's
+        configured = [w.name for w in configured_sources(loaded)] if loaded else None
         storage = datastore_storage()
         stores = find_states(storage, flow=flow, project=project, branch=branch)
+        if source is not None:
+            known = configured or sorted({s.source for s in stores})
+            if source not in known:
+                raise click.BadParameter(
+                    "no source named %r; %s: %s"
+                    % (
+                        source,
+                        "flowconfig.toml has" if configured else "the datastore has state of",
+                        ", ".join(known) or "none",
+                    ),
+                    param_hint="'--source'",
+                )
+        stores = _with_configured_sources(stores, loaded, source)
+        if source is not None:
+            stores = [s for s in stores if s.source == source]
         statuses = [status_of(store, history=history) for store in stores]
     except FlowprojectException as e:
         fail(e)
@@ -176,5 +286,17 @@ def status(as_json, history, branch, flow, project, all_projects, config):
             markup=False,
         )
         return
-    for one in statuses:
-        render(console, one)
+    # Only the multi-source form's configured list marks sources it no longer names.
+    marked = configured if loaded is not None and is_multi_source(loaded) else None
+
+    def branch_of(pair):
+        return pair[0].flow_name, pair[0].project, pair[0].branch
+
+    for _, group in itertools.groupby(zip(stores, statuses, strict=True), key=branch_of):
+        group = list(group)
+        named = any(store.source != DEFAULT_SOURCE for store, _ in group)
+        if named and source is None:
+            render_sources(console, group, marked)
+            continue
+        for store, one in group:
+            render(console, one, "  source %s" % store.source if named else "", marked)

@@ -223,6 +223,10 @@ def parse_timestamp(value):
     return botocore_parse_timestamp(value)
 
 
+_shared_session = None
+_session_lock = threading.Lock()
+
+
 def _botocore_session():
     """A botocore session whose clients parse response timestamps with ``parse_timestamp``."""
     import botocore.session
@@ -237,24 +241,20 @@ def _botocore_session():
     return session
 
 
-# Clients are made from one boto3 session per process and AWS_* environment: a fresh session
-# loads botocore's service models again, ~0.1 s of CPU per client, which a run checking many
-# sources would pay per source. botocore sessions are not thread-safe, so clients (which are)
-# are made under a lock.
-_session_lock = threading.Lock()
-_sessions = {}
+def _create_client(service, **kwargs):
+    """A client of the process's one boto3 session.
 
-
-def _shared_session():
-    """The boto3 session this process makes its clients from (call with ``_session_lock``)."""
+    One session per process: a new one loads and parses the S3 service model again (about a
+    quarter of a second of CPU), which a sensor checking 20 prefixes would pay 20 times. A
+    session is not thread-safe, so clients are created under a lock; clients themselves are.
+    """
+    global _shared_session
     import boto3
 
-    key = (os.getpid(), tuple(sorted(kv for kv in os.environ.items() if kv[0].startswith("AWS_"))))
-    session = _sessions.get(key)
-    if session is None:
-        _sessions.clear()  # an older environment's session is not used again
-        session = _sessions[key] = boto3.session.Session(botocore_session=_botocore_session())
-    return session
+    with _session_lock:
+        if _shared_session is None:
+            _shared_session = boto3.session.Session(botocore_session=_botocore_session())
+        return _shared_session.client(service, **kwargs)
 
 
 def make_client(role=None, max_pool_connections=10):
@@ -279,25 +279,20 @@ def make_client(role=None, max_pool_connections=10):
     )
     credentials = {}
     if role:
-        with _session_lock:
-            sts = _shared_session().client("sts", config=boto_config)
+        sts = _create_client("sts", config=boto_config)
         try:
             creds = sts.assume_role(RoleArn=role, RoleSessionName="flowproject-sensor")[
                 "Credentials"
             ]
         except Exception as e:
             raise SourceError("Could not assume role %s: %s" % (role, _error_text(e))) from None
-        finally:
-            sts.close()
+        # Given to this client only: the shared session keeps the standard credential chain.
         credentials = {
             "aws_access_key_id": creds["AccessKeyId"],
             "aws_secret_access_key": creds["SecretAccessKey"],
             "aws_session_token": creds["SessionToken"],
         }
-    with _session_lock:
-        return _shared_session().client(
-            "s3", endpoint_url=endpoint_url(), config=boto_config, **credentials
-        )
+    return _create_client("s3", endpoint_url=endpoint_url(), config=boto_config, **credentials)
 
 
 class S3Session(object):

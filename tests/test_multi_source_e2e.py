@@ -1,0 +1,256 @@
+"""One SensorFlow run watching three sources (two S3 prefixes, one Snowflake table), end to end.
+
+S3 goes through ``FaultyS3Proxy`` in front of moto (to deny one bucket as S3 does), Snowflake
+through fakesnow's server, events to a loopback webhook. Each run costs seconds: 11 runs here.
+"""
+
+import datetime
+import decimal
+import glob
+import os
+import textwrap
+
+import pytest
+from conftest import REPO, FlowRunner, s3_config
+from conftest_snowflake import fakesnow_server, snowflake_home, warehouse  # noqa: F401
+from test_card import card_data, leaves
+
+from flowproject.testing import FaultyS3Proxy, sensor_env
+
+pytestmark = pytest.mark.e2e
+
+PREFIX = "mfns.multiproject.user.tester."
+
+
+def three_sources(events_bucket, features_bucket, table, extra_sensor=""):
+    return textwrap.dedent(
+        """\
+        project_name = "multiproject"
+
+        [sensor]
+        cron_schedule = "*/5 * * * *"
+        %s
+
+        [sources.events]
+        type = "s3"
+        bucket = "s3://%s"
+        key = "events/"
+        check_mode = "files_metadata"
+        event_name = "events_updated"
+        payload_key = "events_version"
+
+        [sources.features]
+        type = "s3"
+        bucket = "s3://%s"
+        key = "features/latest.parquet"
+        check_mode = "etag"
+        event_name = "features_updated"
+        payload_key = "features_version"
+
+        [sources.orders]
+        type = "snowflake"
+        template = "row_count"
+        connection_name = "fakesnow"
+        params = { table = "%s" }
+        event_name = "orders_updated"
+        payload_key = "orders_version"
+        """
+    ) % (extra_sensor, events_bucket, features_bucket, table)
+
+
+@pytest.fixture(scope="module")
+def faulty_proxy(moto_server):
+    with FaultyS3Proxy(moto_server.endpoint_url) as running:
+        yield running
+
+
+@pytest.fixture
+def proxy(faulty_proxy, s3_server):
+    faulty_proxy.clear()
+    return faulty_proxy
+
+
+@pytest.fixture
+def runner(tmp_path, proxy, webhook, snowflake_home):
+    env = sensor_env(
+        proxy.endpoint_url,
+        webhook.url,
+        str(tmp_path / "metaflow-home"),
+        user="tester",
+        workdir=str(tmp_path),
+    )
+    env = {k: v for k, v in env.items() if not k.startswith("SNOWFLAKE_")}
+    env["SNOWFLAKE_HOME"] = str(snowflake_home)
+    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    return FlowRunner(tmp_path, env)
+
+
+@pytest.fixture
+def two_buckets(s3_client, bucket):
+    other = bucket + "-f"
+    s3_client.create_bucket(Bucket=other)
+    s3_client.put_object(Bucket=bucket, Key="events/part-0.csv", Body=b"a")
+    s3_client.put_object(Bucket=other, Key="features/latest.parquet", Body=b"v1")
+    return bucket, other
+
+
+def output(result):
+    return result.stdout + result.stderr
+
+
+def check(runner, webhook, ok=True):
+    """Run the sensor once: ``(result, {source: payload})`` of the events it published."""
+    before = len(webhook.events)
+    result = runner.run()
+    if ok:
+        assert result.returncode == 0, output(result)
+    published = {}
+    for event in webhook.events[before:]:
+        payload = event["payload"]
+        assert event["name"] == PREFIX + "%s_updated" % payload["source"]
+        assert payload["source"] not in published, "two events for %s" % payload["source"]
+        published[payload["source"]] = payload
+    return result, published
+
+
+def newest_card_rows(runner):
+    """The table rows of the newest sensor card of the runner's runs."""
+    cards = glob.glob(
+        os.path.join(runner.workdir, ".metaflow", "mf.cards", "**", "blank-sensor-*.html"),
+        recursive=True,
+    )
+    with open(max(cards, key=os.path.getmtime)) as f:
+        page = list(leaves(card_data(f.read())["components"]))
+    return [row for c in page if c["type"] == "table" for row in c["data"]]
+
+
+def insert_order(warehouse, n):
+    warehouse.insert((n, "o%d" % n, decimal.Decimal("1.00"), datetime.datetime(2024, 1, n)))
+
+
+def test_each_source_announces_its_own_changes_and_one_failure_does_not_stop_the_others(
+    runner, webhook, proxy, s3_client, two_buckets, warehouse
+):
+    events_bucket, features_bucket = two_buckets
+    insert_order(warehouse, 1)
+    runner.write_config(three_sources(events_bucket, features_bucket, warehouse.table))
+
+    # The first check announces every source, each under its own event and payload key.
+    _, first = check(runner, webhook)
+    assert sorted(first) == ["events", "features", "orders"]
+    assert first["orders"]["orders_version"] == "1"
+    assert first["events"]["events_version"].startswith("sha256:")
+    assert len(first["features"]["features_version"]) == 32  # the object's ETag (MD5)
+    assert len({p["change_id"] for p in first.values()}) == 3
+    assert "events_version" not in first["orders"]
+
+    result, again = check(runner, webhook)
+    assert again == {}
+    assert output(result).count("unchanged since the last announcement") == 3
+
+    # A change in one source publishes exactly that source's event.
+    s3_client.put_object(Bucket=events_bucket, Key="events/part-1.csv", Body=b"b")
+    _, changed = check(runner, webhook)
+    assert sorted(changed) == ["events"]
+    assert changed["events"]["previous_value"] == first["events"]["events_version"]
+
+    # The features bucket stops allowing the sensor while every source changes: the run fails
+    # naming it, and the two others are announced all the same.
+    s3_client.put_object(Bucket=features_bucket, Key="features/latest.parquet", Body=b"v2")
+    s3_client.put_object(Bucket=events_bucket, Key="events/part-2.csv", Body=b"c")
+    insert_order(warehouse, 2)
+    proxy.deny(features_bucket)
+    result, during = check(runner, webhook, ok=False)
+    assert result.returncode != 0
+    assert sorted(during) == ["events", "orders"]
+    assert during["orders"]["orders_version"] == "2"
+    assert "1 of 3 sources failed" in output(result)
+    assert "features: check failed: Access denied to s3://%s/" % features_bucket in output(result)
+    # The card has a row per source: what happened to it, its event, why.
+    rows = {row[0]: row for row in newest_card_rows(runner) if len(row) == 4}
+    assert rows["features"][1] == "failed" and "Access denied" in rows["features"][3]
+    assert rows["events"][1] == "published"
+    assert rows["events"][2].startswith(PREFIX + "events_updated (id ")
+    assert rows["orders"][1] == "published"
+
+    # Once the bucket allows the sensor again, the next check announces only what was not.
+    proxy.allow(features_bucket)
+    _, after = check(runner, webhook)
+    assert sorted(after) == ["features"]
+    assert after["features"]["previous_value"] == first["features"]["features_version"]
+    _, quiet = check(runner, webhook)
+    assert quiet == {}
+
+
+def test_webhook_down_for_one_event_fails_the_run_and_only_that_event_is_published_again(
+    runner, webhook, s3_client, two_buckets, warehouse
+):
+    events_bucket, features_bucket = two_buckets
+    insert_order(warehouse, 1)
+    runner.write_config(three_sources(events_bucket, features_bucket, warehouse.table))
+    webhook.fail_events = {PREFIX + "orders_updated": 400}
+
+    result, first = check(runner, webhook, ok=False)
+    assert result.returncode != 0
+    assert sorted(first) == ["events", "features"]
+    assert "orders: " in output(result) and "1 of 3 sources failed" in output(result)
+
+    webhook.fail_events = {}
+    _, retried = check(runner, webhook)
+    assert sorted(retried) == ["orders"]
+    assert retried["orders"]["previous_value"] == ""
+
+    # A lost state object of one source is rebuilt from the run that announced it: no event.
+    states = os.path.join(runner.workdir, ".metaflow", "SensorFlow", "sensor_state")
+    os.unlink(os.path.join(states, "multiproject", "user.tester", "orders.json"))
+    result, recovered = check(runner, webhook)
+    assert recovered == {}
+    assert "recovered the baseline from run SensorFlow/" in output(result)
+
+
+def test_single_source_baseline_carries_over_to_the_same_named_source(
+    runner, webhook, s3_client, two_buckets, warehouse
+):
+    events_bucket, features_bucket = two_buckets
+    insert_order(warehouse, 1)
+    single = s3_config(events_bucket, "events/", "files_metadata", project="multiproject")
+    runner.write_config(single)
+    before = len(webhook.events)
+    assert runner.run().returncode == 0
+    (announced,) = webhook.events[before:]
+
+    # The same prefix as a named source: its baseline carries over, so no event for it; the
+    # two new sources are first checks.
+    runner.write_config(three_sources(events_bucket, features_bucket, warehouse.table))
+    result, published = check(runner, webhook)
+    assert sorted(published) == ["features", "orders"]
+    assert "source 'events' carries over the baseline of" in output(result)
+
+    s3_client.put_object(Bucket=events_bucket, Key="events/part-1.csv", Body=b"b")
+    _, changed = check(runner, webhook)
+    assert sorted(changed) == ["events"]
+    assert changed["events"]["previous_value"] == announced["payload"]["data_version"]
+
+
+def test_a_source_that_hangs_fails_after_source_timeout_and_the_others_publish(
+    runner, webhook, proxy, s3_client, two_buckets, warehouse
+):
+    events_bucket, features_bucket = two_buckets
+    insert_order(warehouse, 1)
+    config = three_sources(
+        events_bucket, features_bucket, warehouse.table, extra_sensor="source_timeout = 3"
+    )
+    runner.write_config(config)
+    proxy.stall(features_bucket)  # its requests are never answered
+
+    result, first = check(runner, webhook, ok=False)
+    assert result.returncode != 0
+    assert sorted(first) == ["events", "orders"]
+    assert (
+        "features: check failed: it did not finish within [sensor] source_timeout = 3 seconds"
+        in output(result)
+    )
+
+    proxy.allow(features_bucket)
+    _, after = check(runner, webhook)
+    assert sorted(after) == ["features"]
