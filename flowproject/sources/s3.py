@@ -223,7 +223,7 @@ def parse_timestamp(value):
     return botocore_parse_timestamp(value)
 
 
-_shared_session = None
+_shared_session = None  # (process id and AWS_* environment it was made for, session)
 _session_lock = threading.Lock()
 
 
@@ -247,14 +247,18 @@ def _create_client(service, **kwargs):
     One session per process: a new one loads and parses the S3 service model again (about a
     quarter of a second of CPU), which a sensor checking 20 prefixes would pay 20 times. A
     session is not thread-safe, so clients are created under a lock; clients themselves are.
+    A session caches the credentials it resolved, so a changed ``AWS_*`` environment (or a
+    forked process) gets a new one.
     """
     global _shared_session
     import boto3
 
+    made_for = (os.getpid(), sorted(kv for kv in os.environ.items() if kv[0].startswith("AWS_")))
     with _session_lock:
-        if _shared_session is None:
-            _shared_session = boto3.session.Session(botocore_session=_botocore_session())
-        return _shared_session.client(service, **kwargs)
+        if _shared_session is None or _shared_session[0] != made_for:
+            session = boto3.session.Session(botocore_session=_botocore_session())
+            _shared_session = (made_for, session)
+        return _shared_session[1].client(service, **kwargs)
 
 
 def make_client(role=None, max_pool_connections=10):
