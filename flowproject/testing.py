@@ -314,6 +314,7 @@ class FaultyS3Proxy(LoopbackHTTPServer):
     test can tell the fault was met. ``deny(bucket)`` answers every request for that bucket
     with S3's 403 ``AccessDenied`` (a bucket policy or role that stopped allowing the sensor),
     ``stall(bucket)`` never answers them (a store that hangs), until ``allow(bucket)``.
+    ``head_without = {"ETag", ...}`` leaves those headers out of HEAD answers.
 
     Parameters
     ----------
@@ -345,6 +346,7 @@ class FaultyS3Proxy(LoopbackHTTPServer):
         self._denied = set()
         self._stalled = set()
         self._released = threading.Event()
+        self.head_without = set()
         self._lock = threading.Lock()
 
     def deny(self, bucket):
@@ -400,6 +402,7 @@ class FaultyS3Proxy(LoopbackHTTPServer):
             self._denied.clear()
             self._stalled.clear()
             self._released.set()
+            self.head_without = set()
             self.listings = self.spoiled = 0
 
     def _fault_for(self, method, path):
@@ -498,11 +501,14 @@ class FaultyS3Proxy(LoopbackHTTPServer):
                     payload = proxy.spoil(payload, fault)
                 if self.command != "HEAD":
                     length = str(len(payload))
+                dropped = set()
+                if self.command == "HEAD":
+                    dropped = {name.lower() for name in proxy.head_without}
                 self.send_response(status)
                 for name, value in answer_headers:
-                    if name.lower() not in hop_by_hop:
+                    if name.lower() not in hop_by_hop | dropped:
                         self.send_header(name, value)
-                if length is not None:
+                if length is not None and "content-length" not in dropped:
                     self.send_header("Content-Length", length)
                 self.end_headers()
                 if self.command != "HEAD":

@@ -154,3 +154,25 @@ def test_malformed_page_fails_the_run_and_the_next_healthy_run_publishes_nothing
     assert healthy.returncode == 0, healthy.stdout + healthy.stderr
     assert "unchanged since the last announcement" in healthy.stdout + healthy.stderr
     assert len(webhook.events) == 1
+
+
+@pytest.mark.parametrize("mode, header", [("etag", "ETag"), ("file_modified_ts", "Last-Modified")])
+def test_a_head_answer_without_the_compared_header_is_a_source_error(
+    through_proxy, s3_client, bucket, mode, header
+):
+    s3_client.put_object(Bucket=bucket, Key="model/latest.bin", Body=b"weights")
+    data = s3.normalize(
+        {"type": "s3", "bucket": "s3://" + bucket, "key": "model/latest.bin", "check_mode": mode}
+    )
+    with s3.open_session(data) as session:
+        healthy = s3.check(data, session)
+    assert healthy.value and not healthy.absent
+    through_proxy.head_without = {header}
+    with s3.open_session(data) as session:
+        with pytest.raises(SourceError, match="answered without a %s header" % header):
+            s3.check(data, session)
+    # The other mode's header may be missing: only the compared one matters.
+    other = "file_size"
+    data = dict(data, check_mode=other)
+    with s3.open_session(data) as session:
+        assert s3.check(data, session).value == "7"

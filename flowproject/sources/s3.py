@@ -390,21 +390,30 @@ def check_object(session, data):
     head = head_object(session, data)
     if head is None:
         return Observation(None, {"state": "absent", "key": data["key"]})
+    last_modified, etag = head.get("LastModified"), head.get("ETag")
     summary = {
         "state": "present",
         "key": data["key"],
-        "size": head["ContentLength"],
-        "last_modified": head["LastModified"].isoformat(),
-        "etag": head["ETag"].strip('"'),
+        "size": head.get("ContentLength"),
+        "last_modified": None if last_modified is None else last_modified.isoformat(),
+        "etag": None if etag is None else etag.strip('"'),
     }
     mode = data["check_mode"]
-    if mode == "file_size":
-        value = str(head["ContentLength"])
-    elif mode == "file_modified_ts":
-        value = summary["last_modified"]
-    else:
-        value = summary["etag"]
-    return Observation(value, summary)
+    field, header = {
+        "file_size": ("size", "Content-Length"),
+        "file_modified_ts": ("last_modified", "Last-Modified"),
+        "etag": ("etag", "ETag"),
+    }[mode]
+    value = summary[field]
+    if value is None or value == "":
+        # A store or proxy that answers HEAD without the header: no value to compare, and
+        # "absent" would be a change that never happened.
+        raise SourceError(
+            "HEAD s3://%s/%s answered without a %s header, which check_mode %r compares; "
+            "the store (or a proxy in front of it) is not answering as S3 does"
+            % (data["bucket"], data["key"], header, mode)
+        )
+    return Observation(str(value), summary)
 
 
 def key_matches(relative_key, include, exclude):
