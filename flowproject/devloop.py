@@ -401,7 +401,18 @@ class DevLoop(object):
         )
 
     def _deliver_one_of_several(self, flow_file, description, event):
-        """Remember ``event`` for a multi-event flow; start the flow once all have arrived."""
+        """Remember ``event`` for a multi-event flow; start the flow once all have arrived.
+
+        The memory is read, changed and written under a file lock: two dev loops in one
+        folder neither lose an event nor start the flow twice on the same pair."""
+        from filelock import FileLock
+
+        path = self.memory_path(description)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with FileLock(path + ".lock", timeout=60):
+            return self._deliver_locked(flow_file, description, event)
+
+    def _deliver_locked(self, flow_file, description, event):
         received = self.received_since_start(description)
         received[event["name"]] = {
             "payload": event.get("payload") or {},

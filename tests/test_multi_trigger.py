@@ -523,3 +523,29 @@ def test_an_unreadable_memory_file_is_named(tmp_path):
         f.write("{not json")
     with pytest.raises(DevLoopError, match="cannot read %s" % re.escape(path)):
         loop.deliver(event(ORDERS, "orders_version", "o1"))
+
+
+def test_two_dev_loops_in_one_folder_lose_no_event(tmp_path, monkeypatch):
+    """Each loop receives one of the two events at the same moment: the flow starts once."""
+    import threading
+    import time
+
+    first, started_first = two_event_loop(tmp_path)
+    second, started_second = two_event_loop(tmp_path)
+    read = DevLoop.received_since_start
+
+    def slow_read(self, description):
+        received = read(self, description)
+        time.sleep(0.3)  # both would read "nothing yet" without the lock
+        return received
+
+    monkeypatch.setattr(DevLoop, "received_since_start", slow_read)
+    threads = [
+        threading.Thread(target=first.deliver, args=(event(ORDERS, "orders_version", "o1"),)),
+        threading.Thread(target=second.deliver, args=(event(EVENTS, "events_version", "e1"),)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert started_first + started_second == [["--events_version", "e1", "--orders_version", "o1"]]
