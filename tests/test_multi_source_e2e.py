@@ -14,8 +14,9 @@ import pytest
 from conftest import REPO, FlowRunner, s3_config
 from conftest_snowflake import fakesnow_server, snowflake_home, warehouse  # noqa: F401
 from test_card import card_data, leaves
+from test_s3_faults import faulty_proxy, proxy  # noqa: F401 (fixtures)
 
-from flowproject.testing import FaultyS3Proxy, sensor_env
+from flowproject.testing import sensor_env
 
 pytestmark = pytest.mark.e2e
 
@@ -56,18 +57,6 @@ def three_sources(events_bucket, features_bucket, table, extra_sensor=""):
         payload_key = "orders_version"
         """
     ) % (extra_sensor, events_bucket, features_bucket, table)
-
-
-@pytest.fixture(scope="module")
-def faulty_proxy(moto_server):
-    with FaultyS3Proxy(moto_server.endpoint_url) as running:
-        yield running
-
-
-@pytest.fixture
-def proxy(faulty_proxy, s3_server):
-    faulty_proxy.clear()
-    return faulty_proxy
 
 
 @pytest.fixture
