@@ -318,12 +318,15 @@ def render_sensor_card(
     result = "failed" if publish_failure else outcome(decision, published, dry_run)
     card.append(
         Markdown(
-            '%s <span style="color: %s">&#9679;</span> %s: %s'
+            # One HTML block, our own text only: the card's Markdown renderer drops the text
+            # of inline HTML in a '#' heading (the marker then showed no colour).
+            '<h%d><span style="color: %s">\u25cf</span> %s: %s</h%d>'
             % (
-                "##" if source else "#",
+                2 if source else 1,
                 OUTCOME_COLORS[result],
                 "Source %s" % source if source else "Sensor check",
                 headline(decision, published, dry_run, publish_failure),
+                2 if source else 1,
             )
         )
     )

@@ -166,6 +166,10 @@ def test_in_a_browser_hostile_keys_and_values_are_text_not_tags(tmp_path):
     assert 'x`&lt;img src="x" onerror=' in dom  # the key, shown as text
     assert '&lt;img src="y" onerror=' in dom  # the value, shown as text
     assert "&lt;details open ontoggle=" in dom  # the warning, shown as text
+    # The headline's marker is drawn in the outcome's colour.
+    assert '<h1><span style="color: %s">\u25cf</span> Sensor check: Settling' % (
+        OUTCOME_COLORS["settling"]
+    ) in dom.replace("\n", "")
 
 
 def test_the_card_says_what_is_watched():
