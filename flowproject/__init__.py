@@ -1,11 +1,12 @@
 """flowproject: a Metaflow flow template for event-driven ML pipelines.
 
-A cron-scheduled ``SensorFlow`` checks an S3 prefix or a Snowflake query, compares what it sees
-with what it last announced, and publishes an Argo Event when the data changed.
+A cron-scheduled ``SensorFlow`` checks S3 prefixes, Snowflake queries or table formats (one
+source or several), compares what it sees with what it last announced, and publishes an Argo
+Event for each source whose data changed.
 """
 
 from .baseflow import BaseFlow
-from .config import load_flowconfig, parse_flowconfig
+from .config import WatchedSource, configured_sources, load_flowconfig, parse_flowconfig
 from .decorators import announcement, s3, snowflake, source
 from .devloop import DevLoop
 from .exceptions import (
@@ -14,6 +15,7 @@ from .exceptions import (
     PublishError,
     ReplayError,
     SourceError,
+    SourcesFailed,
     StateConflict,
     StateError,
     StateFormatError,
@@ -34,12 +36,15 @@ __all__ = [
     "ReplayError",
     "SensorState",
     "SourceError",
+    "SourcesFailed",
     "StateConflict",
     "StateError",
     "StateFormatError",
+    "WatchedSource",
     "advance",
     "announcement",
     "change_id",
+    "configured_sources",
     "decide",
     "find_states",
     "load_flowconfig",

@@ -22,6 +22,7 @@ from test_deploy import (  # noqa: F401  (module fixtures)
     deploy_env,
     git_repo,
     run_deploy,
+    workflow_template_schema,
 )
 from test_multi_trigger import EXAMPLE, two_source_config
 
@@ -139,6 +140,7 @@ def two_source_sensor(git_repo, deploy_env, tmp_path_factory):
     _git(repo, "commit", "-q", "-m", "a flow waiting for two sources")
     out = tmp_path_factory.mktemp("two-source-out")
     args = ("--dry-run", "--out", str(out), "--flow", "two_source_flow.py")
+    args += ("--flow", "sensorflow.py")
     return run_deploy(repo, deploy_env, *args), out
 
 
@@ -192,3 +194,25 @@ def test_a_two_source_flow_compiles_one_sensor_requiring_both_events(
         "%s (events_version <- events_version) AND %s (orders_version <- orders_version)"
         % (events, orders)
     ) in proc.stdout
+
+
+@pytest.mark.e2e
+def test_the_multi_source_sensor_compiles_to_a_valid_template(
+    two_source_sensor, workflow_template_schema
+):
+    """SensorFlow with two [sources.<name>]: one WorkflowTemplate, valid for Argo, whose start
+    step checks both sources (one deployment, not one per source)."""
+    from jsonschema import Draft202012Validator
+
+    proc, out = two_source_sensor
+    _ok(proc)
+    with open(os.path.join(str(out), "sensorflow.json")) as f:
+        template = json.load(f)
+    errors = [
+        "%s: %s" % ("/".join(map(str, e.absolute_path)), e.message[:200])
+        for e in Draft202012Validator(workflow_template_schema).iter_errors(_prune_nulls(template))
+    ]
+    assert errors == [], "\n".join(errors[:20])
+    assert template["metadata"]["annotations"]["metaflow/flow_name"] == "SensorFlow"
+    (dag,) = [t["dag"] for t in template["spec"]["templates"] if t.get("dag")]
+    assert sorted(task["name"] for task in dag["tasks"]) == ["announce-change", "end", "start"]
