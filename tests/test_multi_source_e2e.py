@@ -243,3 +243,29 @@ def test_a_source_that_hangs_fails_after_source_timeout_and_the_others_publish(
     proxy.allow(features_bucket)
     _, after = check(runner, webhook)
     assert sorted(after) == ["features"]
+
+
+def test_dry_run_and_force_trigger_apply_to_every_source(
+    runner, webhook, s3_client, two_buckets, warehouse
+):
+    events_bucket, features_bucket = two_buckets
+    insert_order(warehouse, 1)
+    runner.write_config(three_sources(events_bucket, features_bucket, warehouse.table))
+
+    dry = runner.run("--dry-run", "True")
+    assert dry.returncode == 0, output(dry)
+    assert webhook.events == []
+    for name in ("events", "features", "orders"):
+        assert "%s: Dry run: would publish %s%s_updated" % (name, PREFIX, name) in output(dry)
+
+    _, first = check(runner, webhook)  # the dry run moved no baseline
+    assert sorted(first) == ["events", "features", "orders"]
+
+    before = len(webhook.events)
+    forced = runner.run("--force-trigger", "True")
+    assert forced.returncode == 0, output(forced)
+    again = {e["payload"]["source"]: e["payload"] for e in webhook.events[before:]}
+    assert sorted(again) == ["events", "features", "orders"]
+    assert {n: p["change_id"] for n, p in again.items()} == {
+        n: p["change_id"] for n, p in first.items()
+    }
