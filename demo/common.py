@@ -14,6 +14,23 @@ def log(message=""):
     print(message, flush=True)
 
 
+def dev_loop(workdir, env, part, config_text, root=REPO):
+    """A ``flowproject dev`` loop for one part of the demo: its config written to
+    ``flowconfig-<part>.toml``, its logs in ``dev-logs-<part>``, runs in ``workdir``."""
+    from flowproject.devloop import DevLoop
+
+    config_path = os.path.join(workdir, "flowconfig-%s.toml" % part)
+    with open(config_path, "w") as f:
+        f.write(config_text)
+    return DevLoop(
+        root=root,
+        config=config_path,
+        env=env,
+        cwd=workdir,
+        log_dir=os.path.join(workdir, "dev-logs-%s" % part),
+    )
+
+
 def read_artifact(workdir, pathspec, step, name):
     """An artifact of a run in ``workdir``'s local datastore, read with the Metaflow client."""
     cwd = os.getcwd()

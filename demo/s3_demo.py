@@ -2,10 +2,9 @@
 
 import os
 
-from flowproject.devloop import DevLoop
 from flowproject.testing import MotoS3Server, sensor_env
 
-from .common import REPO, log, read_artifact
+from .common import dev_loop, log, read_artifact
 
 BUCKET = "demo-ml-data"
 
@@ -43,16 +42,7 @@ def run_s3_demo(workdir, env, webhook):
         log(
             "  seeded s3://%s/events/dt=2026-11-20/part-0.parquet on %s" % (BUCKET, s3.endpoint_url)
         )
-        config_path = os.path.join(workdir, "flowconfig-s3.toml")
-        with open(config_path, "w") as f:
-            f.write(CONFIG)
-        loop = DevLoop(
-            root=REPO,
-            config=config_path,
-            env=env,
-            cwd=workdir,
-            log_dir=os.path.join(workdir, "dev-logs"),
-        )
+        loop = dev_loop(workdir, env, "s3", CONFIG)
         with loop:
             log("  1. first check (no baseline yet)")
             ok1, first = loop.check(1)

@@ -4,10 +4,9 @@ flow that starts only once both have announced, through ``flowproject dev``'s lo
 import os
 import shutil
 
-from flowproject.devloop import DevLoop
 from flowproject.testing import MotoS3Server, sensor_env
 
-from .common import REPO, log, read_artifact
+from .common import REPO, dev_loop, log, read_artifact
 
 BUCKET = "demo-ml-sources"
 
@@ -55,16 +54,7 @@ def run_sources_demo(workdir, env, webhook):
         client.put_object(Bucket=BUCKET, Key="orders/part-0.parquet", Body=b"orders day one")
         client.put_object(Bucket=BUCKET, Key="events/part-0.parquet", Body=b"events day one")
         log("  seeded orders/part-0.parquet and events/part-0.parquet on %s" % s3.endpoint_url)
-        config_path = os.path.join(workdir, "flowconfig-sources.toml")
-        with open(config_path, "w") as f:
-            f.write(CONFIG)
-        loop = DevLoop(
-            root=root,
-            config=config_path,
-            env=env,
-            cwd=workdir,
-            log_dir=os.path.join(workdir, "dev-logs-sources"),
-        )
+        loop = dev_loop(workdir, env, "sources", CONFIG, root=root)
         with loop:
             log("  1. first check: both sources are new")
             ok1, first = loop.check(1)
