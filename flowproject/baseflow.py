@@ -94,6 +94,12 @@ class BaseFlow(FlowSpec):
         Observation
             The comparable value (``None`` when absent) and a small summary.
         """
+        if is_multi_source(self.flowconfig):
+            raise SourceDecoratorError(
+                "self.query() checks the one [data] source, and flowconfig.toml names several "
+                "([sources.<name>]): call self.check_sources() in step '%s' instead"
+                % current.step_name
+            )
         active = active_session()
         if active is None:
             raise SourceDecoratorError(
