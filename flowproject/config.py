@@ -18,6 +18,7 @@ from .cron import cron_problems
 from .events import PUBLISH_TIMEOUT
 from .exceptions import FlowConfigError
 from .schema_check import surely_valid
+from .sensor import DEFAULT_SOURCE
 from .sources import SOURCE_TYPES, load_source
 
 if sys.version_info >= (3, 11):
@@ -144,10 +145,6 @@ SENSOR_DEFAULTS = {
     "check_concurrency": 8,
     "source_timeout": 900,
 }
-
-# The name of the one source of the single-source form (``[data]`` + ``[sensor]``); its state
-# object and change ids keep the paths and ids they had before sources had names.
-DEFAULT_SOURCE = "default"
 
 
 class WatchedSource(NamedTuple):

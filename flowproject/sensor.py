@@ -17,8 +17,12 @@ PUBLISH = "publish"
 ACCEPT = "accept"  # move the baseline without an event (on_first_check = "accept")
 SKIP = "skip"
 
+# The name of the one source of the single-source form (``[data]``): its change ids, state
+# object and scope keep what they were before sources had names.
+DEFAULT_SOURCE = "default"
 
-def change_id(flow_name, branch, value_fingerprint, project=None, source="default"):
+
+def change_id(flow_name, branch, value_fingerprint, project=None, source=DEFAULT_SOURCE):
     """A stable key for a change: the same project, flow, branch, source and value always give
     the same id, and equal values anywhere else never do.
 
@@ -275,7 +279,7 @@ def decide(
     force=False,
     on_first_check="publish",
     project=None,
-    source="default",
+    source=DEFAULT_SOURCE,
     identity=None,
     absent_message=None,
 ):

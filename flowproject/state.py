@@ -64,7 +64,7 @@ from datetime import datetime, timedelta, timezone
 
 from .exceptions import StateConflict, StateError, StateFormatError
 from .schema_check import surely_valid
-from .sensor import Baseline, SensorState
+from .sensor import DEFAULT_SOURCE, Baseline, SensorState
 from .sources.observation import fingerprint
 
 _TEXT = {"type": "string"}
@@ -379,10 +379,6 @@ def state_object(storage, path):
     if kind == "s3":
         return S3StateObject(storage.full_uri(path))
     return UnconditionalStateObject(storage, path)
-
-
-# The source of the single-source form (config.DEFAULT_SOURCE): its state keeps its old path.
-DEFAULT_SOURCE = "default"
 
 
 def state_path(flow_name, project, branch, source=DEFAULT_SOURCE):

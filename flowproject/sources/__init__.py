@@ -28,6 +28,7 @@ import dataclasses
 import importlib
 import os
 
+from ..sensor import DEFAULT_SOURCE
 from .observation import ABSENT_STATE, Observation, fingerprint
 
 SOURCE_TYPES = {
@@ -54,7 +55,7 @@ def source_absent_message(data):
     return load_source(data["type"]).absent_message(data)
 
 
-def watched_source(data, project, source="default"):
+def watched_source(data, project, source=DEFAULT_SOURCE):
     """What a baseline of the source ``data`` is of, as ``sensor.decide`` keyword arguments.
 
     The flow, ``check_once`` and ``flowproject reset --to-current`` all decide with these, so
