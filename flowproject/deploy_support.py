@@ -12,8 +12,6 @@ import os
 import re
 import sys
 
-from .state import DEFAULT_SOURCE, state_path
-
 # Metaflow's @project accepts [a-z0-9_] up to 128 characters in a branch name. Argo then
 # drops '_' from the Kubernetes name and shortens names over 45 characters with a hash, so
 # there is no point in going longer than this.
@@ -88,30 +86,14 @@ def project_args(git_branch):
     return ["--branch", branch_name(git_branch)]
 
 
-def _state_objects(storage, project, branch, flow_names):
-    """``(flow_name, source, path)`` of each state object of ``branch``: the single-source
-    form's ``<branch>.json`` and every named source's ``<branch>/<source>.json``."""
-    if flow_names is None:
-        # Every flow of the datastore: flows since removed from the repository keep state too.
-        flow_names = sorted(
-            entry.path.strip("/").split("/")[-1]
-            for entry in storage.list_content([""])
-            if not entry.is_file
-        )
-    objects = [(name, DEFAULT_SOURCE, state_path(name, project, branch)) for name in flow_names]
-    if not objects:
-        return []
-    exists = storage.is_file([path for _flow, _source, path in objects])
-    found = [one for one, there in zip(objects, exists, strict=True) if there]
-    for name in flow_names:
-        # The named sources' folder, beside <branch>.json.
-        folder = state_path(name, project, branch, source="_").rsplit("/", 1)[0]
-        for entry in sorted(storage.list_content([folder]), key=lambda e: e.path):
-            file_name = entry.path.rstrip("/").split("/")[-1]
-            # (A "default.json" there would be no source's: that one is <branch>.json.)
-            if entry.is_file and file_name.endswith(".json") and file_name != "default.json":
-                found.append((name, file_name[: -len(".json")], "%s/%s" % (folder, file_name)))
-    return sorted(found, key=lambda o: (o[0], o[1] != DEFAULT_SOURCE, o[1]))
+def _state_stores(storage, project, branch, flow_names):
+    """The ``StateStore`` of each state object of ``branch`` (``operations.find_states``: the
+    single-source form's ``<branch>.json`` and every named source's ``<branch>/<source>.json``),
+    of every flow with a folder at the datastore root, or of ``flow_names``."""
+    from .operations import find_states
+
+    stores = find_states(storage, project=project, branch=branch)
+    return [s for s in stores if flow_names is None or s.flow_name in flow_names]
 
 
 def _is_reset_marker(doc):
@@ -123,21 +105,19 @@ def _is_reset_marker(doc):
     )
 
 
-def _reset_state(storage, project, branch, flow_name, source, by):
-    """Replace one state object of ``branch`` by a reset marker (compare-and-swap)."""
+def _reset_state(store, by):
+    """Replace the state object of ``store`` by a reset marker (compare-and-swap)."""
     from .operations import reset_marker
-    from .state import StateStore
 
-    store = StateStore(storage, flow_name, project, branch, source=source)
     try:
         _doc, version = store.read_versioned()
     except Exception as e:  # unreadable: replaced all the same
         version = getattr(e, "version", None)
     store.update(lambda _state: (reset_marker(by), None), None, version)
-    if storage.TYPE == "local":
+    if store.storage.TYPE == "local":
         # The file lock of the local backend: the marker needs none until the next write.
         try:
-            os.remove(storage.full_uri(store.path) + ".lock")
+            os.remove(store.storage.full_uri(store.path) + ".lock")
         except FileNotFoundError:
             pass
 
@@ -177,27 +157,26 @@ def delete_state(project, branch, flow_names=None, storage=None, dry_run=False):
         If an object could not be replaced.
     """
     from .exceptions import StateError
-    from .state import StateStore, datastore_storage
+    from .state import datastore_storage
 
     storage = storage or datastore_storage()
-    objects = []
-    for flow_name, source, path in _state_objects(storage, project, branch, flow_names):
-        store = StateStore(storage, flow_name, project, branch, source=source)
+    stores = []
+    for store in _state_stores(storage, project, branch, flow_names):
         try:
             if _is_reset_marker(store.read_raw()):
                 continue
         except Exception:
             pass  # unreadable: replaced
-        objects.append((flow_name, source, path))
+        stores.append(store)
     if not dry_run:
-        for flow_name, source, path in objects:
+        for store in stores:
             try:
-                _reset_state(storage, project, branch, flow_name, source, "deploy --teardown")
+                _reset_state(store, "deploy --teardown")
             except Exception as e:
                 raise StateError(
-                    "Could not delete the sensor state %s: %s" % (storage.full_uri(path), e)
+                    "Could not delete the sensor state %s: %s" % (storage.full_uri(store.path), e)
                 ) from None
-    return [path for _flow, _source, path in objects]
+    return [store.path for store in stores]
 
 
 def _main(argv):
