@@ -34,6 +34,24 @@ QUIET_KINDS = ("unchanged", "reverted")
 UNKNOWN_VERSION = object()
 
 
+def decide_options(watched, project, force=False):
+    """The ``decide`` keyword arguments of one source: its settings, identity and name.
+
+    Parameters
+    ----------
+    watched : config.WatchedSource
+    project : str or None
+        The ``@project`` name.
+    force : bool
+        As ``--force-trigger``.
+    """
+    return dict(
+        force=force,
+        **decision_options(watched.sensor),
+        **watched_source(watched.data, project, source=watched.name),
+    )
+
+
 def decide_against(state, observation, flow_name, branch, run, **decide_kwargs):
     """``decide()`` for one run, aware of other runs announcing right now.
 
@@ -131,6 +149,7 @@ class SourceAnnouncer(object):
     """
 
     def __init__(self, watched, flow_name, project, branch, run, storage):
+        self.watched = watched
         self.name, self.data, self.sensor = watched
         self.flow_name, self.project, self.branch, self.run = flow_name, project, branch, run
         self.named = self.name != DEFAULT_SOURCE
@@ -163,14 +182,6 @@ class SourceAnnouncer(object):
     def say(self, text, file=None):
         """Print ``text``, naming the source when the sensor has several."""
         print(("%s: %s" % (self.name, text)) if self.named else text, file=file or sys.stdout)
-
-    def decide_options(self, force=False):
-        """The ``decide`` keyword arguments of this source (settings, identity, name)."""
-        return dict(
-            force=force,
-            **decision_options(self.sensor),
-            **watched_source(self.data, self.project, source=self.name),
-        )
 
     # ------------------------------------------------------------------ checking
 
@@ -227,7 +238,7 @@ class SourceAnnouncer(object):
         """
         state, self.state_version = self.store.load_versioned(quiet=quiet)
         self.decided_against = (state, self.state_version)
-        self.options = self.decide_options(force)
+        self.options = decide_options(self.watched, self.project, force)
         decision = self.decide_against(state, observation, **self.options)
         if decision.warning:
             self.say("Warning: %s" % decision.warning)

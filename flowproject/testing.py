@@ -557,10 +557,11 @@ def check_once(
     >>> decision.kind
     'unchanged'
     """
+    from .announcer import decide_options
     from .config import configured_sources, parse_flowconfig, source_named
     from .exceptions import FlowConfigError
-    from .sensor import SensorState, advance, decide, decision_options
-    from .sources import check_source, source_identity, watched_source
+    from .sensor import SensorState, advance, decide
+    from .sources import check_source, source_identity
 
     if isinstance(config, str):
         config = parse_flowconfig(config)
@@ -584,9 +585,7 @@ def check_once(
         state,
         flow_name,
         branch,
-        force=force,
-        **watched_source(data, config["project_name"], source=watched.name),
-        **decision_options(sensor),
+        **decide_options(watched, config["project_name"], force=force),
     )
     next_state = advance(
         state,
