@@ -11,17 +11,22 @@ from conftest import REPO
 pytestmark = pytest.mark.e2e
 
 
-def test_demo_shows_each_triggered_run_with_the_value_it_trained_on(tmp_path):
+def run_demo_part(tmp_path, part):
+    """``python -m demo --only <part>`` as a user runs it, with no AWS or datastore settings."""
     env = dict(os.environ, METAFLOW_USER="tester", METAFLOW_HOME=str(tmp_path / "home"))
     env = {k: v for k, v in env.items() if not k.startswith(("AWS_", "METAFLOW_DATASTORE"))}
-    proc = subprocess.run(
-        [sys.executable, "-m", "demo", "--only", "s3"],
+    return subprocess.run(
+        [sys.executable, "-m", "demo", "--only", part],
         cwd=REPO,
         env=env,
         capture_output=True,
         text=True,
         timeout=300,
     )
+
+
+def test_demo_shows_each_triggered_run_with_the_value_it_trained_on(tmp_path):
+    proc = run_demo_part(tmp_path, "s3")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
     announced = re.findall(r"event \S+ \(change_id=\w+, data_version=(sha256:\w+)\)", out)
@@ -32,16 +37,7 @@ def test_demo_shows_each_triggered_run_with_the_value_it_trained_on(tmp_path):
 
 
 def test_demo_many_sources_part_starts_the_two_source_flow_once_both_announced(tmp_path):
-    env = dict(os.environ, METAFLOW_USER="tester", METAFLOW_HOME=str(tmp_path / "home"))
-    env = {k: v for k, v in env.items() if not k.startswith(("AWS_", "METAFLOW_DATASTORE"))}
-    proc = subprocess.run(
-        [sys.executable, "-m", "demo", "--only", "sources"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_demo_part(tmp_path, "sources")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
     assert "TwoSourceFlow waits for orders_updated (events_updated received)" in out
