@@ -3,14 +3,16 @@
 It loads ``flowconfig.toml`` (validated before any step runs) and offers the sensor's
 operations as short methods, so flow files read like the story they tell:
 
+- ``check_sources()`` / ``announce_changes()``: every source of ``flowconfig.toml``, each
+  through its ``SourceAnnouncer`` (``flowproject.announcer``); with one ``[data]`` source
+  they are the four calls below;
 - ``query()``: check the configured source once, returning an ``Observation``;
 - ``decide_change(observation)``: compare it with this branch's baseline;
 - ``route_check(...)``: record a check with nothing to announce and go straight to ``end``,
   or go on to the announcing step;
 - ``announce(...)``: publish the change as an Argo Event, move the baseline, and show the
   check on the step's ``sensor`` card;
-- ``fail_if_unpublished()``: fail the run (in ``end``) when the announcing step could not
-  publish.
+- ``fail_if_unpublished()``: fail the run (in ``end``) when a check or an event failed.
 """
 
 import dataclasses
@@ -27,8 +29,8 @@ from .bounded import JobTimeout, run_bounded
 from .config import configured_sources, is_multi_source, parse_flowconfig
 from .decorators import CARD_ID, SourceDecoratorError, active_session, config_data
 from .exceptions import PublishError, SourcesFailed
-from .sources import describe_source, failure_text, source_identity, watched_source
-from .state import StateStore, datastore_storage
+from .sources import describe_source, failure_text
+from .state import datastore_storage
 
 # The announcer of the [data] source while its step decides and routes. Kept here, not on the
 # flow object: everything set on the flow becomes an artifact.
@@ -107,12 +109,7 @@ class BaseFlow(FlowSpec):
                 "@source (or @s3 / @snowflake) above @step." % current.step_name
             )
         module, data, session = active
-        cursor = None
-        if getattr(module, "USES_CURSOR", False):
-            # Read quietly: the deciding step says where a recovered baseline came from.
-            state = self.state_store().load(quiet=True)
-            cursor = state.cursor_for(source_identity(data))
-        return module.check(data, session, cursor)
+        return module.check(data, session, self.source_announcer().cursor())
 
     # ------------------------------------------------------------------ baseline and decision
 
@@ -122,18 +119,8 @@ class BaseFlow(FlowSpec):
         return current.get("branch_name", None) or "default"
 
     def state_store(self):
-        """The ``StateStore`` of this flow's project branch."""
-        return StateStore(
-            datastore_storage(self),
-            current.flow_name,
-            current.get("project_name", None),
-            self.sensor_branch(),
-        )
-
-    def watched_source(self):
-        """What this branch's baseline is of, as ``decide`` keyword arguments
-        (``sources.watched_source``)."""
-        return watched_source(config_data(self), current.get("project_name", None))
+        """The ``StateStore`` of this flow's project branch (its ``[data]`` source)."""
+        return self.source_announcer().store
 
     def source_announcer(self, watched=None):
         """The ``SourceAnnouncer`` of one source of this run (the ``[data]`` one by default)."""
@@ -250,12 +237,6 @@ class BaseFlow(FlowSpec):
         )
 
     # ------------------------------------------------------------------ announcing
-
-    def event_payload(self, observation, decision):
-        """The event payload: ``{payload_key: value}``, ``change_id`` and ``previous_value``."""
-        return self.source_announcer().event_payload(
-            observation, decision, current.get("branch_name", None), current.run_id
-        )
 
     def announce(self, observation, decision, dry_run=False):
         """Publish the decision's event, record the new state of this branch, show the card.
@@ -499,7 +480,7 @@ class BaseFlow(FlowSpec):
         """Draw the check on the step's ``sensor`` card, if the step has one."""
         if CARD_ID not in self._card_ids():
             return
-        from .cards import render_sensor_card, watched  # metaflow.cards: only steps with a card
+        from .cards import render_sensor_card  # metaflow.cards: only steps with a card
 
         render_sensor_card(
             current.card[CARD_ID],
@@ -512,7 +493,7 @@ class BaseFlow(FlowSpec):
             changes=getattr(self, "changes", None),
             settle_checks=self.flowconfig.sensor.settle_checks,
             branch=self.sensor_branch(),
-            watching=watched(config_data(self)),
+            watching=describe_source(config_data(self)),
             publish_failure=getattr(self, "publish_failure", None),
         )
 

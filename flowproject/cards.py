@@ -177,9 +177,9 @@ def watched(data):
     data : dict
         The validated ``[data]`` table of ``flowconfig.toml``.
     """
-    from .sources import load_source
+    from .sources import describe_source
 
-    return load_source(data["type"]).describe(data)
+    return describe_source(data)
 
 
 COMMIT_COLUMNS = ("version", "operation", "time (UTC)", "changed data", "rows added")
