@@ -30,6 +30,28 @@ class SourceError(FlowprojectException):
     headline = "Data source check failed"
 
 
+class SourceIncomplete(SourceError):
+    """A check ran out of time part-way through a long read (a Delta log backlog).
+
+    ``cursor`` is the progress made, committed as cursor-only state (no event, baseline
+    kept), so the next check continues from there and any backlog clears in a bounded number
+    of checks.
+
+    Parameters
+    ----------
+    msg : str
+        What was read and what is left, for people.
+    cursor : dict
+        The source's cursor after the part that was read.
+    """
+
+    headline = "Data source check incomplete"
+
+    def __init__(self, msg="", cursor=None):
+        super().__init__(msg)
+        self.cursor = cursor
+
+
 class PublishError(FlowprojectException):
     """The event could not be published; the baseline was not moved."""
 

@@ -15,7 +15,15 @@ A source module defines:
   (None on a first check, after a reset, or when the source's identity changed): a source
   that reads a log (Delta's ``_delta_log/``) continues from it instead of reading it all.
   The state keeps the newest cursor whether or not the value was announced. A source that
-  uses it sets ``USES_CURSOR = True`` (the flow then reads the state before checking);
+  uses it sets ``USES_CURSOR = True`` (the flow then reads the state before checking) and
+  takes ``check(data, session, cursor=None, baseline=None)``: ``baseline`` is the value last
+  announced (None if none). A cursor is a hint: losing it may cost reads, never change the
+  value. When the source cannot tell the value without it (an expired snapshot, a cleaned-up
+  log), it compares with ``baseline`` itself, or sets ``summary["cannot_tell"]`` to the reason
+  (the decision then follows ``on_first_check`` and says why). ``session.deadline`` (a
+  ``time.monotonic()`` instant, or None) is when the check's time is up: a source reading a
+  long log stops before it and raises ``exceptions.SourceIncomplete(msg, cursor)`` with the
+  progress made, which is kept (no event) so the next check continues from there;
 - ``identity(data) -> dict``: what the value depends on (a baseline of another identity is
   not compared with); JSON-serialisable, never a secret;
 - ``absent_message(data) -> str``: what the absent state means, for people.
