@@ -355,7 +355,7 @@ def _commit_row(commit):
     return row
 
 
-def check(data, session, cursor=None):
+def check(data, session, cursor=None, baseline=None):
     """Check the table once, from ``cursor`` when it is one this source left.
 
     Parameters

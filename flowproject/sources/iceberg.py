@@ -382,7 +382,7 @@ def _snapshot_rows(snapshots, current_id):
     return list(reversed(rows))
 
 
-def check(data, session, cursor=None):
+def check(data, session, cursor=None, baseline=None):
     """Check the table once.
 
     Parameters
