@@ -148,7 +148,7 @@ def test_delta_state_lost_after_log_cleanup_publishes_nothing(
     # Versions 1-12 change no data (table properties); a checkpoint at 10; the next check
     # continues from its cursor and announces nothing.
     for n in range(1, 13):
-        table.open().alter.set_table_properties({"delta.appendOnly": "false", "n": str(n)})
+        table.open().alter.set_table_properties({"delta.checkpointInterval": str(100 + n)})
         if n == 10:
             table.open().create_checkpoint()
     _, published = run_sensor(flow_runner, webhook)
