@@ -1,4 +1,4 @@
-"""Apache Iceberg source: watch a table's current snapshot.
+"""Apache Iceberg source: watch a table's snapshots.
 
 The table is named one of two ways:
 
@@ -9,25 +9,52 @@ The table is named one of two ways:
   ``flowconfig.toml``, and never appear in an error.
 - ``location = "s3://bucket/path/to/table"``: the table's folder, read with boto3 (same
   credential and endpoint rules as the S3 source). The check lists ``metadata/`` and reads the
-  newest ``*.metadata.json`` (a single metadata file never changes, so it cannot be watched).
+  current metadata file, chosen by Iceberg's own rules (``iceberg_metadata``: valid names
+  only, ``version-hint.text`` first); a single metadata file never changes, so it cannot be
+  watched.
 
-The value is the current snapshot id, a version a training flow can pin (Iceberg time
-travel: ``table.scan(snapshot_id=N)``). A snapshot whose operation is ``replace``
-(compaction, ``rewrite_data_files``) changes no data: walking back from the current snapshot
-through its parents to the value the previous check reported (the cursor), the value moves
-only if one of them is an ``append``, ``overwrite`` or ``delete``. So an append followed by a
-``replace`` is announced (with the replace's id, the newest), a ``replace`` alone is not. A
-missing table, or a table without a snapshot, is the absent state.
+The value is the id of the **newest snapshot that changed data**, walking back from the
+current snapshot through its parents: a snapshot whose operation is ``replace``
+(``rewrite_data_files``, ``rewrite_manifests``, compaction) changes no data, any other
+(``append``, ``overwrite``, ``delete``, or none recorded) does. It is a version a training
+flow can pin (Iceberg time travel: ``table.scan(snapshot_id=N)``), holding the same rows as
+the current snapshot (``latest_version`` in the payload, for when the value's snapshot has
+since expired). So a ``replace`` alone announces nothing, and an append followed by a
+``replace`` announces the append. A missing table, or a table without a snapshot, is the
+absent state.
+
+The cursor is a hint. It records the current snapshot a check examined and the value that
+resolved to. A check walks back from the current snapshot and stops at the first of:
+
+1. a snapshot that changed data: the value is that snapshot;
+2. the snapshot the cursor examined (only ``replace`` snapshots since): the cursor's value;
+3. the baseline's snapshot (``baseline``, the value last announced): the baseline, since
+   only ``replace`` snapshots lie between (a baseline that is itself a ``replace``, as an
+   older version of this source announced, stays);
+4. the end of the known history: the parent of the last snapshot reached has expired
+   (``expire_snapshots``; pyiceberg then drops the parent id, Java keeps a dangling one).
+   Only ``replace`` snapshots were seen, but what came before cannot be read, so the
+   check **cannot tell**: the value is the oldest snapshot reached (it stays the same while
+   more compactions are committed on top) and ``summary["cannot_tell"]`` says why. This is
+   never by itself a change; the decision follows ``on_first_check``. Snapshot summaries'
+   ``total-records`` / ``total-data-files`` prove nothing (an overwrite can keep both),
+   and the data files of an expired snapshot cannot be listed without its manifest list,
+   so no other proof of "same data as the baseline" is attempted.
+
+Without a cursor, steps 1, 3 and 4 give the value the cursor would have given, or "cannot
+tell"; with one, the walk usually stops at the current snapshot, so an expired history is
+never walked into. A cursor that said "cannot tell" says so again while the baseline
+differs from its value (a decision that did not move the baseline).
+
 """
 
-import gzip
-import json
 import re
 import time
 from contextlib import contextmanager
 
 from ..exceptions import SourceError
 from . import s3
+from .iceberg_metadata import VERSION_HINT, choose_metadata, parse_metadata, table_snapshots
 from .observation import Observation
 from .snowflake import SECRET_KEY_PATTERN, secret_keys
 
@@ -235,39 +262,24 @@ def open_session(data):
 # --------------------------------------------------------------------------------------
 
 
-def metadata_version(name):
-    """The version a metadata file name carries (``00012-<uuid>.metadata.json``,
-    ``v12.metadata.json``), or None."""
-    match = re.match(r"^v?(\d+)[-.]", name)
-    return int(match.group(1)) if match and name.endswith((".metadata.json", ".json.gz")) else None
-
-
 def newest_metadata(session, data):
-    """The key of the newest ``*.metadata.json`` under the location's ``metadata/``, or None."""
+    """The key of the current metadata file under the location's ``metadata/``, or None
+    (see ``iceberg_metadata`` for which file that is)."""
     prefix = data["key"] + "metadata/"
     started = time.monotonic()
-    best, pages = None, 0
+    files, pages = {}, 0
     for page in s3._pages(session, data, prefix, delimiter="/"):
         pages += 1
         for obj in page.get("Contents", ()):
-            name = obj["Key"][len(prefix) :]
-            version = metadata_version(name)
-            if version is None:
-                continue
-            rank = (version, obj["LastModified"])
-            if best is None or rank > best[0]:
-                best = (rank, obj["Key"])
+            files[obj["Key"][len(prefix) :]] = obj["LastModified"]
     session.record("ListObjectsV2", time.monotonic() - started, pages=pages)
-    return None if best is None else best[1]
+    name = choose_metadata(files, lambda: _get(session, data, prefix + VERSION_HINT))
+    return None if name is None else prefix + name
 
 
-def read_location_metadata(session, data):
-    """The newest metadata document of the location, as a dict, or None."""
+def _get(session, data, key):
     from botocore.exceptions import BotoCoreError, ClientError
 
-    key = newest_metadata(session, data)
-    if key is None:
-        return None
     started = time.monotonic()
     try:
         body = session.client.get_object(Bucket=data["bucket"], Key=key)["Body"].read()
@@ -278,21 +290,23 @@ def read_location_metadata(session, data):
             "Could not reach S3 for s3://%s/%s: %s" % (data["bucket"], key, e)
         ) from None
     session.record("GetObject", time.monotonic() - started, key=key.rsplit("/", 1)[-1])
-    if body[:2] == b"\x1f\x8b":
-        body = gzip.decompress(body)
-    try:
-        doc = json.loads(body.decode("utf-8"))
-    except ValueError:
-        raise SourceError(
-            "s3://%s/%s is not an Iceberg metadata file (not JSON)" % (data["bucket"], key)
-        ) from None
-    doc["metadata-location"] = "s3://%s/%s" % (data["bucket"], key)
-    return doc
+    return body
+
+
+def read_location_metadata(session, data):
+    """The current metadata of the location (``table_snapshots``), or None."""
+    key = newest_metadata(session, data)
+    if key is None:
+        return None
+    where = "s3://%s/%s" % (data["bucket"], key)
+    table = table_snapshots(parse_metadata(_get(session, data, key), where), where)
+    table["metadata_location"] = where
+    return table
 
 
 def read_catalog_metadata(session, data):
-    """The table's current metadata through the catalog, in the metadata file's shape, or
-    None when the table does not exist."""
+    """The table's current metadata through the catalog (``table_snapshots``), or None when
+    the table does not exist."""
     catalog = session.catalog
     started = time.monotonic()
     try:
@@ -312,10 +326,9 @@ def read_catalog_metadata(session, data):
         ) from None
     session.record("load_table", time.monotonic() - started, found=True)
     meta = table.metadata
-    return {
+    doc = {
         "table-uuid": str(meta.table_uuid),
         "current-snapshot-id": meta.current_snapshot_id,
-        "metadata-location": table.metadata_location,
         "snapshots": [
             {
                 "snapshot-id": s.snapshot_id,
@@ -326,6 +339,10 @@ def read_catalog_metadata(session, data):
             for s in meta.snapshots
         ],
     }
+    where = str(table.metadata_location)
+    found = table_snapshots(doc, where)
+    found["metadata_location"] = where
+    return found
 
 
 def _summary_dict(summary):
@@ -337,52 +354,110 @@ def _summary_dict(summary):
     return found
 
 
-def _operation(snapshot):
-    return str((snapshot.get("summary") or {}).get("operation") or "unknown").lower()
+# --------------------------------------------------------------------------------------
+# The value: the newest snapshot that changed data (see the module docstring)
+# --------------------------------------------------------------------------------------
 
 
-def changed_since(snapshots, current_id, previous_id):
-    """Whether data changed from snapshot ``previous_id`` to ``current_id``.
+def _snapshot_id(value):
+    """A snapshot id from a cursor (int) or a baseline (text), or None."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and re.match(r"^-?[0-9]{1,20}$", value):
+        return int(value)
+    return None
 
-    Walks back from ``current_id`` through parents. True when a snapshot on the way changes
-    data (any operation but ``replace``), or when ``previous_id`` is not an ancestor (a
-    rollback, a re-created table, expired history): nothing can say the data is the same.
+
+def resolve(table, cursor=None, baseline=None):
+    """The snapshot whose data the table's current snapshot holds, as the value.
+
+    Walks back from the current snapshot through ``replace`` snapshots and stops at the
+    first of: a snapshot that changed data (the value), the snapshot the cursor examined
+    (the cursor's value), the ``baseline`` snapshot (the baseline). A walk that ends at an
+    expired snapshot cannot tell: the value is the oldest snapshot reached, with the reason.
+
+    Parameters
+    ----------
+    table : dict
+        From ``table_snapshots``, with a current snapshot.
+    cursor : dict, optional
+        The previous check's cursor, of the same table.
+    baseline : str, optional
+        The value last announced.
+
+    Returns
+    -------
+    tuple
+        ``(snapshot id, reason it cannot tell or None)``.
     """
-    by_id = {s.get("snapshot-id"): s for s in snapshots}
-    snapshot_id, seen = current_id, set()
-    while snapshot_id is not None and snapshot_id not in seen:
-        if snapshot_id == previous_id:
-            return False
-        seen.add(snapshot_id)
-        snapshot = by_id.get(snapshot_id)
-        if snapshot is None or _operation(snapshot) not in NO_DATA_CHANGE:
-            return True
-        snapshot_id = snapshot.get("parent-snapshot-id")
-    return True
+    snapshots = table["snapshots"]
+    cursor = cursor or {}
+    value = _snapshot_id(cursor.get("snapshot_id"))
+    # A cursor of before the examined snapshot was kept examined the value itself.
+    examined = _snapshot_id(cursor.get("examined_id", cursor.get("snapshot_id")))
+    baseline_id = _snapshot_id(baseline)
+    walked, snapshot_id = [], table["current_id"]
+    while True:
+        if snapshots[snapshot_id]["operation"] not in NO_DATA_CHANGE:
+            return snapshot_id, None
+        if value is not None and snapshot_id == examined:
+            reason = cursor.get("cannot_tell")
+            # Still undecided only while the baseline is not the value it could not tell.
+            unsettled = isinstance(reason, str) and baseline_id not in (None, value)
+            return value, (reason if unsettled else None)
+        if snapshot_id == baseline_id:
+            return snapshot_id, None
+        walked.append(snapshot_id)
+        parent = snapshots[snapshot_id]["parent"]
+        if parent is None or parent not in snapshots:
+            break
+        if parent in walked:
+            raise SourceError(
+                "%s: field snapshots[].parent-snapshot-id: snapshot %d is its own ancestor"
+                % (table.get("metadata_location"), parent)
+            )
+        snapshot_id = parent
+    oldest = walked[-1]
+    parent = snapshots[oldest]["parent"]
+    gone = (
+        "its parent is not recorded (expired)"
+        if parent is None
+        else "its parent %d has expired" % parent
+    )
+    since = (
+        "which snapshot last changed data"
+        if baseline_id is None
+        else "whether data changed since snapshot %d" % baseline_id
+    )
+    reason = (
+        "only replace snapshots (compactions) lead back from the current snapshot to "
+        "snapshot %d, and %s: the metadata cannot tell %s" % (oldest, gone, since)
+    )
+    return oldest, reason
 
 
-def _snapshot_rows(snapshots, current_id):
+def _snapshot_rows(table):
     """The current snapshot's ancestry, newest last (at most ``SNAPSHOTS_SHOWN``), for the
     card: id, operation, time, records added."""
-    by_id = {s.get("snapshot-id"): s for s in snapshots}
-    rows, snapshot_id = [], current_id
-    while snapshot_id in by_id and len(rows) < SNAPSHOTS_SHOWN:
-        s = by_id[snapshot_id]
+    snapshots = table["snapshots"]
+    rows, snapshot_id = [], table["current_id"]
+    while snapshot_id in snapshots and len(rows) < SNAPSHOTS_SHOWN:
+        s = snapshots[snapshot_id]
         row = {
-            "version": s.get("snapshot-id"),
-            "operation": _operation(s),
-            "timestamp": s.get("timestamp-ms"),
-            "data_change": _operation(s) not in NO_DATA_CHANGE,
+            "version": snapshot_id,
+            "operation": s["operation"],
+            "timestamp": s["timestamp"],
+            "data_change": s["operation"] not in NO_DATA_CHANGE,
         }
-        added = (s.get("summary") or {}).get("added-records")
-        if added is not None and str(added).isdigit():
+        added = s["summary"].get("added-records")
+        if isinstance(added, str) and added.isdigit():
             row["rows_added"] = int(added)
         rows.append(row)
-        snapshot_id = s.get("parent-snapshot-id")
+        snapshot_id = s["parent"]
     return list(reversed(rows))
 
 
-def check(data, session, cursor=None):
+def check(data, session, cursor=None, baseline=None):
     """Check the table once.
 
     Parameters
@@ -392,41 +467,48 @@ def check(data, session, cursor=None):
     session : S3Session or CatalogSession
         From ``open_session``.
     cursor : dict, optional
-        The previous check's ``Observation.cursor``: the snapshot id it reported.
+        The previous check's ``Observation.cursor``: the snapshot it examined and the value
+        that resolved to.
+    baseline : str, optional
+        The value last announced (a snapshot id), or None.
 
     Returns
     -------
     Observation
-        ``value`` the snapshot id (as text) of the newest snapshot that changed data, counted
-        from the previous value (None when the table or its snapshot is missing).
+        ``value`` the snapshot id (as text) of the newest snapshot that changed data (None
+        when the table or its snapshot is missing); ``summary["cannot_tell"]`` says why,
+        when expired snapshots hide whether data changed.
     """
+    return _check(data, session, cursor, baseline)
+
+
+def _check(data, session, cursor, baseline):
     if "location" in data:
-        meta = read_location_metadata(session, data)
+        table = read_location_metadata(session, data)
     else:
-        meta = read_catalog_metadata(session, data)
-    current_id = None if meta is None else meta.get("current-snapshot-id")
-    if current_id is None or current_id == -1:
+        table = read_catalog_metadata(session, data)
+    if table is None or table["current_id"] is None:
         return Observation(None, {"state": "absent", "table": describe(data)}, cursor={})
-    snapshots = meta.get("snapshots") or []
-    previous = (cursor or {}).get("snapshot_id")
-    same_table = (cursor or {}).get("table_uuid") == meta.get("table-uuid")
-    value_id = current_id
-    if previous is not None and same_table and not changed_since(snapshots, current_id, previous):
-        value_id = previous  # only compactions since: the data the previous value names
-    current = next((s for s in snapshots if s.get("snapshot-id") == current_id), {})
+    current_id, uuid = table["current_id"], table["table_uuid"]
+    same_table = isinstance(cursor, dict) and cursor.get("table_uuid") == uuid
+    value_id, cannot_tell = resolve(table, cursor if same_table else None, baseline)
+    current = table["snapshots"][current_id]
     summary = {
         "state": "present",
         "table": describe(data),
         "table_version": value_id,
-        "table_id": meta.get("table-uuid"),
+        "table_id": uuid,
         "latest_version": current_id,
-        "current_operation": _operation(current),
-        "commits": _snapshot_rows(snapshots, current_id),
+        "current_operation": current["operation"],
+        "commits": _snapshot_rows(table),
         "payload": {
             "table_version": str(value_id),
-            "table_id": str(meta.get("table-uuid") or ""),
+            "table_id": str(uuid or ""),
             "latest_version": str(current_id),
         },
     }
-    next_cursor = {"snapshot_id": value_id, "table_uuid": meta.get("table-uuid")}
+    next_cursor = {"examined_id": current_id, "snapshot_id": value_id, "table_uuid": uuid}
+    if cannot_tell:
+        summary["cannot_tell"] = cannot_tell
+        next_cursor["cannot_tell"] = cannot_tell
     return Observation(str(value_id), summary, cursor=next_cursor)
