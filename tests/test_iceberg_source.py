@@ -134,9 +134,9 @@ def test_catalog_errors_never_show_its_secrets(catalog, monkeypatch):
             iceberg.check(data, session)
     assert "testing" not in str(raised.value) and "testing-secret" not in str(raised.value)
     assert "catalog 'lake'" in str(raised.value)
-    # A database URL's password is scrubbed from any message quoting it.
+    # A database URL's credentials are scrubbed from any message quoting it.
     text = iceberg.scrub(ValueError("postgresql://u:hunter2@db/x failed"), ["testing-secret"])
-    assert text == "ValueError: postgresql://u:[redacted]@db/x failed"
+    assert text == "ValueError: postgresql://[redacted]@db/x failed"
 
 
 # ------------------------------------------------------------------ location, replace fixture

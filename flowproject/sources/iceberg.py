@@ -46,11 +46,18 @@ tell"; with one, the walk usually stops at the current snapshot, so an expired h
 never walked into. A cursor that said "cannot tell" says so again while the baseline
 differs from its value (a decision that did not move the baseline).
 
+Catalog properties that are secrets (named like ``*secret*``, ``*password*``, ``*token*``,
+``*credential*``...) and everything between ``://`` and the last ``@`` of any URI-looking
+property (an unencoded ``@`` in a password included), with the fragments a driver may show
+of them, are redacted from every message this source raises, as are the AWS chain's secret
+variables.
 """
 
+import os
 import re
 import time
 from contextlib import contextmanager
+from urllib.parse import unquote
 
 from ..exceptions import SourceError
 from . import s3
@@ -210,15 +217,17 @@ class CatalogSession(object):
                     "[data] type = 'iceberg' with a catalog needs pyiceberg: "
                     "pip install 'flowproject[iceberg]'"
                 ) from None
+            # Known before loading: a catalog that fails to load may quote its URI.
+            self.secrets = configured_secrets(self.data["catalog"])
             try:
                 self._catalog = load_catalog(self.data["catalog"])
             except Exception as e:
                 raise SourceError(
                     "Could not load pyiceberg catalog %r (from ~/.pyiceberg.yaml or "
                     "PYICEBERG_CATALOG__%s__* variables): %s"
-                    % (self.data["catalog"], self.data["catalog"].upper(), scrub(e, []))
+                    % (self.data["catalog"], self.data["catalog"].upper(), scrub(e, self.secrets))
                 ) from None
-            self.secrets = catalog_secrets(getattr(self._catalog, "properties", {}) or {})
+            self.secrets += catalog_secrets(getattr(self._catalog, "properties", {}) or {})
             self.record("load_catalog", time.monotonic() - started)
         return self._catalog
 
@@ -229,18 +238,104 @@ class CatalogSession(object):
         self._catalog = None
 
 
+# --------------------------------------------------------------------------------------
+# Secrets: redacted from every message by structure, whether or not a URI parses
+# --------------------------------------------------------------------------------------
+
+# Fragments of a password shorter than this are not redacted on their own (a one-letter
+# fragment would blank every such letter of the message and hide next to nothing).
+MIN_SECRET_PIECE = 3
+
+# Environment variables of the AWS chain holding secrets.
+AWS_SECRET_VARIABLES = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
+
+
+def _pieces(secret):
+    """A secret, its URL-decoded form, and what lies before and after each ``@`` and ``:`` of
+    them: a driver that splits an unencoded ``user:pa@ss@host`` at the first ``@`` shows
+    ``ss@host`` as the host."""
+    found = {secret}
+    for text in {secret, unquote(secret)}:
+        found.add(text)
+        for match in re.finditer(r"[@:]", text):
+            found.update((text[: match.start()], text[match.end() :]))
+        found.update(re.split(r"[@:]", text))
+    return [s for s in found if s == secret or len(s) >= MIN_SECRET_PIECE]
+
+
+def uri_secrets(value):
+    """The credentials of a URI-looking value: everything between ``://`` and the last ``@``
+    (before any whitespace), and its password (after the first ``:``), with their pieces.
+    Taking the last ``@`` errs towards redacting more (an ``@`` in a path or query)."""
+    secrets = []
+    for match in re.finditer(r"://(\S*)@", value):
+        userinfo = match.group(1)
+        secrets += _pieces(userinfo)
+        user, colon, password = userinfo.partition(":")
+        if colon and password:
+            secrets += _pieces(password)
+        elif not colon:
+            secrets += _pieces(user)  # a token alone: https://<token>@host
+    return secrets
+
+
 def catalog_secrets(properties):
-    """The values of a catalog's properties that are secrets, to scrub from messages."""
-    return [str(v) for k, v in properties.items() if v and SECRET_PROPERTY_RE.search(str(k))]
+    """The secrets among a catalog's properties, to scrub from messages: the values of
+    secret-named properties, and the credentials of every URI-looking value."""
+    secrets = []
+    for key, value in _flat_properties(properties):
+        if not isinstance(value, str) or not value:
+            continue
+        if SECRET_PROPERTY_RE.search(key):
+            secrets += _pieces(value)
+        if "://" in value:
+            secrets += uri_secrets(value)
+    return secrets
 
 
-def scrub(error, secrets):
-    """An exception as one line, without secrets or the password of a URL."""
-    text = "%s: %s" % (error.__class__.__name__, " ".join(str(error).split()))
-    text = re.sub(r"://([^:/@\s]+):([^@\s]+)@", r"://\1:[redacted]@", text)
+def _flat_properties(properties, prefix=""):
+    for key, value in (properties or {}).items():
+        if isinstance(value, dict):  # a nested table of ~/.pyiceberg.yaml
+            yield from _flat_properties(value, "%s%s." % (prefix, key))
+        else:
+            yield "%s%s" % (prefix, key), value
+
+
+def configured_secrets(name):
+    """The secrets of catalog ``name``'s configuration (``~/.pyiceberg.yaml`` and
+    ``PYICEBERG_CATALOG__<NAME>__*`` variables), read before loading it."""
+    properties = {}
+    try:
+        from pyiceberg.utils.config import Config
+
+        properties.update(Config().get_catalog_config(name) or {})
+    except Exception:
+        pass  # an unreadable configuration: load_catalog says why, scrubbed with the rest
+    prefix = "PYICEBERG_CATALOG__%s__" % name.upper()
+    for variable, value in os.environ.items():
+        if variable.upper().startswith(prefix):
+            key = variable[len(prefix) :].lower().replace("__", ".").replace("_", "-")
+            properties[key] = value
+    return catalog_secrets(properties)
+
+
+def environment_secrets():
+    """Secrets of the AWS credential chain in the environment."""
+    return [os.environ[v] for v in AWS_SECRET_VARIABLES if os.environ.get(v)]
+
+
+def scrub_text(text, secrets):
+    """``text`` without ``secrets`` and without what precedes the last ``@`` of any URI."""
+    text = re.sub(r"://\S*@", "://[redacted]@", text)
     for secret in sorted(set(s for s in secrets if s), key=len, reverse=True):
         text = text.replace(secret, "[redacted]")
     return text
+
+
+def scrub(error, secrets):
+    """An exception as one line, without secrets or the credentials of a URI."""
+    text = "%s: %s" % (error.__class__.__name__, " ".join(str(error).split()))
+    return scrub_text(text, secrets)
 
 
 @contextmanager
@@ -479,7 +574,15 @@ def check(data, session, cursor=None, baseline=None):
         when the table or its snapshot is missing); ``summary["cannot_tell"]`` says why,
         when expired snapshots hide whether data changed.
     """
-    return _check(data, session, cursor, baseline)
+    try:
+        return _check(data, session, cursor, baseline)
+    except SourceError as e:
+        message = str(getattr(e, "message", e))
+        secrets = list(getattr(session, "secrets", [])) + environment_secrets()
+        scrubbed = scrub_text(message, secrets)
+        if scrubbed == message:
+            raise
+        raise SourceError(scrubbed) from None
 
 
 def _check(data, session, cursor, baseline):
