@@ -142,9 +142,9 @@ def _set(path, value):
 @pytest.mark.parametrize(
     "change, field, found",
     [
-        (_set(["current-snapshot-id"], "123"), "current-snapshot-id", 'an integer, found "123"'),
-        (_set(["snapshots"], {"0": {}}), "snapshots", "a list, found object"),
-        (_set(["snapshots", 0], "x"), "snapshots[0]", 'an object, found "x"'),
+        (_set(["current-snapshot-id"], "123"), "current-snapshot-id", "an integer, found a string"),
+        (_set(["snapshots"], {"0": {}}), "snapshots", "a list, found an object"),
+        (_set(["snapshots", 0], "x"), "snapshots[0]", "an object, found a string"),
         (
             _set(["snapshots", 1, "snapshot-id"], 1.5),
             "snapshots[1].snapshot-id",
@@ -153,12 +153,12 @@ def _set(path, value):
         (
             _set(["snapshots", 1, "parent-snapshot-id"], "7"),
             "snapshots[1].parent-snapshot-id",
-            'an integer, found "7"',
+            "an integer, found a string",
         ),
         (
             _set(["snapshots", 0, "summary"], ["append"]),
             "snapshots[0].summary",
-            "an object, found list",
+            "an object, found a list",
         ),
         (
             _set(["snapshots", 1, "summary", "operation"], True),
@@ -168,7 +168,7 @@ def _set(path, value):
         (
             _set(["snapshots", 0, "timestamp-ms"], "yesterday"),
             "snapshots[0].timestamp-ms",
-            'an integer, found "yesterday"',
+            "an integer, found a string",
         ),
         (_set(["table-uuid"], 7), "table-uuid", "a string, found 7"),
     ],

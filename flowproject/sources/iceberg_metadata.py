@@ -168,10 +168,15 @@ def _json_type(value):
 
 
 def _wrong(where, field, expected, value):
-    # As the file has it: JSON's own spelling of a scalar, the type of anything bigger.
-    shown = json.dumps(value) if isinstance(value, (int, float, str)) else _json_type(value)
-    if len(shown) > 40:
-        shown = shown[:37] + "..."
+    # A number is shown as the file has it; a string only as "a string": a message never
+    # quotes text of the file, which could be anything (a secret cut short by truncation
+    # could not be redacted).
+    if isinstance(value, (int, float)):
+        shown = json.dumps(value)[:40]
+    else:
+        shown = {"string": "a string", "list": "a list", "object": "an object"}.get(
+            _json_type(value), _json_type(value)
+        )
     return SourceError("%s: field %s: expected %s, found %s" % (where, field, expected, shown))
 
 
