@@ -36,10 +36,10 @@ resolved to. A check walks back from the current snapshot and stops at the first
    Only ``replace`` snapshots were seen, but what came before cannot be read, so the
    check **cannot tell**: the value is the oldest snapshot reached (it stays the same while
    more compactions are committed on top) and ``summary["cannot_tell"]`` says why. This is
-   never by itself a change; the decision follows ``on_first_check``. Snapshot summaries'
-   ``total-records`` / ``total-data-files`` prove nothing (an overwrite can keep both),
-   and the data files of an expired snapshot cannot be listed without its manifest list,
-   so no other proof of "same data as the baseline" is attempted.
+   never by itself a change; the decision follows ``on_first_check``. No weaker proof of
+   "same data as the baseline" is attempted: snapshot summaries' ``total-records`` /
+   ``total-data-files`` can be equal across an overwrite, and the baseline's data files
+   being still reachable proves nothing (an append keeps them, a compaction rewrites them).
 
 Without a cursor, steps 1, 3 and 4 give the value the cursor would have given, or "cannot
 tell"; with one, the walk usually stops at the current snapshot, so an expired history is
@@ -488,10 +488,10 @@ def resolve(table, cursor=None, baseline=None):
     snapshots = table["snapshots"]
     cursor = cursor or {}
     value = _snapshot_id(cursor.get("snapshot_id"))
-    # A cursor of before the examined snapshot was kept examined the value itself.
+    # A cursor written before examined_id existed examined the snapshot it holds as value.
     examined = _snapshot_id(cursor.get("examined_id", cursor.get("snapshot_id")))
     baseline_id = _snapshot_id(baseline)
-    walked, snapshot_id = [], table["current_id"]
+    walked, seen, snapshot_id = [], set(), table["current_id"]
     while True:
         if snapshots[snapshot_id]["operation"] not in NO_DATA_CHANGE:
             return snapshot_id, None
@@ -503,10 +503,11 @@ def resolve(table, cursor=None, baseline=None):
         if snapshot_id == baseline_id:
             return snapshot_id, None
         walked.append(snapshot_id)
+        seen.add(snapshot_id)
         parent = snapshots[snapshot_id]["parent"]
         if parent is None or parent not in snapshots:
             break
-        if parent in walked:
+        if parent in seen:
             raise SourceError(
                 "%s: field snapshots[].parent-snapshot-id: snapshot %d is its own ancestor"
                 % (table.get("metadata_location"), parent)
