@@ -64,6 +64,16 @@ def expire(catalog, snapshot_ids, name="db.events"):
     catalog.load_table(name).maintenance.expire_snapshots().by_ids(list(snapshot_ids)).commit()
 
 
+def forget_older_metadata(catalog, s3_client, bucket, name="db.events"):
+    """Delete every metadata file but the current one, as Java does with
+    ``write.metadata.delete-after-commit.enabled``: expired snapshots are then gone for good."""
+    current = catalog.load_table(name).metadata_location.split("://", 1)[1].partition("/")[2]
+    folder = current.rsplit("/", 1)[0] + "/"
+    for obj in s3_client.list_objects_v2(Bucket=bucket, Prefix=folder)["Contents"]:
+        if obj["Key"].endswith(".metadata.json") and obj["Key"] != current:
+            s3_client.delete_object(Bucket=bucket, Key=obj["Key"])
+
+
 def watched(catalog, how):
     if how == "catalog":
         return {"table": "db.events", "catalog": CATALOG}
@@ -105,7 +115,26 @@ def test_rewrites_then_expiring_the_announced_snapshot_announce_nothing(catalog,
     assert decided.reason == "changed from %s to %s" % (appended, added)
 
 
-def test_expiry_before_any_check_saw_the_rewrites_cannot_tell_and_says_why(catalog):
+@pytest.mark.parametrize("how", ["catalog", "location"])
+def test_expired_history_is_read_from_older_metadata_files(catalog, how):
+    new_table(catalog)
+    appended = append(catalog, [1])
+    sensor = Sensor(**watched(catalog, how))
+    assert sensor.check()[1].publish
+    rewrite_data_files = commit_replace(catalog)
+    commit_replace(catalog)  # rewrite_manifests
+    expire(catalog, [appended, rewrite_data_files])
+    # No check saw the rewrites: the cursor examined the append, now expired. The metadata
+    # file written before the expiry still lists it, and says the rewrites only replaced.
+    after, decided = sensor.check()
+    assert not decided.publish, decided.reason
+    assert after.value == str(appended) and "cannot_tell" not in after.summary
+    assert check(catalog, how=how).value == str(appended)  # no cursor, no baseline
+
+
+def test_expiry_before_any_check_saw_the_rewrites_cannot_tell_and_says_why(
+    catalog, s3_client, bucket
+):
     new_table(catalog)
     appended = append(catalog, [1])
     sensor = Sensor(table="db.events", catalog=CATALOG)
@@ -113,6 +142,7 @@ def test_expiry_before_any_check_saw_the_rewrites_cannot_tell_and_says_why(catal
     rewrite_data_files = commit_replace(catalog)
     rewrite_manifests = commit_replace(catalog)
     expire(catalog, [appended, rewrite_data_files])
+    forget_older_metadata(catalog, s3_client, bucket)
     # The cursor examined the append; the walk from the current snapshot ends at an expired
     # parent, having seen only replaces: not a change by itself, and the check says so.
     after = check(catalog, cursor=sensor.state.cursor, baseline=str(appended))
@@ -164,13 +194,16 @@ def test_lost_cursor_walk_reaching_a_data_change_takes_it(catalog):
 
 
 @pytest.mark.parametrize("baseline", [None, "announced"])
-def test_lost_cursor_walk_ending_at_an_expired_snapshot_cannot_tell(catalog, baseline):
+def test_lost_cursor_walk_ending_at_an_expired_snapshot_cannot_tell(
+    catalog, s3_client, bucket, baseline
+):
     new_table(catalog)
     appended = append(catalog, [1])
     rewrite_data_files = commit_replace(catalog)
     first_left = commit_replace(catalog)
     commit_replace(catalog)
     expire(catalog, [appended, rewrite_data_files])
+    forget_older_metadata(catalog, s3_client, bucket)
     baseline = str(appended) if baseline else None
     without = check(catalog, cursor=None, baseline=baseline)
     # The oldest snapshot reached: later compactions on top keep this value.
@@ -185,15 +218,17 @@ def test_lost_cursor_walk_ending_at_an_expired_snapshot_cannot_tell(catalog, bas
         % (first_left, since)
     )
     commit_replace(catalog)
+    forget_older_metadata(catalog, s3_client, bucket)
     assert check(catalog, cursor=None, baseline=baseline).value == str(first_left)
 
 
-def test_cannot_tell_lasts_until_the_baseline_is_the_value(catalog):
+def test_cannot_tell_lasts_until_the_baseline_is_the_value(catalog, s3_client, bucket):
     new_table(catalog)
     appended = append(catalog, [1])
     rewrite_data_files = commit_replace(catalog)
     left = commit_replace(catalog)
     expire(catalog, [appended, rewrite_data_files])
+    forget_older_metadata(catalog, s3_client, bucket)
     undecided = check(catalog, cursor=None, baseline=str(appended))
     assert "cannot_tell" in undecided.summary
     # The decision did not move the baseline (a failed publish): still cannot tell.

@@ -33,8 +33,13 @@ resolved to. A check walks back from the current snapshot and stops at the first
    older version of this source announced, stays);
 4. the end of the known history: the parent of the last snapshot reached has expired
    (``expire_snapshots``; pyiceberg then drops the parent id, Java keeps a dangling one).
-   Only ``replace`` snapshots were seen, but what came before cannot be read, so the
-   check **cannot tell**: the value is the oldest snapshot reached (it stays the same while
+   The walk goes on through the older metadata files the current one lists
+   (``metadata-log``, newest first, at most ``OLDER_METADATA_READS``, before
+   ``session.deadline``): the file written before an expiry still lists the snapshots it
+   removed, with their parents and operations, which never change. When none of them
+   helps (deleted with ``write.metadata.delete-after-commit.enabled``), only ``replace``
+   snapshots were seen but what came before cannot be read, so the check **cannot
+   tell**: the value is the oldest snapshot reached (it stays the same while
    more compactions are committed on top) and ``summary["cannot_tell"]`` says why. This is
    never by itself a change; the decision follows ``on_first_check``. No weaker proof of
    "same data as the baseline" is attempted: snapshot summaries' ``total-records`` /
@@ -103,6 +108,10 @@ CONFIG_SCHEMA = {
 # Operations of snapshots that change no data (Iceberg spec: "replace" rewrites data and
 # delete files without changing the table's data).
 NO_DATA_CHANGE = ("replace",)
+
+# Older metadata files read, newest first, when the walk reaches an expired snapshot: the
+# file written just before an expire_snapshots still lists every snapshot it removed.
+OLDER_METADATA_READS = 3
 
 # Snapshots kept in the summary for the card, newest last.
 SNAPSHOTS_SHOWN = 20
@@ -396,7 +405,16 @@ def read_location_metadata(session, data):
     where = "s3://%s/%s" % (data["bucket"], key)
     table = table_snapshots(parse_metadata(_get(session, data, key), where), where)
     table["metadata_location"] = where
+    table["read"] = lambda path: _read_location_file(session, data, path)
     return table
+
+
+def _read_location_file(session, data, path):
+    """An older metadata file of the location's table (``table_snapshots``)."""
+    bucket, _, key = path.partition("://")[2].partition("/")
+    if not path.startswith(("s3://", "s3a://")) or bucket != data["bucket"]:
+        raise SourceError("%s is not in s3://%s" % (path, data["bucket"]))
+    return table_snapshots(parse_metadata(_get(session, data, key), path), path)
 
 
 def read_catalog_metadata(session, data):
@@ -433,11 +451,26 @@ def read_catalog_metadata(session, data):
             }
             for s in meta.snapshots
         ],
+        "metadata-log": [{"metadata-file": e.metadata_file} for e in meta.metadata_log],
     }
     where = str(table.metadata_location)
     found = table_snapshots(doc, where)
     found["metadata_location"] = where
+    found["read"] = lambda path: _read_catalog_file(session, table, path)
     return found
+
+
+def _read_catalog_file(session, table, path):
+    """An older metadata file of a catalog's table (``table_snapshots``), read with the
+    table's own FileIO."""
+    started = time.monotonic()
+    try:
+        with table.io.new_input(path).open() as stream:
+            body = stream.read()
+    except Exception as e:
+        raise SourceError("Could not read %s: %s" % (path, scrub(e, session.secrets))) from None
+    session.record("read_metadata", time.monotonic() - started, key=path.rsplit("/", 1)[-1])
+    return table_snapshots(parse_metadata(body, path), path)
 
 
 def _summary_dict(summary):
@@ -463,13 +496,14 @@ def _snapshot_id(value):
     return None
 
 
-def resolve(table, cursor=None, baseline=None):
+def resolve(table, cursor=None, baseline=None, older=()):
     """The snapshot whose data the table's current snapshot holds, as the value.
 
     Walks back from the current snapshot through ``replace`` snapshots and stops at the
     first of: a snapshot that changed data (the value), the snapshot the cursor examined
-    (the cursor's value), the ``baseline`` snapshot (the baseline). A walk that ends at an
-    expired snapshot cannot tell: the value is the oldest snapshot reached, with the reason.
+    (the cursor's value), the ``baseline`` snapshot (the baseline). A walk that reaches an
+    expired snapshot continues through the older metadata files that still list it; when
+    none does, it cannot tell: the value is the oldest snapshot reached, with the reason.
 
     Parameters
     ----------
@@ -479,41 +513,65 @@ def resolve(table, cursor=None, baseline=None):
         The previous check's cursor, of the same table.
     baseline : str, optional
         The value last announced.
+    older : iterable of dict
+        The ``table_snapshots`` of older metadata files of the same table, newest first;
+        consumed only as far as the walk needs.
 
     Returns
     -------
     tuple
         ``(snapshot id, reason it cannot tell or None)``.
     """
-    snapshots = table["snapshots"]
+    snapshots = dict(table["snapshots"])
     cursor = cursor or {}
     value = _snapshot_id(cursor.get("snapshot_id"))
     # A cursor written before examined_id existed examined the snapshot it holds as value.
     examined = _snapshot_id(cursor.get("examined_id", cursor.get("snapshot_id")))
     baseline_id = _snapshot_id(baseline)
-    walked, seen, snapshot_id = [], set(), table["current_id"]
+    older = iter(older)
     while True:
-        if snapshots[snapshot_id]["operation"] not in NO_DATA_CHANGE:
-            return snapshot_id, None
-        if value is not None and snapshot_id == examined:
-            reason = cursor.get("cannot_tell")
-            # Still undecided only while the baseline is not the value it could not tell.
-            unsettled = isinstance(reason, str) and baseline_id not in (None, value)
-            return value, (reason if unsettled else None)
-        if snapshot_id == baseline_id:
-            return snapshot_id, None
-        walked.append(snapshot_id)
-        seen.add(snapshot_id)
-        parent = snapshots[snapshot_id]["parent"]
-        if parent is None or parent not in snapshots:
-            break
-        if parent in seen:
-            raise SourceError(
-                "%s: field snapshots[].parent-snapshot-id: snapshot %d is its own ancestor"
-                % (table.get("metadata_location"), parent)
-            )
-        snapshot_id = parent
-    oldest = walked[-1]
+        walked, snapshot_id = [], table["current_id"]
+        seen = set()
+        while True:
+            if snapshots[snapshot_id]["operation"] not in NO_DATA_CHANGE:
+                return snapshot_id, None
+            if value is not None and snapshot_id == examined:
+                reason = cursor.get("cannot_tell")
+                # Still undecided only while the baseline is not the value it could not tell.
+                unsettled = isinstance(reason, str) and baseline_id not in (None, value)
+                return value, (reason if unsettled else None)
+            if snapshot_id == baseline_id:
+                return snapshot_id, None
+            walked.append(snapshot_id)
+            seen.add(snapshot_id)
+            parent = snapshots[snapshot_id]["parent"]
+            if parent is None or parent not in snapshots:
+                break
+            if parent in seen:
+                raise SourceError(
+                    "%s: field snapshots[].parent-snapshot-id: snapshot %d is its own ancestor"
+                    % (table.get("metadata_location"), parent)
+                )
+            snapshot_id = parent
+        previous = next(older, None)
+        if previous is None:
+            return walked[-1], _cannot_tell(snapshots, walked[-1], baseline_id)
+        _merge(snapshots, previous)
+
+
+def _merge(snapshots, previous):
+    """Add an older metadata file's snapshots; a parent id the newer file dropped (pyiceberg
+    drops the parent id of a snapshot whose parent it expired) is taken back from it.
+    Sound: a snapshot id names one snapshot of a table, its parent and operation for good."""
+    for snapshot_id, snapshot in previous["snapshots"].items():
+        mine = snapshots.get(snapshot_id)
+        if mine is None:
+            snapshots[snapshot_id] = snapshot
+        elif mine["parent"] is None and snapshot["parent"] is not None:
+            snapshots[snapshot_id] = dict(mine, parent=snapshot["parent"])
+
+
+def _cannot_tell(snapshots, oldest, baseline_id):
     parent = snapshots[oldest]["parent"]
     gone = (
         "its parent is not recorded (expired)"
@@ -525,11 +583,26 @@ def resolve(table, cursor=None, baseline=None):
         if baseline_id is None
         else "whether data changed since snapshot %d" % baseline_id
     )
-    reason = (
+    return (
         "only replace snapshots (compactions) lead back from the current snapshot to "
         "snapshot %d, and %s: the metadata cannot tell %s" % (oldest, gone, since)
     )
-    return oldest, reason
+
+
+def older_tables(table, session):
+    """The tables of the current metadata file's predecessors (its ``metadata-log``), newest
+    first: at most ``OLDER_METADATA_READS``, before ``session.deadline``. A file that cannot
+    be read, or of another table, is skipped: it only cannot help the walk."""
+    deadline = getattr(session, "deadline", None)
+    for path in table["previous_files"][:OLDER_METADATA_READS]:
+        if deadline is not None and time.monotonic() > deadline:
+            return
+        try:
+            previous = table["read"](path)
+        except SourceError:
+            continue  # deleted with its snapshots, or unreadable
+        if previous["table_uuid"] == table["table_uuid"]:
+            yield previous
 
 
 def _snapshot_rows(table):
@@ -595,7 +668,9 @@ def _check(data, session, cursor, baseline):
         return Observation(None, {"state": "absent", "table": describe(data)}, cursor={})
     current_id, uuid = table["current_id"], table["table_uuid"]
     same_table = isinstance(cursor, dict) and cursor.get("table_uuid") == uuid
-    value_id, cannot_tell = resolve(table, cursor if same_table else None, baseline)
+    value_id, cannot_tell = resolve(
+        table, cursor if same_table else None, baseline, older_tables(table, session)
+    )
     current = table["snapshots"][current_id]
     summary = {
         "state": "present",

@@ -20,8 +20,9 @@ Which file of ``metadata/`` is current follows Iceberg's own rules:
   catalog knows which of those two was committed: a sensor on a catalog's table should name
   the table (``table`` and ``catalog``), not its folder.
 
-Every field the check reads (``table-uuid``, ``current-snapshot-id``, and each snapshot's
-``snapshot-id``, ``parent-snapshot-id``, ``timestamp-ms``, ``summary.operation``) is checked
+Every field the check reads (``table-uuid``, ``current-snapshot-id``, each snapshot's
+``snapshot-id``, ``parent-snapshot-id``, ``timestamp-ms``, ``summary.operation``, and each
+``metadata-log`` entry's ``metadata-file``) is checked
 for its type before use; anything else is a ``SourceError`` naming the file and the field.
 """
 
@@ -206,7 +207,8 @@ def table_snapshots(doc, where):
     dict
         ``table_uuid`` (str or None), ``current_id`` (int, or None without a current
         snapshot), ``snapshots`` (``{id: {"parent", "operation", "timestamp", "summary"}}``),
-        ``order`` (the ids in the file's order).
+        ``order`` (the ids in the file's order), ``previous_files`` (the ``metadata-log``,
+        newest first).
     """
     uuid = doc.get("table-uuid")
     if uuid is not None and not isinstance(uuid, str):
@@ -249,8 +251,28 @@ def table_snapshots(doc, where):
             "summary": summary,
         }
         order.append(snapshot_id)
+    previous = doc.get("metadata-log")
+    if previous is None:
+        previous = []
+    if not isinstance(previous, list):
+        raise _wrong(where, "metadata-log", "a list", previous)
+    previous_files = []
+    for i, entry in enumerate(previous):
+        field = "metadata-log[%d]" % i
+        if not isinstance(entry, dict):
+            raise _wrong(where, field, "an object", entry)
+        if not isinstance(entry.get("metadata-file"), str):
+            raise _wrong(where, field + ".metadata-file", "a string", entry.get("metadata-file"))
+        previous_files.append(entry["metadata-file"])
     if current_id is not None and current_id not in snapshots:
         raise SourceError(
             "%s: field current-snapshot-id: snapshot %d is not in snapshots" % (where, current_id)
         )
-    return {"table_uuid": uuid, "current_id": current_id, "snapshots": snapshots, "order": order}
+    return {
+        "table_uuid": uuid,
+        "current_id": current_id,
+        "snapshots": snapshots,
+        "order": order,
+        # Newest first: where expired snapshots may still be read.
+        "previous_files": list(reversed(previous_files)),
+    }
