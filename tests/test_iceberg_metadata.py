@@ -171,6 +171,11 @@ def _set(path, value):
             "an integer, found a string",
         ),
         (_set(["table-uuid"], 7), "table-uuid", "a string, found 7"),
+        (
+            _set(["metadata-log", 0, "metadata-file"], None),
+            "metadata-log[0].metadata-file",
+            "a string, found null",
+        ),
     ],
 )
 def test_a_field_of_the_wrong_type_is_an_error_naming_file_and_field(
