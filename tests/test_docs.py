@@ -21,7 +21,8 @@ DOCS = ["README.md"] + sorted(
     os.path.relpath(p, REPO) for p in glob.glob(os.path.join(REPO, "docs", "*.md"))
 )
 FIGURES_MARKER = "<!-- figures: bench/results.md -->"
-RUNNABLE = re.compile(r"^<!-- runnable(?:: (?P<target>\S+))? -->$")
+RUNNABLE = re.compile(r"^<!-- runnable(?:: (?P<target>\S+))?(?: env=(?P<env>deploy))? -->$")
+NOT_RUNNABLE = re.compile(r"^<!-- not runnable: \S.* -->$")
 FENCE = re.compile(r"^(`{3,}|~{3,})")
 
 
@@ -167,26 +168,38 @@ def test_the_figures_check_catches_a_wrong_figure():
 # ---------------------------------------------------------------------------- runnable blocks
 
 
-def runnable_blocks(text):
-    """(target, language, code) of each fenced block right after a runnable marker."""
+def fenced_blocks(text):
+    """(marker, language, code) of each fenced block; marker is the HTML comment right before
+    it (blank lines between allowed), or None."""
     lines = text.splitlines()
-    i = 0
+    i, marker = 0, None
     while i < len(lines):
-        match = RUNNABLE.match(lines[i].strip())
-        i += 1
-        if not match:
-            continue
-        while i < len(lines) and not lines[i].strip():
+        line = lines[i].strip()
+        fence = FENCE.match(line)
+        if not fence:
+            if line.startswith("<!--"):
+                marker = line
+            elif line:
+                marker = None
             i += 1
-        fence = FENCE.match(lines[i].strip()) if i < len(lines) else None
-        assert fence, "a runnable marker must be followed by a fenced block (line %d)" % i
-        language = lines[i].strip()[len(fence.group(1)) :].strip()
+            continue
+        language = line[len(fence.group(1)) :].strip()
         code = []
         i += 1
-        while not lines[i].strip().startswith(fence.group(1)):
+        while i < len(lines) and not lines[i].strip().startswith(fence.group(1)):
             code.append(lines[i])
             i += 1
-        yield match.group("target"), language, "\n".join(code) + "\n"
+        i += 1
+        yield marker, language, "\n".join(code) + "\n"
+        marker = None
+
+
+def runnable_blocks(text):
+    """(target, env, language, code) of each fenced block right after a runnable marker."""
+    for marker, language, code in fenced_blocks(text):
+        match = RUNNABLE.match(marker or "")
+        if match:
+            yield match.group("target"), match.group("env"), language, code
 
 
 RUNNABLE_DOCS = [name for name in DOCS if list(runnable_blocks(read(name)))]
@@ -195,10 +208,19 @@ RUNNABLE_DOCS = [name for name in DOCS if list(runnable_blocks(read(name)))]
 def test_runnable_blocks_are_found_and_exclude_the_demo_and_the_suite():
     assert "README.md" in RUNNABLE_DOCS and "docs/sources.md" in RUNNABLE_DOCS
     for name in DOCS:
-        for target, language, code in runnable_blocks(read(name)):
+        for target, _, language, code in runnable_blocks(read(name)):
             assert (target, language) in ((None, "bash"), ("flowconfig.toml", "toml")), name
             # The suite cannot run itself, and the demo has its own tests (test_demo.py).
             assert "scripts/test" not in code and "scripts/demo" not in code
+
+
+def test_every_shell_block_of_the_readme_is_run_or_says_why_not():
+    for marker, language, code in fenced_blocks(read("README.md")):
+        if language in ("bash", "sh", "shell", "console"):
+            assert RUNNABLE.match(marker or "") or NOT_RUNNABLE.match(marker or ""), (
+                "README.md: mark this block <!-- runnable --> or <!-- not runnable: why -->:\n"
+                + code
+            )
 
 
 def seed_bucket(s3_server):
@@ -226,6 +248,31 @@ def seed_bucket(s3_server):
             mode="append",
             storage_options=options,
         )
+
+
+def deploy_env(env, root, s3_server):
+    """What ``./deploy`` needs besides a cluster: a git checkout (the copy, on main), an S3
+    datastore (the loopback server) and the Kubernetes / Argo Events settings, as in
+    tests/test_deploy.py."""
+    if not os.path.isdir(os.path.join(root, ".git")):
+        git = ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"]
+        for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "docs"]):
+            subprocess.run(git + args, cwd=root, check=True, capture_output=True)
+    s3_server.client().create_bucket(Bucket="deploy-docs")
+    env = {k: v for k, v in env.items() if not k.startswith(("METAFLOW_DATASTORE", "GITHUB_"))}
+    env.update(
+        PYTHON=sys.executable,
+        METAFLOW_DEFAULT_DATASTORE="s3",
+        METAFLOW_DATASTORE_SYSROOT_S3="s3://deploy-docs/metaflow",
+        METAFLOW_S3_ENDPOINT_URL=s3_server.endpoint_url,
+        METAFLOW_KUBERNETES_NAMESPACE="jobs-default",
+        METAFLOW_KUBERNETES_SERVICE_ACCOUNT="default-editor",
+        METAFLOW_ARGO_EVENTS_EVENT="metaflow-event",
+        METAFLOW_ARGO_EVENTS_EVENT_BUS="default",
+        METAFLOW_ARGO_EVENTS_EVENT_SOURCE="argo-events-webhook",
+        METAFLOW_ARGO_EVENTS_SERVICE_ACCOUNT="operate-workflow-sa",
+    )
+    return env
 
 
 def git_status():
@@ -256,7 +303,7 @@ def test_every_runnable_block_runs_as_written(name, tmp_path, s3_server, webhook
     if not os.path.exists(os.path.join(REPO, ".venv", "bin", "python")):
         env["FLOWPROJECT_VENV"] = os.path.dirname(os.path.dirname(sys.executable))
     output = []
-    for target, _, code in runnable_blocks(read(name)):
+    for target, env_name, _, code in runnable_blocks(read(name)):
         if target:
             with open(os.path.join(root, target), "w") as f:
                 f.write(code)
@@ -264,7 +311,7 @@ def test_every_runnable_block_runs_as_written(name, tmp_path, s3_server, webhook
         result = subprocess.run(
             ["bash", "-e", "-o", "pipefail", "-c", code],
             cwd=root,
-            env=env,
+            env=deploy_env(env, root, s3_server) if env_name == "deploy" else env,
             capture_output=True,
             text=True,
             timeout=600,
@@ -280,6 +327,7 @@ def test_every_runnable_block_runs_as_written(name, tmp_path, s3_server, webhook
     if name == "README.md":
         assert "Dry run: would publish mfns.churn_model.user.tester.data_updated" in out
         assert "done: 1 check(s), 1 triggered run(s), all succeeded" in out
+        assert os.path.exists(os.path.join(root, "deploy-out", "sensorflow.json"))
     if name == "docs/sources.md":
         assert re.search(r"Read 3 rows of version 1 ", out), out[-3000:]
     assert git_status() == before  # nothing left behind in the checkout
