@@ -206,7 +206,8 @@ RUNNABLE_DOCS = [name for name in DOCS if list(runnable_blocks(read(name)))]
 
 
 def test_runnable_blocks_are_found_and_exclude_the_demo_and_the_suite():
-    assert "README.md" in RUNNABLE_DOCS and "docs/sources.md" in RUNNABLE_DOCS
+    for name in ("README.md", "docs/sources.md", "docs/operations.md", "docs/deploy.md"):
+        assert name in RUNNABLE_DOCS
     for name in DOCS:
         for target, _, language, code in runnable_blocks(read(name)):
             assert (target, language) in ((None, "bash"), ("flowconfig.toml", "toml")), name
@@ -328,6 +329,10 @@ def test_every_runnable_block_runs_as_written(name, tmp_path, s3_server, webhook
         assert "Dry run: would publish mfns.churn_model.user.tester.data_updated" in out
         assert "done: 1 check(s), 1 triggered run(s), all succeeded" in out
         assert os.path.exists(os.path.join(root, "deploy-out", "sensorflow.json"))
+    if name == "docs/operations.md":
+        assert "Reset SensorFlow branch user.tester of project flowproject" in out
+    if name == "docs/deploy.md":
+        assert re.search(r"compiled: \S*deploy-out/sensorflow\.json", out), out[-3000:]
     if name == "docs/sources.md":
         assert re.search(r"Read 3 rows of version 1 ", out), out[-3000:]
     assert git_status() == before  # nothing left behind in the checkout
