@@ -1,9 +1,10 @@
 """TwoSourceFlow: a downstream flow that waits for two sources of a multi-source sensor.
 
-With ``[sources.orders]`` and ``[sources.events]`` tables in flowconfig.toml (see the README,
-"Waiting for several sources"), SensorFlow announces each source's changes with that source's
-own event. This flow starts once both have announced since its last start, as Argo Events does
-for the Sensor Metaflow compiles from a multi-event ``@trigger``, and receives each source's
+With ``[sources.orders]`` and ``[sources.events]`` tables in flowconfig.toml (see
+docs/sources.md, "Waiting for several sources"), SensorFlow announces each source's changes
+with that source's own event. This flow starts once both have announced since its last start,
+as Argo Events does for the Sensor Metaflow compiles from a multi-event ``@trigger``, and
+receives each source's
 value as the Parameter named by that source's ``payload_key``:
 
     python examples/two_source_flow.py run --orders_version 3f2a9c... --events_version 81c0d4...
