@@ -159,6 +159,12 @@ def test_the_readme_and_the_benchmarks_page_quote_bench_results():
     assert read("docs/benchmarks.md").count(FIGURES_MARKER) >= 3
 
 
+def test_every_ratio_on_the_front_page_is_one_of_bench_results():
+    results = read("bench/results.md")
+    ratios = re.findall(r"(?<![\w.])\d+(?:\.\d+)?x(?!\w)", read("README.md"))
+    assert ratios and [r for r in ratios if r not in results] == []
+
+
 def test_the_figures_check_catches_a_wrong_figure():
     results = read("bench/results.md")
     assert "1.10x" in results and FIGURE.findall("1.10x (1.29 s vs 9.99 s)")[-1] == "9.99 s"
