@@ -31,15 +31,30 @@ from .state import DEFAULT_SOURCE, datastore_storage
 
 
 def flowconfig_next_to_flow(context):
-    """The default ``flowconfig.toml``: the one next to the flow file, whatever the current
-    folder (Metaflow would open a relative default from the current folder).
+    """The default ``flowconfig.toml``, found from the flow file, whatever the current folder
+    (Metaflow would open a relative default from the current folder).
+
+    The one next to the flow file; else, for a flow in a sub-folder of a repository (such as
+    ``examples/``), the one at the repository's root: the first parent folder holding a
+    ``.git`` or a ``pyproject.toml``. The search never goes above that root. When neither
+    exists, the path next to the flow file is returned, so Metaflow's error names it.
 
     Parameters
     ----------
     context : ParameterContext
         Given by Metaflow; its ``flow_name`` names the flow class.
     """
-    return os.path.join(_flow_folder(context.flow_name), "flowconfig.toml")
+    folder = _flow_folder(context.flow_name)
+    here = os.path.join(folder, "flowconfig.toml")
+    if os.path.isfile(here):
+        return here
+    root = folder
+    while not any(os.path.exists(os.path.join(root, m)) for m in (".git", "pyproject.toml")):
+        if os.path.dirname(root) == root:
+            return here  # no repository root above the flow: name the path next to it
+        root = os.path.dirname(root)
+    at_root = os.path.join(root, "flowconfig.toml")
+    return at_root if os.path.isfile(at_root) else here
 
 
 def _flow_folder(flow_name):
