@@ -21,6 +21,10 @@ BRANCH_MAX_LEN = 40
 # values, so two branches of one repository that sanitise alike practically never collide.
 BRANCH_HASH_LEN = 6
 
+# The end of every hashed name. A git branch already of this form (feature_x_217d2b) could be
+# another branch's hashed name, so it is hashed too: a plain name never ends like this.
+_HASHED_FORM = re.compile(r"_[0-9a-f]{%d}$" % BRANCH_HASH_LEN)
+
 PRODUCTION_BRANCHES = ("main", "master")
 
 
@@ -38,8 +42,13 @@ def branch_name(git_branch):
     at either end; at most ``BRANCH_MAX_LEN`` characters. When this changed the name (case,
     other characters, length), ``_`` and ``BRANCH_HASH_LEN`` hex digits of the sha256 of the
     git name are appended, so ``feature/Model-A`` and ``feature/model_a``, or two long names
-    sharing their first characters, get different deployments, baselines and events. A name
-    that is valid as it is (``fix_42``) stays as it is.
+    sharing their first characters, get different deployments, baselines and events.
+
+    A name that is valid as it is (``fix_42``) stays as it is, unless it ends like a hashed
+    name (``_`` and ``BRANCH_HASH_LEN`` hex digits: ``feature_x_217d2b``, ``release_202611``):
+    that could be the hashed name of another git branch (``feature/x``), so it is hashed too.
+    Plain names therefore never end like hashed ones, and no two git branches share a
+    Metaflow branch (unless two hashed names of one prefix share their hash digits).
 
     Parameters
     ----------
@@ -60,7 +69,7 @@ def branch_name(git_branch):
     name = re.sub(r"[^a-z0-9]+", "_", original.lower()).strip("_")
     if not name:
         raise ValueError("branch name %r has no letters or digits" % git_branch)
-    if name == original and len(name) <= BRANCH_MAX_LEN:
+    if name == original and len(name) <= BRANCH_MAX_LEN and not _HASHED_FORM.search(name):
         return name
     digest = hashlib.sha256(original.encode("utf-8")).hexdigest()[:BRANCH_HASH_LEN]
     name = name[: BRANCH_MAX_LEN - BRANCH_HASH_LEN - 1].rstrip("_")

@@ -430,6 +430,26 @@ def test_detached_head_takes_the_branch_from_github(git_repo, deploy_env, github
     assert "no flow file" in proc.stderr
 
 
+@pytest.mark.parametrize(
+    "git_branch, other",
+    [("feature_x_217d2b", "feature/x"), ("x" * 33 + "_d929cd", "x" * 80)],
+)
+def test_a_branch_named_like_anothers_hashed_name_deploys_elsewhere(
+    git_repo, deploy_env, git_branch, other
+):
+    """issue 18 #5: ./deploy (through deploy_support) maps the two to two namespaces."""
+    namespaces = []
+    for name in (git_branch, other):
+        # No flow matches: the branch is decided and reported, nothing is compiled.
+        proc = run_deploy(
+            git_repo, deploy_env, "--dry-run", "--flow", "nothing*", "--git-branch", name
+        )
+        assert proc.returncode == 2 and "no flow file" in proc.stderr
+        namespaces.append(proc.stdout.split("(namespace ")[1].split(")")[0])
+    assert namespaces[1] == "test." + git_branch  # the other branch's Metaflow name
+    assert namespaces[0] == "test." + branch_name(git_branch) != namespaces[1]
+
+
 def test_detached_head_without_github_names_fails_plainly(git_repo, deploy_env):
     _git(git_repo, "checkout", "-q", "--detach")
     try:
