@@ -4,9 +4,11 @@ a deleted branch's sensor state.
 python -m flowproject.deploy_support branch-name "feature/New-Model"  # feature_new_model_1a2b3c
 python -m flowproject.deploy_support project-args refs/heads/main     # --production
 python -m flowproject.deploy_support delete-state test.feature_x_1a2b3c --dry-run
+python -m flowproject.deploy_support delete-state test.feature_x_1a2b3c --flow-file sensorflow.py
 """
 
 import argparse
+import ast
 import hashlib
 import os
 import re
@@ -93,6 +95,57 @@ def project_args(git_branch):
     if _strip_ref(git_branch) in PRODUCTION_BRANCHES:
         return ["--production"]
     return ["--branch", branch_name(git_branch)]
+
+
+def _is_main_guard(test):
+    """Whether ``test`` is ``__name__ == "__main__"``."""
+    return (
+        isinstance(test, ast.Compare)
+        and isinstance(test.left, ast.Name)
+        and test.left.id == "__name__"
+        and len(test.comparators) == 1
+        and isinstance(test.comparators[0], ast.Constant)
+        and test.comparators[0].value == "__main__"
+    )
+
+
+def flow_name(flow_file):
+    """The name of the flow a flow file runs: Metaflow names a flow by its class.
+
+    Read from the source, without running it: the class called under
+    ``if __name__ == "__main__":`` (``SensorFlow()``), preferring one the file defines.
+
+    Parameters
+    ----------
+    flow_file : str
+        e.g. ``"sensorflow.py"``.
+
+    Returns
+    -------
+    str
+        e.g. ``"SensorFlow"``.
+
+    Raises
+    ------
+    ValueError
+        If the file calls no class under ``if __name__ == "__main__":``.
+    """
+    with open(flow_file, encoding="utf-8") as f:
+        tree = ast.parse(f.read(), flow_file)
+    defined = [node.name for node in tree.body if isinstance(node, ast.ClassDef)]
+    called = [
+        call.func.id
+        for node in tree.body
+        if isinstance(node, ast.If) and _is_main_guard(node.test)
+        for call in ast.walk(node)
+        if isinstance(call, ast.Call) and isinstance(call.func, ast.Name)
+    ]
+    for name in [n for n in called if n in defined] + called:
+        return name
+    raise ValueError(
+        "%s runs no flow class under if __name__ == '__main__' (e.g. MyFlow()): cannot tell "
+        "which flow's sensor state is its own" % flow_file
+    )
 
 
 def _state_stores(storage, project, branch, flow_names):
@@ -203,6 +256,12 @@ def _main(argv):
     command.add_argument("branch")
     command.add_argument("--project", help="default: project_name in ./flowconfig.toml")
     command.add_argument("--dry-run", action="store_true", help="list, delete nothing")
+    command.add_argument(
+        "--flow-file",
+        action="append",
+        dest="flow_files",
+        help="only the state of the flow this file runs (repeatable); default: every flow's",
+    )
     args = parser.parse_args(argv)
     try:
         if args.command == "branch-name":
@@ -215,7 +274,10 @@ def _main(argv):
                 from .config import load_flowconfig
 
                 project = load_flowconfig("flowconfig.toml")["project_name"]
-            paths = delete_state(project, args.branch, dry_run=args.dry_run)
+            flow_names = None
+            if args.flow_files:
+                flow_names = sorted({flow_name(f) for f in args.flow_files})
+            paths = delete_state(project, args.branch, flow_names=flow_names, dry_run=args.dry_run)
             verb = "would delete" if args.dry_run else "deleted"
             for path in paths:
                 # A reset marker stays in its place (see delete_state).
@@ -224,7 +286,13 @@ def _main(argv):
                     % (verb, path)
                 )
             if not paths:
-                print("no sensor state of %s.%s" % (project, args.branch))
+                if flow_names:
+                    print(
+                        "no sensor state of %s in %s.%s"
+                        % (", ".join(flow_names), project, args.branch)
+                    )
+                else:
+                    print("no sensor state of %s.%s" % (project, args.branch))
     except Exception as e:
         print(e, file=sys.stderr)
         return 1
