@@ -1,10 +1,14 @@
-"""Helpers for ``./deploy``: a git branch as a Metaflow ``@project`` branch, and the clean-up of
-a deleted branch's sensor state.
+"""Helpers for ``./deploy``: a git branch as a Metaflow ``@project`` branch, the settings a real
+deploy needs (and the placeholders a dry run compiles with), and the clean-up of a deleted
+branch's sensor state.
 
 python -m flowproject.deploy_support branch-name "feature/New-Model"  # feature_new_model_1a2b3c
 python -m flowproject.deploy_support project-args refs/heads/main     # --production
 python -m flowproject.deploy_support delete-state test.feature_x_1a2b3c --dry-run
 python -m flowproject.deploy_support delete-state test.feature_x_1a2b3c --flow-file sensorflow.py
+python -m flowproject.deploy_support check         # what a real deploy still needs; 1 if any
+python -m flowproject.deploy_support placeholders  # KEY=VALUE for each missing setting
+python -m flowproject.deploy_support compile --sensor-out OUT FLOW ARGS... --only-json
 """
 
 import argparse
@@ -148,6 +152,229 @@ def flow_name(flow_file):
     )
 
 
+# The cloud datastores Argo Workflows runs with, and the root folder setting of each.
+ARGO_DATASTORES = ("s3", "azure", "gs")
+PLACEHOLDER_SYSROOTS = {
+    "s3": "s3://placeholder-datastore/metaflow",
+    "azure": "placeholder-datastore/metaflow",
+    "gs": "gs://placeholder-datastore/metaflow",
+}
+
+# The Metaflow settings (METAFLOW_ + name) a real deploy needs and Metaflow has no default for:
+# (name, placeholder for ./deploy --dry-run, what it is for). The datastore's come first.
+ARGO_EVENTS_SETTINGS = (
+    (
+        "ARGO_EVENTS_EVENT",
+        "placeholder-event",
+        "the Argo Events event (webhook) name the Sensors of triggered flows listen to",
+    ),
+    (
+        "ARGO_EVENTS_EVENT_SOURCE",
+        "placeholder-event-source",
+        "the Argo Events EventSource of that event",
+    ),
+    (
+        "ARGO_EVENTS_SERVICE_ACCOUNT",
+        "placeholder-sensor-service-account",
+        "the service account the Sensors of triggered flows run as",
+    ),
+    (
+        "ARGO_EVENTS_WEBHOOK_URL",
+        "http://placeholder-webhook.invalid:12000/placeholder-event",
+        "the webhook the deployed SensorFlow publishes its events to",
+    ),
+)
+
+# Settings with a Metaflow default, shown by --check so the defaults in use are visible.
+DEFAULTED_SETTINGS = (
+    "DEFAULT_METADATA",
+    "KUBERNETES_NAMESPACE",
+    "KUBERNETES_SERVICE_ACCOUNT",
+    "ARGO_EVENTS_EVENT_BUS",
+    "ARGO_EVENTS_SENSOR_NAMESPACE",
+)
+
+
+def _configured(name):
+    """A Metaflow setting as the environment or Metaflow's config file sets it, else None."""
+    from metaflow.metaflow_config_funcs import from_conf
+
+    value = from_conf(name)
+    return None if value in (None, "") else value
+
+
+def _kubernetes_config():
+    """Where the Kubernetes client finds its cluster, as Metaflow looks (None: nowhere)."""
+    if os.environ.get("KUBECONFIG"):
+        paths = [p for p in os.environ["KUBECONFIG"].split(os.pathsep) if p]
+        return os.environ["KUBECONFIG"] if any(os.path.exists(p) for p in paths) else None
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return "in-cluster service account (KUBERNETES_SERVICE_HOST)"
+    default = os.path.expanduser("~/.kube/config")
+    return default if os.path.exists(default) else None
+
+
+def deploy_settings():
+    """The settings a real ``./deploy`` needs, each as configured or missing.
+
+    Metaflow's own: ``METAFLOW_*`` environment variables, else Metaflow's config file
+    (``~/.metaflowconfig/config.json``, or ``$METAFLOW_HOME``). Then the Kubernetes access
+    ``argo-workflows create`` needs (``KUBECONFIG``, ``~/.kube/config`` or in-cluster).
+
+    Returns
+    -------
+    list of dict
+        ``{"name": "METAFLOW_...", "value": str or None (missing), "placeholder": str or None,
+        "why": str}``, in the order to report them.
+    """
+    settings = []
+    datastore = _configured("DEFAULT_DATASTORE")
+    if datastore in ARGO_DATASTORES:
+        settings.append(_setting("DEFAULT_DATASTORE", datastore, "s3", ""))
+    else:
+        why = "Argo Workflows needs a cloud datastore: s3 (or azure, gs)"
+        if datastore:
+            why = "is %r; %s" % (datastore, why)
+        settings.append(_setting("DEFAULT_DATASTORE", None, "s3", why))
+        datastore = "s3"
+    sysroot = "DATASTORE_SYSROOT_%s" % datastore.upper()
+    settings.append(
+        _setting(
+            sysroot,
+            _configured(sysroot),
+            PLACEHOLDER_SYSROOTS[datastore],
+            "the %s folder of code packages, run artifacts and sensor state" % datastore,
+        )
+    )
+    for name, placeholder, why in ARGO_EVENTS_SETTINGS:
+        value = _configured(name)
+        if name == "ARGO_EVENTS_WEBHOOK_URL":  # what Metaflow gives the deployed pods
+            value = _configured("ARGO_EVENTS_INTERNAL_WEBHOOK_URL") or value
+        settings.append(_setting(name, value, placeholder, why))
+    settings.append(
+        {
+            "name": "KUBECONFIG",
+            "value": _kubernetes_config(),
+            "placeholder": None,  # a dry run talks to no cluster
+            "why": "access to the Kubernetes cluster of Argo Workflows (KUBECONFIG naming a "
+            "file, ~/.kube/config, or running in the cluster)",
+        }
+    )
+    return settings
+
+
+def _setting(name, value, placeholder, why):
+    return {"name": "METAFLOW_" + name, "value": value, "placeholder": placeholder, "why": why}
+
+
+def placeholders():
+    """``(name, placeholder)`` of each missing setting a dry run can stand in for.
+
+    Returns
+    -------
+    list of tuple
+        e.g. ``[("METAFLOW_DATASTORE_SYSROOT_S3", "s3://placeholder-datastore/metaflow")]``.
+    """
+    return [
+        (s["name"], s["placeholder"])
+        for s in deploy_settings()
+        if s["value"] is None and s["placeholder"] is not None
+    ]
+
+
+def _shown(value):
+    """A setting's value for the terminal: without the user:password of a URL."""
+    return re.sub(r"^([a-z][a-z0-9+.-]*://)[^/@]*@", r"\1***@", str(value))
+
+
+def check(out=sys.stdout):
+    """Print every setting a real deploy needs, then name the missing ones in one message.
+
+    Parameters
+    ----------
+    out : file
+        Where the table goes; the message about missing settings goes to stderr.
+
+    Returns
+    -------
+    list of str
+        The names of the missing settings (empty: a real deploy has what it needs).
+    """
+    from metaflow import metaflow_config
+
+    settings = deploy_settings()
+    print("Settings a real deploy needs:", file=out)
+    for s in settings:
+        if s["value"] is None:
+            print("  %-38s MISSING: %s" % (s["name"], s["why"]), file=out)
+        else:
+            print("  %-38s %s" % (s["name"], _shown(s["value"])), file=out)
+    print("Metaflow defaults in use (set them to change them):", file=out)
+    for name in DEFAULTED_SETTINGS:
+        if _configured(name) is None:
+            value = getattr(metaflow_config, name, None)
+            shown = "unset" if value is None else _shown(value)
+            print("  %-38s %s" % ("METAFLOW_" + name, shown), file=out)
+    missing = [s["name"] for s in settings if s["value"] is None]
+    if missing:
+        print(
+            "deploy: missing for a real deploy: %s. Set the METAFLOW_* ones as environment "
+            "variables or in Metaflow's config file (~/.metaflowconfig/config.json); "
+            "./deploy --dry-run compiles with placeholders meanwhile." % ", ".join(missing),
+            file=sys.stderr,
+        )
+    return missing
+
+
+def _placeholder_datastore():
+    """Whether the datastore root is one of ``PLACEHOLDER_SYSROOTS`` (a dry run's)."""
+    datastore = _configured("DEFAULT_DATASTORE")
+    if datastore not in ARGO_DATASTORES:
+        return False
+    sysroot = _configured("DATASTORE_SYSROOT_%s" % datastore.upper())
+    return sysroot == PLACEHOLDER_SYSROOTS[datastore]
+
+
+def _save_data_without_upload(flow_datastore, data_iter, len_hint=0):
+    """``FlowDataStore.save_data`` that uploads nothing: the URL and key each blob would
+    have in the content-addressed store (``<root>/<flow>/data/<key[:2]>/<key>``)."""
+    results = []
+    for blob in data_iter:
+        key = hashlib.sha1(blob).hexdigest()
+        root = flow_datastore.datastore_root.rstrip("/")
+        url = "/".join([root, flow_datastore.flow_name, "data", key[:2], key])
+        results.append((url, key))
+    return results
+
+
+def compile_flow(argv):
+    """Compile a flow as ``python -m flowproject.argo_sensor --sensor-out`` does; with a
+    placeholder datastore (``./deploy --dry-run`` without one configured), the code package
+    is not uploaded: its URL in the template is the placeholder's.
+
+    Parameters
+    ----------
+    argv : list of str
+        ``--sensor-out PATH FLOW_FILE [ARGS...] argo-workflows create --only-json``.
+
+    Returns
+    -------
+    int
+        The exit status.
+    """
+    from . import argo_sensor
+
+    if _placeholder_datastore():
+        from metaflow.datastore.flow_datastore import FlowDataStore
+
+        FlowDataStore.save_data = _save_data_without_upload
+        print(
+            "deploy: the datastore is a placeholder: the code package is not uploaded",
+            file=sys.stderr,
+        )
+    return argo_sensor._main(list(argv))
+
+
 def _state_stores(storage, project, branch, flow_names):
     """The ``StateStore`` of each state object of ``branch`` (``operations.find_states``: the
     single-source form's ``<branch>.json`` and every named source's ``<branch>/<source>.json``),
@@ -242,8 +469,17 @@ def delete_state(project, branch, flow_names=None, storage=None, dry_run=False):
 
 
 def _main(argv):
+    if argv[:1] == ["compile"]:  # the flow's own command line follows, unparsed
+        return compile_flow(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m flowproject.deploy_support")
     commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("check", help="the settings a real deploy needs; exit 1 if any missing")
+    commands.add_parser(
+        "placeholders", help="KEY=VALUE of a placeholder for each missing setting (dry run)"
+    )
+    commands.add_parser(
+        "compile", help="compile a flow for --dry-run (argo_sensor --sensor-out's arguments)"
+    )
     command = commands.add_parser("branch-name", help="the @project branch of a git branch")
     command.add_argument("git_branch")
     command = commands.add_parser(
@@ -264,6 +500,12 @@ def _main(argv):
     )
     args = parser.parse_args(argv)
     try:
+        if args.command == "check":
+            return 1 if check() else 0
+        if args.command == "placeholders":
+            for name, value in placeholders():
+                print("%s=%s" % (name, value))
+            return 0
         if args.command == "branch-name":
             print(branch_name(args.git_branch))
         elif args.command == "project-args":
