@@ -203,15 +203,26 @@ def _configured(name):
     return None if value in (None, "") else value
 
 
-def _kubernetes_config():
-    """Where the Kubernetes client finds its cluster, as Metaflow looks (None: nowhere)."""
-    if os.environ.get("KUBECONFIG"):
-        paths = [p for p in os.environ["KUBECONFIG"].split(os.pathsep) if p]
-        return os.environ["KUBECONFIG"] if any(os.path.exists(p) for p in paths) else None
+def _kubernetes_setting():
+    """Where the Kubernetes client finds its cluster, looked for in Metaflow's order:
+    ``KUBECONFIG``, in the cluster (``KUBERNETES_SERVICE_HOST``), ``~/.kube/config``."""
+    setting = {"name": "KUBECONFIG", "value": None, "placeholder": None}  # a dry run needs none
+    kubeconfig = os.environ.get("KUBECONFIG")
+    if kubeconfig:
+        paths = [p for p in kubeconfig.split(os.pathsep) if p]
+        if any(os.path.exists(p) for p in paths):
+            setting["value"] = kubeconfig
+        setting["why"] = "KUBECONFIG=%s names no existing file" % kubeconfig
+        return setting
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
-        return "in-cluster service account (KUBERNETES_SERVICE_HOST)"
-    default = os.path.expanduser("~/.kube/config")
-    return default if os.path.exists(default) else None
+        setting["value"] = "in the cluster (KUBERNETES_SERVICE_HOST)"
+    elif os.path.exists(os.path.expanduser("~/.kube/config")):
+        setting["value"] = os.path.expanduser("~/.kube/config")
+    setting["why"] = (
+        "access to the Kubernetes cluster of Argo Workflows: KUBECONFIG naming a file, "
+        "~/.kube/config, or running in the cluster"
+    )
+    return setting
 
 
 def deploy_settings():
@@ -251,15 +262,7 @@ def deploy_settings():
         if name == "ARGO_EVENTS_WEBHOOK_URL":  # what Metaflow gives the deployed pods
             value = _configured("ARGO_EVENTS_INTERNAL_WEBHOOK_URL") or value
         settings.append(_setting(name, value, placeholder, why))
-    settings.append(
-        {
-            "name": "KUBECONFIG",
-            "value": _kubernetes_config(),
-            "placeholder": None,  # a dry run talks to no cluster
-            "why": "access to the Kubernetes cluster of Argo Workflows (KUBECONFIG naming a "
-            "file, ~/.kube/config, or running in the cluster)",
-        }
-    )
+    settings.append(_kubernetes_setting())
     return settings
 
 

@@ -23,6 +23,7 @@ from flowproject.deploy_support import (
 
 PROPERTY = settings(
     derandomize=True,
+    database=None,  # nothing written beside the tests
     max_examples=400,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],

@@ -182,3 +182,13 @@ def test_check_passes_once_everything_is_set(git_repo, tmp_path, where):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "MISSING" not in proc.stdout and proc.stderr == ""
     assert "s3://ml-bucket/metaflow" in proc.stdout
+
+
+def test_check_names_only_what_is_still_missing(git_repo, tmp_path):
+    env = bare_env(tmp_path / "home")
+    env.update(REAL_SETTINGS)
+    env["KUBECONFIG"] = str(tmp_path / "no-such-kubeconfig")
+    proc = run_bare(git_repo, env, "--check")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.stderr.startswith("deploy: missing for a real deploy: KUBECONFIG. ")
+    assert "KUBECONFIG=%s names no existing file" % env["KUBECONFIG"] in proc.stdout
