@@ -160,8 +160,8 @@ PLACEHOLDER_SYSROOTS = {
     "gs": "gs://placeholder-datastore/metaflow",
 }
 
-# The Metaflow settings (METAFLOW_ + name) a real deploy needs and Metaflow has no default for:
-# (name, placeholder for ./deploy --dry-run, what it is for). The datastore's come first.
+# The Metaflow settings (METAFLOW_ + name) a real deploy needs and Metaflow has no default for,
+# besides the datastore's: (name, placeholder for ./deploy --dry-run, what it is for).
 ARGO_EVENTS_SETTINGS = (
     (
         "ARGO_EVENTS_EVENT",

@@ -24,7 +24,7 @@ from flowproject.deploy_support import (
 PROPERTY = settings(
     derandomize=True,
     database=None,  # nothing written beside the tests
-    max_examples=400,
+    max_examples=250,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
@@ -74,8 +74,10 @@ def _neighbours(name):
 @st.composite
 def name_pairs(draw):
     first = draw(git_names.filter(_usable))
-    second = draw(st.one_of(st.sampled_from(_neighbours(first) or ["x"]), git_names))
-    return first, second
+    options = _neighbours(first)
+    if options and draw(st.booleans()):
+        return first, options[draw(st.integers(0, len(options) - 1))]
+    return first, draw(git_names)
 
 
 @PROPERTY
@@ -87,7 +89,7 @@ def test_two_distinct_git_branches_never_share_a_metaflow_branch(pair):
     assert branch_name(first) != branch_name(second), pair
 
 
-@settings(PROPERTY, max_examples=150)
+@settings(PROPERTY, max_examples=100)
 @given(st.lists(git_names.filter(_usable), min_size=2, max_size=40, unique=True))
 def test_a_set_of_git_branches_maps_to_as_many_metaflow_branches(names):
     mapped = {}
