@@ -17,9 +17,10 @@ import textwrap
 from http.server import BaseHTTPRequestHandler
 
 import pytest
+from conftest import s3_config
 
 from flowproject.config import load_flowconfig
-from flowproject.deploy_support import branch_name, delete_state, project_args
+from flowproject.deploy_support import branch_name, delete_state, flow_name, project_args
 from flowproject.testing import LoopbackHTTPServer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -430,6 +431,26 @@ def test_detached_head_takes_the_branch_from_github(git_repo, deploy_env, github
     assert "no flow file" in proc.stderr
 
 
+@pytest.mark.parametrize(
+    "git_branch, other",
+    [("feature_x_217d2b", "feature/x"), ("x" * 33 + "_d929cd", "x" * 80)],
+)
+def test_a_branch_named_like_anothers_hashed_name_deploys_elsewhere(
+    git_repo, deploy_env, git_branch, other
+):
+    """issue 18 #5: ./deploy (through deploy_support) maps the two to two namespaces."""
+    namespaces = []
+    for name in (git_branch, other):
+        # No flow matches: the branch is decided and reported, nothing is compiled.
+        proc = run_deploy(
+            git_repo, deploy_env, "--dry-run", "--flow", "nothing*", "--git-branch", name
+        )
+        assert proc.returncode == 2 and "no flow file" in proc.stderr
+        namespaces.append(proc.stdout.split("(namespace ")[1].split(")")[0])
+    assert namespaces[1] == "test." + git_branch  # the other branch's Metaflow name
+    assert namespaces[0] == "test." + branch_name(git_branch) != namespaces[1]
+
+
 def test_detached_head_without_github_names_fails_plainly(git_repo, deploy_env):
     _git(git_repo, "checkout", "-q", "--detach")
     try:
@@ -663,6 +684,22 @@ def test_delete_state_marks_every_source_of_the_branch(tmp_path):
     assert proc.returncode == 0 and "no sensor state of %s.test.x" % PROJECT in proc.stdout
 
 
+def test_flow_name_is_the_class_the_flow_file_runs(tmp_path):
+    assert flow_name(os.path.join(REPO, "sensorflow.py")) == "SensorFlow"
+    assert flow_name(os.path.join(REPO, "starterflow.py")) == "StarterFlow"
+    imported = tmp_path / "importedflow.py"
+    imported.write_text(
+        "from elsewhere import Helper, OtherFlow\n\n"
+        "class Unused(object):\n    pass\n\n"
+        "if __name__ == '__main__':\n    Helper.setup()\n    OtherFlow()\n"
+    )
+    assert flow_name(str(imported)) == "OtherFlow"
+    library = tmp_path / "libflow.py"
+    library.write_text("class LibFlow(object):\n    pass\n")
+    with pytest.raises(ValueError, match="libflow.py runs no flow class"):
+        flow_name(str(library))
+
+
 class ArgoStandIn(LoopbackHTTPServer):
     """The part of the Kubernetes API ``argo-workflows delete`` uses, on 127.0.0.1.
 
@@ -817,6 +854,84 @@ def test_teardown_fails_naming_the_flow_when_argo_refuses(
     assert "(sensor state)" in proc.stdout and "kept" in proc.stdout.split("Summary")[1]
     for key in stored_states["gone"]:
         assert _exists(moto_server, key)
+
+
+SCOPE_BRANCH = "feature/Scope"  # issue 18 #4: a branch of its own, nothing else uses it
+
+
+def run_sensor(git_repo, deploy_env, webhook, config, workdir):
+    """One real ``sensorflow.py run`` on SCOPE_BRANCH's @project branch, on the S3 datastore
+    ./deploy --teardown resets; returns the events the webhook received during the run."""
+    base, ensure_bucket = deploy_env
+    ensure_bucket()
+    env = dict(
+        base,
+        METAFLOW_DEFAULT_METADATA="local",
+        METAFLOW_DATASTORE_SYSROOT_LOCAL=str(workdir),
+        METAFLOW_ARGO_EVENTS_WEBHOOK_URL=webhook.url,
+        METAFLOW_SERVICE_RETRY_COUNT="1",
+        AWS_ENDPOINT_URL_S3=base["METAFLOW_S3_ENDPOINT_URL"],
+        PYTHONPATH=str(git_repo),
+    )
+    before = len(webhook.events)
+    argv = [sys.executable, str(git_repo / "sensorflow.py"), "--config", "flowconfig", config]
+    proc = subprocess.run(
+        argv + project_args(SCOPE_BRANCH) + ["run"],
+        cwd=str(workdir),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return webhook.events[before:]
+
+
+@pytest.mark.e2e
+def test_teardown_of_one_flow_keeps_the_baseline_of_the_flows_still_deployed(
+    git_repo, deploy_env, moto_server, webhook, tmp_path
+):
+    """issue 18 #4: ``--teardown BRANCH --flow starterflow.py`` deletes StarterFlow only; the
+    SensorFlow still deployed on the branch keeps its baseline and announces nothing anew."""
+    mf_branch = "test." + branch_name(SCOPE_BRANCH)
+    bucket = "scope-%s" % os.path.basename(str(tmp_path)).replace("_", "-").lower()[-20:]
+    client = moto_server.client()
+    client.create_bucket(Bucket=bucket)
+    client.put_object(Bucket=bucket, Key="events/a.csv", Body=b"a")
+    config = str(tmp_path / "flowconfig.toml")
+    with open(config, "w") as f:
+        f.write(s3_config(bucket, "events/", "files_metadata", project=PROJECT))
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+
+    (first,) = run_sensor(git_repo, deploy_env, webhook, config, workdir)
+    assert first["name"] == "mfns.%s.%s.%s" % (PROJECT, mf_branch, EVENT)
+
+    starter = _deployment("StarterFlow", mf_branch)
+    sensor = _deployment("SensorFlow", mf_branch)
+    with ArgoStandIn(starter | sensor) as argo:
+        env = {"KUBECONFIG": argo.kubeconfig(tmp_path)}
+        proc = run_deploy(
+            git_repo, deploy_env, "--teardown", SCOPE_BRANCH, "--flow", "starterflow.py", env=env
+        )
+        _ok(proc)
+        assert set(argo.deleted) == starter and argo.resources == sensor
+        # The sensor still deployed: unchanged data is not announced again.
+        assert run_sensor(git_repo, deploy_env, webhook, config, workdir) == []
+        assert "deleted 0 object(s)" in proc.stdout.split("Summary")[1]
+        assert "SensorFlow" not in proc.stdout
+
+        # Tearing the sensor down resets its own state: a re-created branch starts afresh.
+        proc = run_deploy(
+            git_repo, deploy_env, "--teardown", SCOPE_BRANCH, "--flow", "sensor*", env=env
+        )
+        _ok(proc)
+        assert argo.resources == set()
+        state = "SensorFlow/sensor_state/%s/%s.json" % (PROJECT, mf_branch)
+        assert "deleted sensor state %s" % state in proc.stdout
+        assert "deleted 1 object(s)" in proc.stdout.split("Summary")[1]
+    (again,) = run_sensor(git_repo, deploy_env, webhook, config, workdir)
+    assert again["payload"]["data_version"] == first["payload"]["data_version"]
 
 
 # ---------------------------------------------------------------------------------- CI
