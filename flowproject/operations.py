@@ -17,7 +17,7 @@ never applies a second copy of them:
 import os
 
 from .config import DEFAULT_SOURCE, configured_sources, source_named
-from .exceptions import ReplayError, StateConflict
+from .exceptions import PublishError, ReplayError, StateConflict
 from .sensor import SensorState, advance, decide, utc_now
 from .state import (
     Claim,
@@ -155,10 +155,29 @@ def known_sources(flow, project, branch, config=None, storage=None):
     return stored or [DEFAULT_SOURCE]
 
 
-def _short(value, limit=80):
-    if value is None:
-        return None
-    return value if len(value) <= limit else value[: limit - 3] + "..."
+def _whole_value(entry, state):
+    """``entry`` (a history entry) with its value whole where the state holds it.
+
+    The sensor stores a history entry's value shortened to 40 characters (``...``); when the
+    entry's fingerprint is the baseline's or the settling value's, that value is the whole
+    one. Other shortened values stay as stored (``value_shortened`` says so)."""
+    entry = dict(entry)
+    value, short_print = entry.get("value"), entry.get("fingerprint")
+    if not (isinstance(value, str) and value.endswith("...")):
+        return entry
+    for known in (state.baseline, state.pending):
+        whole = getattr(known, "value", None)
+        if (
+            isinstance(whole, str)
+            and isinstance(short_print, str)
+            and short_print
+            and (known.fingerprint or "").startswith(short_print)
+            and whole.startswith(value[:-3])
+        ):
+            entry["value"] = whole
+            return entry
+    entry["value_shortened"] = True
+    return entry
 
 
 def status_of(store, history=STATUS_HISTORY):
@@ -184,7 +203,9 @@ def status_of(store, history=STATUS_HISTORY):
         ``first_seen_at``), ``failed_publishes`` (history entries whose publish failed),
         ``claim`` (a run announcing right now: ``run``, ``change_id``, ``expires_at``,
         ``live``), ``reset`` (``at``, ``by``, ``to_current`` of a reset not yet followed by a
-        check) and ``history`` (newest last).
+        check) and ``history`` (newest last). Values are whole: a history entry's value the
+        sensor stored shortened is completed from the baseline or the settling value of the
+        same fingerprint, else kept as stored with ``value_shortened: true``.
     """
     status = {
         "flow": store.flow_name,
@@ -237,18 +258,20 @@ def status_of(store, history=STATUS_HISTORY):
         }
     checks = [h for h in state.history if h.get("kind") not in NOT_CHECKS]
     if checks:
-        status["last_check"] = dict(checks[-1])
+        status["last_check"] = _whole_value(checks[-1], state)
     if state.pending is not None:
         status["pending"] = {
             "value": state.pending.value,
             "seen": state.pending.seen,
             "first_seen_at": state.pending.first_seen_at,
         }
-    status["failed_publishes"] = [dict(h) for h in state.history if h.get("failed")]
+    status["failed_publishes"] = [_whole_value(h, state) for h in state.history if h.get("failed")]
     if state.claim is not None:
         status["claim"] = dict(state.claim.to_dict(), live=state.claim.live())
     status["reset"] = state.reset
-    status["history"] = [dict(h) for h in state.history[-history:]] if history else []
+    status["history"] = (
+        [_whole_value(h, state) for h in state.history[-history:]] if history else []
+    )
     return status
 
 
@@ -405,7 +428,20 @@ def last_announced_event(store, state=None):
     return event["name"], payload
 
 
-def replay_last(store, by=None, dry_run=False):
+def _webhook_configured(dry_run_command):
+    """Raise ``PublishError`` when there is no webhook to publish to, advising
+    ``dry_run_command`` (a command that shows the event without publishing)."""
+    from metaflow.metaflow_config import ARGO_EVENTS_WEBHOOK_URL
+
+    if not ARGO_EVENTS_WEBHOOK_URL:
+        raise PublishError(
+            "METAFLOW_ARGO_EVENTS_WEBHOOK_URL is not set, so there is nowhere to publish. Set "
+            "it (or ARGO_EVENTS_WEBHOOK_URL in your Metaflow config), or see the event "
+            "without publishing: %s" % dry_run_command
+        )
+
+
+def replay_last(store, by=None, dry_run=False, dry_run_command="flowproject replay --dry-run"):
     """Re-publish the branch's last announced event with its change id and ``replayed: true``.
 
     Published with ``events.publish`` to ``METAFLOW_ARGO_EVENTS_WEBHOOK_URL``; the replay is
@@ -418,6 +454,9 @@ def replay_last(store, by=None, dry_run=False):
         Who replays, for the history; the current user by default.
     dry_run : bool
         Find the event, publish and record nothing.
+    dry_run_command : str
+        The command that shows the event without publishing, advised when no webhook is
+        configured (the CLI passes the user's own options).
 
     Returns
     -------
@@ -432,13 +471,15 @@ def replay_last(store, by=None, dry_run=False):
     payload = dict(payload, replayed=True)
     if dry_run:
         return {"name": name, "payload": payload, "id": None}
+    _webhook_configured(dry_run_command)
     event_id = publish(name, payload)
     at = utc_now()
     entry = {
         "at": at,
         "run": None,
         "kind": "replayed",
-        "value": _short(state.baseline.value, 40),
+        # Whole: the history is read by scripts (status --json); the table shortens it.
+        "value": state.baseline.value,
         "change_id": payload["change_id"],
         "published": True,
         "by": by,

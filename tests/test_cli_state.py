@@ -292,3 +292,85 @@ def test_a_reset_marker_is_honoured_without_recovering_from_runs(tmp_path, monke
     store.save(reset_marker("tester"), None)
     state, version = store.load_versioned()
     assert state.baseline is None and state.reset["by"] == "tester" and version
+
+
+@pytest.mark.e2e
+def test_replay_advice_works_and_status_json_keeps_values_whole(
+    state_env, webhook, s3_client, bucket
+):
+    import shlex
+
+    flow_runner = state_env
+    s3_client.put_object(Bucket=bucket, Key="events/part-0.parquet", Body=b"rows-0")
+    flow_runner.write_config(s3_config(bucket, "events/", "files_metadata"))
+    (first,) = check(flow_runner, webhook)
+    value = first["payload"]["data_version"]
+    assert len(value) > 40  # the sensor stores history values shortened to 40 characters
+
+    # JSON is for scripts: every value whole, as the baseline's is.
+    (status,) = status_json(flow_runner)["states"]
+    assert status["baseline"]["value"] == value
+    assert status["last_check"]["value"] == value
+    assert [h["value"] for h in status["history"]] == [value]
+    assert not any("value_shortened" in h for h in status["history"])
+    # The table for people still fits 80 columns.
+    proc = cli(flow_runner, "status", "--config", flow_runner.config_path)
+    (row,) = [line for line in proc.stdout.splitlines() if line.startswith("20")]
+    assert value[:17] + "..." in row and value not in row
+
+    # No webhook: the advice is a command that works, not the flow's `--dry-run True`.
+    events = len(webhook.events)
+    env = {k: v for k, v in flow_runner.env.items() if k != "METAFLOW_ARGO_EVENTS_WEBHOOK_URL"}
+    argv = [sys.executable, "-m", "flowproject", "replay", "--config", flow_runner.config_path]
+    proc = subprocess.run(argv, cwd=flow_runner.workdir, env=env, capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Event not published: METAFLOW_ARGO_EVENTS_WEBHOOK_URL is not set" in proc.stderr
+    assert "--dry-run True" not in proc.stderr
+    advised = proc.stderr.strip().rpartition("without publishing: ")[2]
+    assert advised == "flowproject replay --dry-run --config %s" % shlex.quote(
+        flow_runner.config_path
+    )
+    argv = [sys.executable, "-m", "flowproject"] + shlex.split(advised)[1:]
+    proc = subprocess.run(argv, cwd=flow_runner.workdir, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Dry run: would publish %s" % EVENT in proc.stdout
+    assert len(webhook.events) == events
+
+    # A replay records the whole value in the history too.
+    proc = cli(flow_runner, "replay", "--config", flow_runner.config_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (status,) = status_json(flow_runner)["states"]
+    assert status["history"][-1]["kind"] == "replayed"
+    assert status["history"][-1]["value"] == value
+
+
+BAD_CONFIG = 'project_name = "p"\n[data]\ntype = "ftp"\n'
+
+
+def test_a_config_error_names_the_file_read(tmp_path):
+    """Not "Invalid flowconfig.toml" for a file of another name (CLI and flow runs)."""
+    (tmp_path / "bad1.toml").write_text(BAD_CONFIG)
+    (tmp_path / "flowconfig.toml").write_text('project_name = "p"\n')  # also invalid
+    env = dict(os.environ, METAFLOW_USER="tester", METAFLOW_HOME=str(tmp_path / "home"))
+    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    runs = {
+        "status": [sys.executable, "-m", "flowproject", "status", "--config", "bad1.toml"],
+        "replay": [sys.executable, "-m", "flowproject", "replay", "--config", "bad1.toml"],
+        "flow": [sys.executable, os.path.join(REPO, "starterflow.py")]
+        + ["--config", "flowconfig", "bad1.toml", "run"],
+    }
+    for what, argv in runs.items():
+        proc = subprocess.run(argv, cwd=str(tmp_path), env=env, capture_output=True, text=True)
+        output = proc.stdout + proc.stderr
+        assert proc.returncode != 0, what
+        assert "Invalid bad1.toml" in output, (what, output)
+        assert "Invalid flowconfig.toml" not in output, (what, output)
+        assert "data.type" in output, (what, output)
+    proc = subprocess.run(
+        [sys.executable, "-m", "flowproject", "status", "--config", str(tmp_path / "bad1.toml")],
+        cwd=str(tmp_path),
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert "Invalid bad1.toml (%s)" % (tmp_path / "bad1.toml") in proc.stderr

@@ -1,6 +1,7 @@
 """``flowproject replay``: re-publish the last announced event of a branch (or of one source)."""
 
 import json
+import shlex
 
 import click
 
@@ -43,7 +44,17 @@ def replay(flow, project, branch, production, config, source, dry_run):
                 % (store.flow_name, store.branch, ", ".join(names))
             )
         store = store_of(store, names[0])
-        sent = replay_last(store, dry_run=dry_run)
+        advised = ["flowproject", "replay", "--dry-run"]
+        for option, value in (
+            ("--flow", flow if flow != "SensorFlow" else None),
+            ("--project", project),
+            ("--branch", branch),
+            ("--config", config),
+            ("--source", source),
+        ):
+            advised += [option, value] if value else []
+        advised += ["--production"] if production else []
+        sent = replay_last(store, dry_run=dry_run, dry_run_command=shlex.join(advised))
     except FlowprojectException as e:
         fail(e)
     payload = sent["payload"]
