@@ -17,7 +17,7 @@ never applies a second copy of them:
 import os
 
 from .config import DEFAULT_SOURCE, configured_sources, source_named
-from .exceptions import PublishError, ReplayError, StateConflict
+from .exceptions import PublishError, ReplayError, StateConflict, StateError
 from .sensor import SensorState, advance, decide, utc_now
 from .state import (
     Claim,
@@ -66,6 +66,42 @@ def project_branch(branch=None, production=False, user=None):
     if production:
         return "prod"
     return "user.%s" % os.environ.get("METAFLOW_OWNER", user or current_user())
+
+
+class NoDatastore(StateError):
+    """There is no local datastore to read: no ``.metaflow`` folder where Metaflow looks."""
+
+    headline = "No datastore"
+
+
+def reading_storage():
+    """The configured datastore's storage, for commands that only read state.
+
+    Unlike ``state.datastore_storage()`` (and Metaflow's runs), it never creates a
+    ``.metaflow`` folder in the current one when none is found.
+
+    Returns
+    -------
+    DataStoreStorage
+
+    Raises
+    ------
+    NoDatastore
+        The local datastore was not found; the message says where it was looked for.
+    """
+    from metaflow.metaflow_config import DEFAULT_DATASTORE
+    from metaflow.plugins import DATASTORES
+
+    storage_cls = next(d for d in DATASTORES if d.TYPE == DEFAULT_DATASTORE)
+    root = storage_cls.get_datastore_root_from_config(lambda *a, **k: None, create_on_absent=False)
+    if root is None:
+        raise NoDatastore(
+            "no %s folder in %s or any folder above it, where Metaflow's local datastore is "
+            "looked for (METAFLOW_DATASTORE_SYSROOT_LOCAL is not set): run the command where "
+            "your flows run, or set METAFLOW_DATASTORE_SYSROOT_LOCAL"
+            % (getattr(storage_cls, "DATASTORE_DIR", ".metaflow"), os.getcwd())
+        )
+    return storage_cls(root)
 
 
 def find_states(storage=None, flow=None, project=None, branch=None, source=None):
@@ -496,6 +532,7 @@ def replay_last(store, by=None, dry_run=False, dry_run_command="flowproject repl
 
 
 __all__ = [
+    "NoDatastore",
     "STATUS_HISTORY",
     "current_user",
     "describe_store",
@@ -503,6 +540,7 @@ __all__ = [
     "known_sources",
     "last_announced_event",
     "project_branch",
+    "reading_storage",
     "replay_last",
     "reset_branch",
     "reset_marker",

@@ -374,3 +374,43 @@ def test_a_config_error_names_the_file_read(tmp_path):
         text=True,
     )
     assert "Invalid bad1.toml (%s)" % (tmp_path / "bad1.toml") in proc.stderr
+
+
+def test_reading_state_creates_no_datastore_folder(tmp_path):
+    """status and replay where no .metaflow exists: they say where they looked, create none."""
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "METAFLOW_DATASTORE_SYSROOT_LOCAL"}
+    env.update(METAFLOW_USER="tester", METAFLOW_HOME=str(tmp_path / "home"))
+    env.update(METAFLOW_DEFAULT_DATASTORE="local", METAFLOW_DEFAULT_METADATA="local")
+    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+
+    def run(*args, **extra):
+        return subprocess.run(
+            [sys.executable, "-m", "flowproject"] + list(args),
+            cwd=str(work),
+            env=dict(env, **extra),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    looked = "no .metaflow folder in %s or any folder above it" % work
+    proc = run("status", "--project", "testproject")
+    assert proc.returncode == 0, proc.stderr
+    assert "No sensor state: " + looked in proc.stdout
+    proc = run("status", "--project", "testproject", "--json")
+    assert proc.returncode == 0, proc.stderr
+    shown = json.loads(proc.stdout)
+    assert shown["datastore"] is None and shown["states"] == [] and looked in shown["error"]
+    proc = run("replay", "--project", "testproject")
+    assert proc.returncode == 2
+    assert "No datastore: " + looked in proc.stderr
+    assert not (work / ".metaflow").exists()
+
+    # A datastore named by METAFLOW_DATASTORE_SYSROOT_LOCAL that does not exist stays so.
+    sysroot = tmp_path / "nowhere"
+    proc = run("status", "--project", "testproject", METAFLOW_DATASTORE_SYSROOT_LOCAL=str(sysroot))
+    assert proc.returncode == 0, proc.stderr
+    assert "No sensor state in %s/.metaflow (no such folder)" % sysroot in proc.stdout
+    assert not sysroot.exists() and os.listdir(str(work)) == []

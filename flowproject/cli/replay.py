@@ -32,10 +32,14 @@ def replay(flow, project, branch, production, config, source, dry_run):
     """
     from ..config import DEFAULT_SOURCE
     from ..exceptions import FlowprojectException
-    from ..operations import describe_store, replay_last
+    from ..operations import describe_store, reading_storage, replay_last
 
     try:
-        store, loaded = resolve_target(flow, project, branch, production, load_config(config))
+        loaded = load_config(config)
+        # Finding the event only reads: no .metaflow folder is created where there is none.
+        store, loaded = resolve_target(
+            flow, project, branch, production, loaded, storage=reading_storage()
+        )
         names = resolve_sources(store, loaded, source)
         if source is None and names != [DEFAULT_SOURCE]:
             raise click.UsageError(

@@ -2,6 +2,7 @@
 
 import itertools
 import json
+import os
 
 import click
 
@@ -238,14 +239,15 @@ def status(as_json, history, branch, source, flow, project, all_projects, config
     state object yet says so); --source NAME shows one source with its history.
 
     Reads the datastore of Metaflow's configuration (local .metaflow, or S3 with
-    METAFLOW_DEFAULT_DATASTORE=s3). Exit code 0, also when no branch has a state.
+    METAFLOW_DEFAULT_DATASTORE=s3) and creates nothing: without a .metaflow folder here or
+    above, it says where it looked. Exit code 0, also when no branch has a state or there is
+    no datastore.
     """
     from rich.console import Console
 
     from ..config import DEFAULT_SOURCE, configured_sources, is_multi_source
     from ..exceptions import FlowprojectException
-    from ..operations import find_states, status_of
-    from ..state import datastore_storage
+    from ..operations import NoDatastore, find_states, reading_storage, status_of
 
     try:
         loaded = None if all_projects else load_config(config)
@@ -254,7 +256,16 @@ def status(as_json, history, branch, source, flow, project, all_projects, config
         if loaded is not None and project != loaded["project_name"]:
             loaded = None  # another project's sources are not this file's
         configured = [w.name for w in configured_sources(loaded)] if loaded else None
-        storage = datastore_storage()
+        try:
+            storage = reading_storage()  # reading creates no .metaflow folder
+        except NoDatastore as e:
+            if as_json:
+                click.echo(
+                    json.dumps({"datastore": None, "error": e.message, "states": []}, indent=2)
+                )
+            else:
+                click.echo("No sensor state: %s." % e.message)
+            return
         stores = find_states(storage, flow=flow, project=project, branch=branch)
         if source is not None:
             known = configured or sorted({s.source for s in stores})
@@ -279,9 +290,14 @@ def status(as_json, history, branch, source, flow, project, all_projects, config
         return
     console = Console(highlight=False)
     if not statuses:
+        missing = storage.TYPE == "local" and not os.path.isdir(storage.datastore_root)
         console.print(
-            "No sensor state in %s%s."
-            % (storage.datastore_root, " for project %s" % project if project else ""),
+            "No sensor state in %s%s%s."
+            % (
+                storage.datastore_root,
+                " (no such folder)" if missing else "",
+                " for project %s" % project if project else "",
+            ),
             soft_wrap=True,
             markup=False,
         )
