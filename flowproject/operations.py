@@ -466,22 +466,25 @@ def describe_store(store):
 
 def _published_event(run_pathspec, source):
     """The payload ``run_pathspec`` published for ``source``, or None; MetaflowNotFound when
-    the run is gone. A multi-source run keeps ``events`` {source: payload} (set in
-    ``announce_change``, so also in ``end`` after it)."""
-    from metaflow import Step
+    the run is gone.
+
+    Read from ``end`` (``event``, or ``events`` {source: payload} of a multi-source run),
+    else from ``announce_change``, which set it: a run stopped in ``end`` after it published
+    and committed (Ctrl-C, a killed pod) has no artifacts there."""
+    from metaflow import Run, Step
     from metaflow.exception import MetaflowNotFound
 
-    task = Step("%s/end" % run_pathspec).task
-    if source == DEFAULT_SOURCE:
-        return task["event"].data if task is not None and "event" in task else None
-    if task is None or "events" not in task:
+    Run(run_pathspec)  # MetaflowNotFound when the run is gone
+    key = "event" if source == DEFAULT_SOURCE else "events"
+    for step in ("end", "announce_change"):
         try:
-            task = Step("%s/announce_change" % run_pathspec).task
-        except MetaflowNotFound:  # the run went straight to end: it published nothing
-            return None
-    if task is None or "events" not in task:
-        return None
-    return (task["events"].data or {}).get(source)
+            task = Step("%s/%s" % (run_pathspec, step)).task
+        except MetaflowNotFound:  # not reached (stopped before it), or straight to end
+            continue
+        if task is not None and key in task:
+            data = task[key].data
+            return data if source == DEFAULT_SOURCE else (data or {}).get(source)
+    return None
 
 
 def last_announced_event(store, state=None):
@@ -504,6 +507,13 @@ def last_announced_event(store, state=None):
         state = store.load(quiet=True)
     where = describe_store(store)
     baseline = state.baseline
+    claim = getattr(state, "claim", None)
+    if baseline is None and claim is not None and claim.live():
+        raise ReplayError(
+            "%s has no announced value yet: run %s is announcing change %s right now "
+            "(claimed until %s); replay once it has finished"
+            % (where, claim.run, claim.change_id, claim.expires_at)
+        )
     if baseline is None:
         raise ReplayError("%s has no announced value (no baseline)" % where)
     if not baseline.run:

@@ -206,6 +206,7 @@ def test_reset_is_refused_while_a_run_announces_and_replay_needs_an_event(state_
     assert "Nothing to replay: SensorFlow branch user.tester has no announced value" in (
         proc.stderr
     )
+    assert "run SensorFlow/7 is announcing change c0ffee right now" in proc.stderr
 
 
 def test_project_branch_names_the_branch_as_metaflow_does(monkeypatch):

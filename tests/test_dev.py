@@ -470,3 +470,54 @@ def test_an_event_received_before_ctrl_c_is_delivered_by_the_next_dev(
     out = _ok(dev(flow_runner, "--checks", "1"))
     assert "never delivered" not in out
     assert len(starter_runs(flow_runner)) == 1
+
+
+@pytest.mark.e2e
+def test_replay_after_a_reset_finds_the_new_announcement_also_of_a_run_stopped_in_end(
+    dev_env, webhook, s3_client, bucket, tmp_path
+):
+    """reset, a first check that announces again, replay: the baseline the state holds is
+    replayed, also when its run was stopped in ``end`` after publishing and committing."""
+    flow_runner = dev_env
+    root = root_with_a_sensor_that_holds_in_end(tmp_path)
+    s3_client.put_object(Bucket=bucket, Key="events/part-0.parquet", Body=b"rows-0")
+    flow_runner.write_config(s3_config(bucket, "events/", "files_metadata"))
+
+    def cli(*args):
+        argv = [sys.executable, "-m", "flowproject"] + list(args)
+        argv += ["--config", flow_runner.config_path]
+        return subprocess.run(
+            argv, cwd=flow_runner.workdir, env=flow_runner.env, capture_output=True, text=True
+        )
+
+    def state():
+        proc = cli("status", "--json")
+        assert proc.returncode == 0, proc.stderr
+        (one,) = json.loads(proc.stdout)["states"]
+        return one
+
+    # The reported sequence: a first check, reset --yes, a first check that starts the flow.
+    _ok(dev(flow_runner, "--checks", "1"))
+    assert cli("reset", "--yes").returncode == 0
+    out = _ok(dev(flow_runner, "--checks", "1"))
+    assert "decided: first check" in out and len(starter_runs(flow_runner)) == 2
+    change = state()["baseline"]["change_id"]
+    proc = cli("replay")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Replayed mfns.testproject.user.tester.data_updated (change %s)" % change in (
+        proc.stdout
+    )
+
+    # Again, the announcing run stopped in `end` (published and committed, end killed).
+    assert cli("reset", "--yes").returncode == 0
+    interrupt_in_end(flow_runner, root)
+    baseline = state()["baseline"]
+    assert baseline["change_id"] == change and baseline["run"]
+    proc = cli("replay")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Replayed mfns.testproject.user.tester.data_updated (change %s)" % change in (
+        proc.stdout
+    )
+    replayed = [e for e in webhook.events if e["payload"].get("replayed")]
+    assert [e["payload"]["change_id"] for e in replayed] == [change, change]
+    assert replayed[-1]["payload"]["run_id"] == baseline["run"].rpartition("/")[2]
