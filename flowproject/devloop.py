@@ -297,7 +297,9 @@ class DevLoop(object):
         flow = os.path.join(self.root, self.sensor_flow)
         argv = [self.python, flow] + self.top_args(self.sensor_flow) + ["run", "--tag", DEV_TAG]
         log_path = os.path.join(self.log_dir, "check-%d.log" % number)
-        self.say("[bold]check %d[/bold]: %s" % (number, " ".join([self.sensor_flow] + argv[2:])))
+        self.say(
+            "[bold]check %d[/bold]: %s" % (number, escape(" ".join([self.sensor_flow] + argv[2:])))
+        )
         with open(log_path, "w") as log:
             self._sensor_process = subprocess.Popen(
                 argv,
@@ -316,13 +318,15 @@ class DevLoop(object):
         name = "SensorFlow/%s" % (match.group(1) if match else "?")
         reason = self._decision_line(output)
         if returncode != 0:
-            self.say("  [red]%s failed[/red] (exit %d, log %s)" % (name, returncode, log_path))
+            self.say(
+                "  [red]%s failed[/red] (exit %d, log %s)" % (name, returncode, escape(log_path))
+            )
             for line in output.strip().splitlines()[-8:]:
                 self.console.print("    " + line, markup=False, highlight=False)
             self.failures.append("check %d (%s, exit %d)" % (number, name, returncode))
         else:
             for line in self._source_decision_lines(output) or [reason or "(no decision printed)"]:
-                self.say("  %s decided: %s" % (name, line))
+                self.say("  %s decided: %s" % (name, escape(line)))  # the source's words
         events = self.receiver.events[self._seen_events :]
         records = self._received_files[self._seen_events : self._seen_events + len(events)]
         self._seen_events += len(events)
@@ -652,7 +656,7 @@ class DevLoop(object):
         }
         if any(rule["event"] not in received for rule in description["rules"]):
             self._remember(description, received)
-            self.say("  " + self.waiting_line(description, received))
+            self.say("  " + escape(self.waiting_line(description, received)))
             return 0
         args = []
         for rule in description["rules"]:
@@ -688,7 +692,7 @@ class DevLoop(object):
             )
         run = TriggeredRun(flow_file, flow_name, event, argv, process, log_path, run_id_file)
         self.runs.append(run)
-        self.say("  -> started %s %s" % (flow_name, " ".join(args)))
+        self.say("  -> started %s %s" % (flow_name, escape(" ".join(args))))
         return run
 
     def reap(self, wait=False):
@@ -698,7 +702,7 @@ class DevLoop(object):
                 continue
             if not run.announced and run.run_id:
                 run.announced = True
-                self.say("  %s running (log %s)" % (run.pathspec, run.log_path))
+                self.say("  %s running (log %s)" % (run.pathspec, escape(run.log_path)))
             code = run.process.wait() if wait else run.process.poll()
             if code is None:
                 continue
@@ -745,8 +749,8 @@ class DevLoop(object):
             self.close()
             raise
         if not self.flows:
-            self.say("[yellow]no flow at %s has a @trigger[/yellow]" % self.root)
-        self.say("logs: %s" % self.log_dir)
+            self.say("[yellow]no flow at %s has a @trigger[/yellow]" % escape(self.root))
+        self.say("logs: %s" % escape(self.log_dir))
         return self
 
     def _announce(self, description):
@@ -768,7 +772,7 @@ class DevLoop(object):
             )
             received = self.received_since_start(description)
             if received:
-                self.say(self.waiting_line(description, received, with_times=True))
+                self.say(escape(self.waiting_line(description, received, with_times=True)))
 
     def close(self):
         """Stop what is still running and the webhook."""

@@ -510,8 +510,9 @@ def last_announced_event(store, state=None):
     claim = getattr(state, "claim", None)
     if baseline is None and claim is not None and claim.live():
         raise ReplayError(
-            "%s has no announced value yet: run %s is announcing change %s right now "
-            "(claimed until %s); replay once it has finished"
+            "%s has no announced value yet: run %s is announcing change %s right now, or was "
+            "stopped before committing it (its claim lapses at %s and the next check announces "
+            "again); replay once a run has committed it"
             % (where, claim.run, claim.change_id, claim.expires_at)
         )
     if baseline is None:

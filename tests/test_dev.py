@@ -521,3 +521,28 @@ def test_replay_after_a_reset_finds_the_new_announcement_also_of_a_run_stopped_i
     replayed = [e for e in webhook.events if e["payload"].get("replayed")]
     assert [e["payload"]["change_id"] for e in replayed] == [change, change]
     assert replayed[-1]["payload"]["run_id"] == baseline["run"].rpartition("/")[2]
+
+
+def test_the_timeline_shows_event_names_and_payloads_as_text_not_markup(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    description = {
+        "flow": "StarterFlow",
+        "parameters": {"data_version": {"required": False, "default": '""'}},
+        "triggers": [{"name": "e[/red]", "parameters": {"data_version": "data_version"}}],
+    }
+    shown = io.StringIO()
+    console = Console(file=shown, width=200, highlight=False, soft_wrap=True)
+    loop = DevLoop(root=REPO, log_dir=str(tmp_path), console=console)
+    loop.flows = {"starterflow.py": dict(description, rules=trigger_rules(description))}
+    started = []
+    loop.start = lambda *args: started.append(args)
+    event = {"name": "e[/red]", "payload": {"data_version": "[/bold]v1", "change_id": "[b]c"}}
+    assert loop.deliver(event) == 1
+    assert loop.deliver(dict(event, name="other[/i]")) == 0
+    out = shown.getvalue()
+    assert "event e[/red] (change_id=[b]c, data_version=[/bold]v1)" in out
+    assert "no flow listens to other[/i]" in out
+    assert started[0][3] == ["--data_version", "[/bold]v1"]
