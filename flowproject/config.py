@@ -10,6 +10,7 @@ import datetime
 import difflib
 import functools
 import keyword
+import os
 import re
 import sys
 from typing import Any, NamedTuple
@@ -554,24 +555,50 @@ def validate_flowconfig(raw):
     return config
 
 
-def parse_flowconfig(text):
+def config_file_in_argv(argv=None):
+    """The file a flow run was given with ``--config flowconfig PATH``, or None.
+
+    Metaflow hands the parser of a ``Config`` the file's text only; this names the file in
+    the error's headline (``Invalid bad1.toml``) rather than ``flowconfig.toml``.
+    """
+    argv = sys.argv if argv is None else argv
+    for i, arg in enumerate(argv[:-2]):
+        if arg == "--config" and argv[i + 1] == "flowconfig":
+            return argv[i + 2]
+    return None
+
+
+def parse_flowconfig(text, path=None):
     """Parser of ``BaseFlow.flowconfig``: TOML text in, validated dict out.
 
     Parameters
     ----------
     text : str
         Content of ``flowconfig.toml`` (or the file given with ``--config flowconfig PATH``).
+    path : str, optional
+        The file the text was read from, named in the error's headline; by default the one
+        of ``--config flowconfig PATH`` on the command line, else ``flowconfig.toml``.
 
     Returns
     -------
     dict
         The validated configuration.
+
+    Raises
+    ------
+    FlowConfigError
+        ``Invalid <path>``, listing every problem found.
     """
+    path = path or config_file_in_argv()
     try:
         raw = tomllib.loads(text)
+        return validate_flowconfig(raw)
     except tomllib.TOMLDecodeError as e:
-        raise FlowConfigError(["(file): not valid TOML: %s" % e]) from None
-    return validate_flowconfig(raw)
+        raise FlowConfigError(["(file): not valid TOML: %s" % e], path=path) from None
+    except FlowConfigError as e:
+        if path is None:
+            raise
+        raise FlowConfigError(e.problems, path=path) from None
 
 
 def load_flowconfig(path):
@@ -588,4 +615,4 @@ def load_flowconfig(path):
         The validated configuration.
     """
     with open(path, encoding="utf-8") as f:
-        return parse_flowconfig(f.read())
+        return parse_flowconfig(f.read(), path=os.fspath(path))

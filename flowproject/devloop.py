@@ -12,6 +12,16 @@ Metaflow compiles (every dependency required), each Parameter from its own event
 (the latest event of each). What has arrived is remembered across ``flowproject dev``
 invocations in ``<cwd>/.metaflow/flowproject-dev/<project>/<branch>/<Flow>.json`` (``cwd``:
 where the runs start), and forgotten when the flow starts.
+
+Every event the webhook receives is written to
+``<cwd>/.metaflow/flowproject-dev/<project>/<branch>/received/`` (atomically, before the
+webhook answers the sensor, so before anything starts) and marked delivered once the flows it
+triggers have started. An event received but never delivered (``flowproject dev`` stopped by
+Ctrl-C while the sensor run was finishing) is delivered by the next ``flowproject dev`` in
+that folder before its first check, or dropped with ``--drop-undelivered``; either way the
+timeline says so. Delivery is at least once: an interruption between starting a flow and
+marking its event delivered starts that flow again next time (consumers de-duplicate on
+``change_id``).
 """
 
 import datetime
@@ -24,10 +34,19 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 
 from .config import configured_sources, is_multi_source, load_flowconfig
 from .cron import every_seconds
 from .exceptions import DevLoopError
+
+
+def escape(text):
+    """``text`` shown as it is in the timeline's rich markup (stored data is never markup)."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(str(text))
+
 
 # The tag every run the dev loop starts carries, so dev runs can be told from real ones.
 DEV_TAG = "flowproject-dev"
@@ -93,6 +112,33 @@ def payload_arguments(rule, payload, parameter_names):
     return args
 
 
+def _alive(pid):
+    """Whether a process ``pid`` runs (on this machine)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class _RecordingList(list):
+    """The webhook's list of events, calling ``on_append(event)`` before an event is added
+    (under the webhook's lock, before it answers): if that raises, the sensor is answered
+    with an error and publishes again on its next check."""
+
+    def __init__(self, on_append):
+        super().__init__()
+        self.on_append = on_append
+
+    def append(self, event):
+        self.on_append(event)
+        super().append(event)
+
+
 class DevLoop(object):
     """Run the sensor on its schedule and start the flows its events trigger, locally.
 
@@ -123,7 +169,11 @@ class DevLoop(object):
         Folder the runs start in (where their local ``.metaflow`` is); the current one by
         default. What a multi-event flow received since its last start is kept in
         ``<cwd>/.metaflow/flowproject-dev/<project>/<branch>/<Flow>.json``, so a later
-        ``DevLoop`` (tomorrow's ``flowproject dev``) in the same folder carries it on.
+        ``DevLoop`` (tomorrow's ``flowproject dev``) in the same folder carries it on; every
+        event received, until it is delivered, in ``.../<project>/<branch>/received/``.
+    drop_undelivered : bool
+        ``run()`` drops the events an earlier loop received but never delivered, instead of
+        delivering them before the first check (saying so either way).
 
     Examples
     --------
@@ -147,6 +197,7 @@ class DevLoop(object):
         python=None,
         log_dir=None,
         cwd=None,
+        drop_undelivered=False,
     ):
         from rich.console import Console
 
@@ -172,6 +223,9 @@ class DevLoop(object):
         self.memory_root = os.path.join(
             os.path.abspath(self.cwd or os.getcwd()), ".metaflow", "flowproject-dev"
         )
+        self.drop_undelivered = drop_undelivered
+        self._received_files = []  # the record of each event received, in receiver order
+        self._received_folder = None
         self.receiver = None
         self.runs = []  # every TriggeredRun started
         self.failures = []  # what failed, one line each
@@ -243,7 +297,9 @@ class DevLoop(object):
         flow = os.path.join(self.root, self.sensor_flow)
         argv = [self.python, flow] + self.top_args(self.sensor_flow) + ["run", "--tag", DEV_TAG]
         log_path = os.path.join(self.log_dir, "check-%d.log" % number)
-        self.say("[bold]check %d[/bold]: %s" % (number, " ".join([self.sensor_flow] + argv[2:])))
+        self.say(
+            "[bold]check %d[/bold]: %s" % (number, escape(" ".join([self.sensor_flow] + argv[2:])))
+        )
         with open(log_path, "w") as log:
             self._sensor_process = subprocess.Popen(
                 argv,
@@ -262,19 +318,22 @@ class DevLoop(object):
         name = "SensorFlow/%s" % (match.group(1) if match else "?")
         reason = self._decision_line(output)
         if returncode != 0:
-            self.say("  [red]%s failed[/red] (exit %d, log %s)" % (name, returncode, log_path))
+            self.say(
+                "  [red]%s failed[/red] (exit %d, log %s)" % (name, returncode, escape(log_path))
+            )
             for line in output.strip().splitlines()[-8:]:
                 self.console.print("    " + line, markup=False, highlight=False)
             self.failures.append("check %d (%s, exit %d)" % (number, name, returncode))
         else:
             for line in self._source_decision_lines(output) or [reason or "(no decision printed)"]:
-                self.say("  %s decided: %s" % (name, line))
+                self.say("  %s decided: %s" % (name, escape(line)))  # the source's words
         events = self.receiver.events[self._seen_events :]
+        records = self._received_files[self._seen_events : self._seen_events + len(events)]
         self._seen_events += len(events)
         if returncode == 0 and not events:
             self.say("  no event")
-        for event in events:
-            self.deliver(event)
+        for event, record in zip(events, records, strict=True):
+            self.deliver_recorded(event, record)
         return returncode == 0, events
 
     @staticmethod
@@ -315,7 +374,7 @@ class DevLoop(object):
         shown = ", ".join(
             "%s=%s" % (k, payload[k]) for k in ("change_id",) + self._mapped_keys() if k in payload
         )
-        self.say("  [cyan]event[/cyan] %s (%s)" % (name, shown))
+        self.say("  [cyan]event[/cyan] %s (%s)" % (escape(name), escape(shown)))
         started = listening = 0
         for flow_file, description in self.flows.items():
             for rule in description["rules"]:
@@ -335,8 +394,185 @@ class DevLoop(object):
                 self.start(flow_file, description["flow"], event, args)
                 started += 1
         if not listening:
-            self.say("  [yellow]no flow listens to %s[/yellow]" % name)
+            self.say("  [yellow]no flow listens to %s[/yellow]" % escape(name))
         return started
+
+    # ------------------------------------------------------------------ received events
+
+    def received_folder(self):
+        """Where each event received is recorded until delivered:
+        ``<cwd>/.metaflow/flowproject-dev/<project>/<branch>/received`` (the sensor's project
+        and branch: another branch's loop in the same folder keeps its own)."""
+        if self._received_folder is None:
+            from .operations import project_branch
+
+            if self.branch or self.production:
+                branch = project_branch(self.branch, self.production)
+            else:  # the user of the runs (self.env), as Metaflow names the branch
+                user = self.env.get("METAFLOW_USER") or self.env.get("USER") or "unknown"
+                branch = "user.%s" % user
+            project = self.flowconfig()["project_name"]
+            self._received_folder = os.path.join(
+                self.memory_root, project, branch.replace("/", "_"), "received"
+            )
+        return self._received_folder
+
+    @staticmethod
+    def _write_record(path, record):
+        """Write ``record`` (JSON) to ``path`` atomically and durably: a reader, or the next
+        ``flowproject dev`` after a crash, sees the old file or the new one, never half."""
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        temporary = "%s.%d.tmp" % (path, os.getpid())
+        with open(temporary, "w") as f:
+            json.dump(record, f, indent=2, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+
+    def record_received(self, event):
+        """Record ``event`` as received and not yet delivered; return the record's path.
+
+        Called by the webhook before it answers the sensor: an event the sensor was told
+        was published is on disk before anything starts."""
+        now = datetime.datetime.now()
+        path = os.path.join(
+            self.received_folder(),
+            "%s-%s.json" % (now.strftime("%Y%m%dT%H%M%S%f"), uuid.uuid4().hex[:8]),
+        )
+        record = {
+            "event": event,
+            "received_at": now.isoformat(sep=" ", timespec="seconds"),
+            "pid": os.getpid(),
+            "delivered_at": None,
+            "started": None,
+            "dropped_at": None,
+        }
+        self._write_record(path, record)
+        return path
+
+    def _on_receive(self, event):
+        self._received_files.append(self.record_received(event))
+
+    def _settle_record(self, path, **changes):
+        """Mark the record at ``path`` delivered (``started``: the flows started) or
+        dropped."""
+        try:
+            with open(path) as f:
+                record = json.load(f)
+        except (OSError, ValueError):
+            record = {}
+        record.update(changes)
+        self._write_record(path, record)
+
+    def deliver_recorded(self, event, record_path):
+        """``deliver(event)``, then mark its record delivered (the flows have started)."""
+        before = len(self.runs)
+        started = self.deliver(event)
+        self._settle_record(
+            record_path,
+            delivered_at=datetime.datetime.now().isoformat(sep=" ", timespec="seconds"),
+            started=[run.flow_name for run in self.runs[before:]],
+        )
+        return started
+
+    def undelivered(self, mine=False):
+        """``[(path, record)]`` of the events received but never delivered, oldest first.
+
+        Parameters
+        ----------
+        mine : bool
+            Only those this process received; otherwise only those of loops no longer
+            running (a loop still running in this folder delivers its own)."""
+        try:
+            names = sorted(os.listdir(self.received_folder()))
+        except FileNotFoundError:
+            return []
+        found = []
+        for name in names:
+            if not name.endswith(".json"):
+                continue
+            path = os.path.join(self.received_folder(), name)
+            try:
+                with open(path) as f:
+                    record = json.load(f)
+            except (OSError, ValueError) as e:
+                self.say(
+                    "  [yellow]unreadable record of a received event[/yellow] %s: %s"
+                    % (escape(path), escape(str(e)))
+                )
+                continue
+            if not isinstance(record, dict) or not isinstance(record.get("event"), dict):
+                self.say("  [yellow]not a record of a received event:[/yellow] %s" % escape(path))
+                continue
+            if record.get("delivered_at") or record.get("dropped_at"):
+                continue
+            pid = record.get("pid")
+            if mine != (pid == os.getpid()):
+                if mine or _alive(pid):
+                    continue
+            found.append((path, record))
+        return found
+
+    def _describe_received(self, record):
+        event = record["event"]
+        payload = event.get("payload") if isinstance(event.get("payload"), dict) else {}
+        return "%s (change_id=%s) received at %s" % (
+            event.get("name"),
+            payload.get("change_id", "?"),
+            record.get("received_at", "?"),
+        )
+
+    def deliver_undelivered(self):
+        """Deliver (or, with ``drop_undelivered``, drop) the events an earlier loop received
+        but never delivered, saying which. Returns the number of runs started."""
+        left = self.undelivered()
+        if not left:
+            return 0
+        self.say(
+            "[yellow]%d event(s) received by an earlier flowproject dev were never delivered"
+            "[/yellow] (it was stopped before starting the flows they trigger):" % len(left)
+        )
+        for _, record in left:
+            self.say("  %s" % escape(self._describe_received(record)))
+        started = 0
+        for path, record in left:
+            if self.drop_undelivered:
+                self._settle_record(
+                    path,
+                    dropped_at=datetime.datetime.now().isoformat(sep=" ", timespec="seconds"),
+                )
+                self.say(
+                    "  dropped (--drop-undelivered), no flow started: %s"
+                    % escape(self._describe_received(record))
+                )
+                continue
+            self.say("  delivering %s" % escape(self._describe_received(record)))
+            started += self.deliver_recorded(record["event"], path)
+        return started
+
+    def _forget_settled(self, keep=20):
+        """Delete the records of delivered or dropped events but the newest ``keep``."""
+        try:
+            names = sorted(n for n in os.listdir(self.received_folder()) if n.endswith(".json"))
+        except FileNotFoundError:
+            return
+        settled = []
+        for name in names:
+            path = os.path.join(self.received_folder(), name)
+            try:
+                with open(path) as f:
+                    record = json.load(f)
+            except (OSError, ValueError):
+                continue
+            if isinstance(record, dict) and (
+                record.get("delivered_at") or record.get("dropped_at")
+            ):
+                settled.append(path)
+        for path in settled[:-keep] if keep else settled:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
 
     # ------------------------------------------------------------------ several events
 
@@ -420,7 +656,7 @@ class DevLoop(object):
         }
         if any(rule["event"] not in received for rule in description["rules"]):
             self._remember(description, received)
-            self.say("  " + self.waiting_line(description, received))
+            self.say("  " + escape(self.waiting_line(description, received)))
             return 0
         args = []
         for rule in description["rules"]:
@@ -456,7 +692,7 @@ class DevLoop(object):
             )
         run = TriggeredRun(flow_file, flow_name, event, argv, process, log_path, run_id_file)
         self.runs.append(run)
-        self.say("  -> started %s %s" % (flow_name, " ".join(args)))
+        self.say("  -> started %s %s" % (flow_name, escape(" ".join(args))))
         return run
 
     def reap(self, wait=False):
@@ -466,7 +702,7 @@ class DevLoop(object):
                 continue
             if not run.announced and run.run_id:
                 run.announced = True
-                self.say("  %s running (log %s)" % (run.pathspec, run.log_path))
+                self.say("  %s running (log %s)" % (run.pathspec, escape(run.log_path)))
             code = run.process.wait() if wait else run.process.poll()
             if code is None:
                 continue
@@ -498,7 +734,11 @@ class DevLoop(object):
         from .testing import WebhookReceiver
 
         self.flowconfig()  # a bad config stops here, with its problems listed
-        self.receiver = WebhookReceiver().start()
+        self.received_folder()
+        self.receiver = WebhookReceiver()
+        # Each event is on disk before the webhook answers the sensor (see record_received).
+        self.receiver.events = _RecordingList(self._on_receive)
+        self.receiver.start()
         self.env["METAFLOW_ARGO_EVENTS_WEBHOOK_URL"] = self.receiver.url
         try:
             self.say("webhook (Argo Events format): %s" % self.receiver.url)
@@ -509,8 +749,8 @@ class DevLoop(object):
             self.close()
             raise
         if not self.flows:
-            self.say("[yellow]no flow at %s has a @trigger[/yellow]" % self.root)
-        self.say("logs: %s" % self.log_dir)
+            self.say("[yellow]no flow at %s has a @trigger[/yellow]" % escape(self.root))
+        self.say("logs: %s" % escape(self.log_dir))
         return self
 
     def _announce(self, description):
@@ -532,7 +772,7 @@ class DevLoop(object):
             )
             received = self.received_since_start(description)
             if received:
-                self.say(self.waiting_line(description, received, with_times=True))
+                self.say(escape(self.waiting_line(description, received, with_times=True)))
 
     def close(self):
         """Stop what is still running and the webhook."""
@@ -552,6 +792,8 @@ class DevLoop(object):
         number = 0
         try:
             self.open()
+            self._forget_settled()
+            self.deliver_undelivered()
             while self.checks is None or number < self.checks:
                 number += 1
                 self.check(number)
@@ -570,6 +812,12 @@ class DevLoop(object):
         except KeyboardInterrupt:
             self.say("interrupted: stopping every run the dev loop started")
             self.stop()
+            for _, record in self.undelivered(mine=True):
+                self.say(
+                    "[yellow]not delivered[/yellow]: %s; the next flowproject dev here "
+                    "delivers it (or drops it with --drop-undelivered)"
+                    % escape(self._describe_received(record))
+                )
             return 130
         finally:
             self.close()

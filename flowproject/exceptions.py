@@ -1,5 +1,7 @@
 """User-facing errors: each a ``MetaflowException`` with a one-line headline."""
 
+import os
+
 from metaflow.exception import MetaflowException
 
 # Metaflow's console treats every '*' as a highlight toggle and drops it (there is no escape),
@@ -15,12 +17,28 @@ class FlowprojectException(MetaflowException):
 
 
 class FlowConfigError(FlowprojectException):
-    """``flowconfig.toml`` is invalid; the message lists every problem, one per line."""
+    """A ``flowconfig.toml`` is invalid; the message lists every problem, one per line.
+
+    The headline names the file that was read (``Invalid bad1.toml``, or ``Invalid bad1.toml
+    (configs/bad1.toml)`` for a path), so an error about a file given with ``--config`` is not
+    mistaken for one about ``./flowconfig.toml``.
+
+    Parameters
+    ----------
+    problems : iterable of str
+        One line per problem.
+    path : str, optional
+        The file read, as the user named it; ``flowconfig.toml`` when not known.
+    """
 
     headline = "Invalid flowconfig.toml"
 
-    def __init__(self, problems):
+    def __init__(self, problems, path=None):
         self.problems = list(problems)
+        self.path = path
+        if path:
+            name = os.path.basename(path)
+            self.headline = "Invalid %s" % (name if name == path else "%s (%s)" % (name, path))
         super().__init__("\n".join(self.problems))
 
 

@@ -14,10 +14,11 @@ never applies a second copy of them:
 - ``replay_last(store)``: re-publish the branch's last announced event, ``replayed: true``.
 """
 
+import json
 import os
 
 from .config import DEFAULT_SOURCE, configured_sources, source_named
-from .exceptions import ReplayError, StateConflict
+from .exceptions import PublishError, ReplayError, StateConflict, StateError
 from .sensor import SensorState, advance, decide, utc_now
 from .state import (
     Claim,
@@ -66,6 +67,42 @@ def project_branch(branch=None, production=False, user=None):
     if production:
         return "prod"
     return "user.%s" % os.environ.get("METAFLOW_OWNER", user or current_user())
+
+
+class NoDatastore(StateError):
+    """There is no local datastore to read: no ``.metaflow`` folder where Metaflow looks."""
+
+    headline = "No datastore"
+
+
+def reading_storage():
+    """The configured datastore's storage, for commands that only read state.
+
+    Unlike ``state.datastore_storage()`` (and Metaflow's runs), it never creates a
+    ``.metaflow`` folder in the current one when none is found.
+
+    Returns
+    -------
+    DataStoreStorage
+
+    Raises
+    ------
+    NoDatastore
+        The local datastore was not found; the message says where it was looked for.
+    """
+    from metaflow.metaflow_config import DEFAULT_DATASTORE
+    from metaflow.plugins import DATASTORES
+
+    storage_cls = next(d for d in DATASTORES if d.TYPE == DEFAULT_DATASTORE)
+    root = storage_cls.get_datastore_root_from_config(lambda *a, **k: None, create_on_absent=False)
+    if root is None:
+        raise NoDatastore(
+            "no %s folder in %s or any folder above it, where Metaflow's local datastore is "
+            "looked for (METAFLOW_DATASTORE_SYSROOT_LOCAL is not set): run the command where "
+            "your flows run, or set METAFLOW_DATASTORE_SYSROOT_LOCAL"
+            % (getattr(storage_cls, "DATASTORE_DIR", ".metaflow"), os.getcwd())
+        )
+    return storage_cls(root)
 
 
 def find_states(storage=None, flow=None, project=None, branch=None, source=None):
@@ -155,10 +192,81 @@ def known_sources(flow, project, branch, config=None, storage=None):
     return stored or [DEFAULT_SOURCE]
 
 
-def _short(value, limit=80):
-    if value is None:
-        return None
-    return value if len(value) <= limit else value[: limit - 3] + "..."
+def _whole_value(entry, state):
+    """``entry`` (a history entry) with its value whole where the state holds it.
+
+    The sensor stores a history entry's value shortened to 40 characters (``...``); when the
+    entry's fingerprint is the baseline's or the settling value's, that value is the whole
+    one. Other shortened values stay as stored (``value_shortened`` says so)."""
+    entry = dict(entry)
+    value, short_print = entry.get("value"), entry.get("fingerprint")
+    if not (isinstance(value, str) and value.endswith("...")):
+        return entry
+    for known in (state.baseline, state.pending):
+        whole = getattr(known, "value", None)
+        if (
+            isinstance(whole, str)
+            and isinstance(short_print, str)
+            and short_print
+            and (known.fingerprint or "").startswith(short_print)
+            and whole.startswith(value[:-3])
+        ):
+            entry["value"] = whole
+            return entry
+    entry["value_shortened"] = True
+    return entry
+
+
+# The fields of a history entry and the JSON types each may have (others are kept as stored).
+_HISTORY_FIELDS = {
+    "at": ("string",),
+    "kind": ("string",),
+    "run": ("string", "null"),
+    "by": ("string", "null"),
+    "value": ("string", "null"),
+    "change_id": ("string", "null"),
+    "fingerprint": ("string",),
+    "published": ("boolean",),
+    "failed": ("boolean",),
+    "to_current": ("boolean",),
+    "objects": ("integer",),
+    "bytes": ("integer",),
+}
+_RESET_FIELDS = {"at": ("string",), "by": ("string", "null"), "to_current": ("boolean",)}
+_JSON_TYPES = {
+    "string": str,
+    "null": type(None),
+    "boolean": bool,
+    "integer": int,
+}
+
+
+def _json_type(value):
+    if isinstance(value, bool):
+        return "boolean"
+    for name, kind in _JSON_TYPES.items():
+        if isinstance(value, kind):
+            return name
+    return {dict: "object", list: "array", float: "number"}.get(type(value), "unknown")
+
+
+def shape_problems(fields, entry, where):
+    """One line per field of ``entry`` whose type is not one of ``fields``' (a hand-edited
+    or foreign object): ``history[2].run: expected string or null, found 123 (integer)``."""
+    problems = []
+    for name, kinds in fields.items():
+        if name not in entry:
+            continue
+        found = _json_type(entry[name])
+        if found not in kinds:
+            shown = json.dumps(entry[name], sort_keys=True)
+            if len(shown) > 60:
+                shown = shown[:57] + "..."
+            problems.append(
+                "%s.%s: expected %s, found %s (%s)"
+                % (where, name, " or ".join(kinds), shown, found)
+            )
+    return problems
 
 
 def status_of(store, history=STATUS_HISTORY):
@@ -184,7 +292,12 @@ def status_of(store, history=STATUS_HISTORY):
         ``first_seen_at``), ``failed_publishes`` (history entries whose publish failed),
         ``claim`` (a run announcing right now: ``run``, ``change_id``, ``expires_at``,
         ``live``), ``reset`` (``at``, ``by``, ``to_current`` of a reset not yet followed by a
-        check) and ``history`` (newest last).
+        check), ``history`` (newest last) and ``problems`` (one line per oddly-shaped
+        field of a readable object, e.g. a hand-edited ``history[2].run: expected string or
+        null, found 123 (integer)``; those fields are kept as stored). Values are whole: a
+        history entry's value the sensor stored shortened is completed from the baseline or
+        the settling value of the same fingerprint, else kept as stored with
+        ``value_shortened: true``.
     """
     status = {
         "flow": store.flow_name,
@@ -205,6 +318,7 @@ def status_of(store, history=STATUS_HISTORY):
         "claim": None,
         "reset": None,
         "history": [],
+        "problems": [],
     }
     try:
         doc, _version = store.read_versioned()
@@ -220,8 +334,19 @@ def status_of(store, history=STATUS_HISTORY):
     except Exception as e:  # unreadable: shown as such, never as an empty state
         status["error"] = "%s: %s" % (e.__class__.__name__, e)
         return status
-    state = SensorState.from_dict(doc)
+    try:
+        state = SensorState.from_dict(doc)
+    except Exception as e:  # a shape the schema lets through but the state cannot hold
+        status["error"] = "%s: %s" % (e.__class__.__name__, e)
+        return status
     state.claim = Claim.from_dict(doc.get("claim"))
+    problems = status["problems"]
+    if doc.get("claim") is not None and state.claim is None:
+        problems.append("claim: not a claim (run, change_id, expires_at); ignored")
+    if state.reset is not None:
+        problems += shape_problems(_RESET_FIELDS, state.reset, "reset")
+    for i, entry in enumerate(state.history):
+        problems += shape_problems(_HISTORY_FIELDS, entry, "history[%d]" % i)
     if state.scope and state.scope.get("branch"):
         status["branch"] = state.scope["branch"]
     status["source"] = {
@@ -237,18 +362,20 @@ def status_of(store, history=STATUS_HISTORY):
         }
     checks = [h for h in state.history if h.get("kind") not in NOT_CHECKS]
     if checks:
-        status["last_check"] = dict(checks[-1])
+        status["last_check"] = _whole_value(checks[-1], state)
     if state.pending is not None:
         status["pending"] = {
             "value": state.pending.value,
             "seen": state.pending.seen,
             "first_seen_at": state.pending.first_seen_at,
         }
-    status["failed_publishes"] = [dict(h) for h in state.history if h.get("failed")]
+    status["failed_publishes"] = [_whole_value(h, state) for h in state.history if h.get("failed")]
     if state.claim is not None:
         status["claim"] = dict(state.claim.to_dict(), live=state.claim.live())
     status["reset"] = state.reset
-    status["history"] = [dict(h) for h in state.history[-history:]] if history else []
+    status["history"] = (
+        [_whole_value(h, state) for h in state.history[-history:]] if history else []
+    )
     return status
 
 
@@ -339,22 +466,25 @@ def describe_store(store):
 
 def _published_event(run_pathspec, source):
     """The payload ``run_pathspec`` published for ``source``, or None; MetaflowNotFound when
-    the run is gone. A multi-source run keeps ``events`` {source: payload} (set in
-    ``announce_change``, so also in ``end`` after it)."""
-    from metaflow import Step
+    the run is gone.
+
+    Read from ``end`` (``event``, or ``events`` {source: payload} of a multi-source run),
+    else from ``announce_change``, which set it: a run stopped in ``end`` after it published
+    and committed (Ctrl-C, a killed pod) has no artifacts there."""
+    from metaflow import Run, Step
     from metaflow.exception import MetaflowNotFound
 
-    task = Step("%s/end" % run_pathspec).task
-    if source == DEFAULT_SOURCE:
-        return task["event"].data if task is not None and "event" in task else None
-    if task is None or "events" not in task:
+    Run(run_pathspec)  # MetaflowNotFound when the run is gone
+    key = "event" if source == DEFAULT_SOURCE else "events"
+    for step in ("end", "announce_change"):
         try:
-            task = Step("%s/announce_change" % run_pathspec).task
-        except MetaflowNotFound:  # the run went straight to end: it published nothing
-            return None
-    if task is None or "events" not in task:
-        return None
-    return (task["events"].data or {}).get(source)
+            task = Step("%s/%s" % (run_pathspec, step)).task
+        except MetaflowNotFound:  # not reached (stopped before it), or straight to end
+            continue
+        if task is not None and key in task:
+            data = task[key].data
+            return data if source == DEFAULT_SOURCE else (data or {}).get(source)
+    return None
 
 
 def last_announced_event(store, state=None):
@@ -377,6 +507,14 @@ def last_announced_event(store, state=None):
         state = store.load(quiet=True)
     where = describe_store(store)
     baseline = state.baseline
+    claim = getattr(state, "claim", None)
+    if baseline is None and claim is not None and claim.live():
+        raise ReplayError(
+            "%s has no announced value yet: run %s is announcing change %s right now, or was "
+            "stopped before committing it (its claim lapses at %s and the next check announces "
+            "again); replay once a run has committed it"
+            % (where, claim.run, claim.change_id, claim.expires_at)
+        )
     if baseline is None:
         raise ReplayError("%s has no announced value (no baseline)" % where)
     if not baseline.run:
@@ -405,7 +543,20 @@ def last_announced_event(store, state=None):
     return event["name"], payload
 
 
-def replay_last(store, by=None, dry_run=False):
+def _webhook_configured(dry_run_command):
+    """Raise ``PublishError`` when there is no webhook to publish to, advising
+    ``dry_run_command`` (a command that shows the event without publishing)."""
+    from metaflow.metaflow_config import ARGO_EVENTS_WEBHOOK_URL
+
+    if not ARGO_EVENTS_WEBHOOK_URL:
+        raise PublishError(
+            "METAFLOW_ARGO_EVENTS_WEBHOOK_URL is not set, so there is nowhere to publish. Set "
+            "it (or ARGO_EVENTS_WEBHOOK_URL in your Metaflow config), or see the event "
+            "without publishing: %s" % dry_run_command
+        )
+
+
+def replay_last(store, by=None, dry_run=False, dry_run_command="flowproject replay --dry-run"):
     """Re-publish the branch's last announced event with its change id and ``replayed: true``.
 
     Published with ``events.publish`` to ``METAFLOW_ARGO_EVENTS_WEBHOOK_URL``; the replay is
@@ -418,6 +569,9 @@ def replay_last(store, by=None, dry_run=False):
         Who replays, for the history; the current user by default.
     dry_run : bool
         Find the event, publish and record nothing.
+    dry_run_command : str
+        The command that shows the event without publishing, advised when no webhook is
+        configured (the CLI passes the user's own options).
 
     Returns
     -------
@@ -432,13 +586,15 @@ def replay_last(store, by=None, dry_run=False):
     payload = dict(payload, replayed=True)
     if dry_run:
         return {"name": name, "payload": payload, "id": None}
+    _webhook_configured(dry_run_command)
     event_id = publish(name, payload)
     at = utc_now()
     entry = {
         "at": at,
         "run": None,
         "kind": "replayed",
-        "value": _short(state.baseline.value, 40),
+        # Whole: the history is read by scripts (status --json); the table shortens it.
+        "value": state.baseline.value,
         "change_id": payload["change_id"],
         "published": True,
         "by": by,
@@ -455,6 +611,7 @@ def replay_last(store, by=None, dry_run=False):
 
 
 __all__ = [
+    "NoDatastore",
     "STATUS_HISTORY",
     "current_user",
     "describe_store",
@@ -462,6 +619,7 @@ __all__ = [
     "known_sources",
     "last_announced_event",
     "project_branch",
+    "reading_storage",
     "replay_last",
     "reset_branch",
     "reset_marker",

@@ -198,7 +198,6 @@ def test_reset_is_refused_while_a_run_announces_and_replay_needs_an_event(state_
 
     proc = cli(flow_runner, "reset", "--yes", "--config", flow_runner.config_path)
     assert proc.returncode == 2
-    assert "run SensorFlow/7 is announcing change c0ffee right now" in proc.stderr
     with open(path, "rb") as f:
         assert f.read() == before
 
@@ -207,6 +206,7 @@ def test_reset_is_refused_while_a_run_announces_and_replay_needs_an_event(state_
     assert "Nothing to replay: SensorFlow branch user.tester has no announced value" in (
         proc.stderr
     )
+    assert "run SensorFlow/7 is announcing change c0ffee right now" in proc.stderr
 
 
 def test_project_branch_names_the_branch_as_metaflow_does(monkeypatch):
@@ -292,3 +292,184 @@ def test_a_reset_marker_is_honoured_without_recovering_from_runs(tmp_path, monke
     store.save(reset_marker("tester"), None)
     state, version = store.load_versioned()
     assert state.baseline is None and state.reset["by"] == "tester" and version
+
+
+@pytest.mark.e2e
+def test_replay_advice_works_and_status_json_keeps_values_whole(
+    state_env, webhook, s3_client, bucket
+):
+    import shlex
+
+    flow_runner = state_env
+    s3_client.put_object(Bucket=bucket, Key="events/part-0.parquet", Body=b"rows-0")
+    flow_runner.write_config(s3_config(bucket, "events/", "files_metadata"))
+    (first,) = check(flow_runner, webhook)
+    value = first["payload"]["data_version"]
+    assert len(value) > 40  # the sensor stores history values shortened to 40 characters
+
+    # JSON is for scripts: every value whole, as the baseline's is.
+    (status,) = status_json(flow_runner)["states"]
+    assert status["baseline"]["value"] == value
+    assert status["last_check"]["value"] == value
+    assert [h["value"] for h in status["history"]] == [value]
+    assert not any("value_shortened" in h for h in status["history"])
+    # The table for people still fits 80 columns.
+    proc = cli(flow_runner, "status", "--config", flow_runner.config_path)
+    (row,) = [line for line in proc.stdout.splitlines() if line.startswith("20")]
+    assert value[:17] + "..." in row and value not in row
+
+    # No webhook: the advice is a command that works, not the flow's `--dry-run True`.
+    events = len(webhook.events)
+    env = {k: v for k, v in flow_runner.env.items() if k != "METAFLOW_ARGO_EVENTS_WEBHOOK_URL"}
+    argv = [sys.executable, "-m", "flowproject", "replay", "--config", flow_runner.config_path]
+    proc = subprocess.run(argv, cwd=flow_runner.workdir, env=env, capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Event not published: METAFLOW_ARGO_EVENTS_WEBHOOK_URL is not set" in proc.stderr
+    assert "--dry-run True" not in proc.stderr
+    advised = proc.stderr.strip().rpartition("without publishing: ")[2]
+    assert advised == "flowproject replay --dry-run --config %s" % shlex.quote(
+        flow_runner.config_path
+    )
+    argv = [sys.executable, "-m", "flowproject"] + shlex.split(advised)[1:]
+    proc = subprocess.run(argv, cwd=flow_runner.workdir, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Dry run: would publish %s" % EVENT in proc.stdout
+    assert len(webhook.events) == events
+
+    # A replay records the whole value in the history too.
+    proc = cli(flow_runner, "replay", "--config", flow_runner.config_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (status,) = status_json(flow_runner)["states"]
+    assert status["history"][-1]["kind"] == "replayed"
+    assert status["history"][-1]["value"] == value
+
+
+BAD_CONFIG = 'project_name = "p"\n[data]\ntype = "ftp"\n'
+
+
+def test_a_config_error_names_the_file_read(tmp_path):
+    """Not "Invalid flowconfig.toml" for a file of another name (CLI and flow runs)."""
+    (tmp_path / "bad1.toml").write_text(BAD_CONFIG)
+    (tmp_path / "flowconfig.toml").write_text('project_name = "p"\n')  # also invalid
+    env = dict(os.environ, METAFLOW_USER="tester", METAFLOW_HOME=str(tmp_path / "home"))
+    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    runs = {
+        "status": [sys.executable, "-m", "flowproject", "status", "--config", "bad1.toml"],
+        "replay": [sys.executable, "-m", "flowproject", "replay", "--config", "bad1.toml"],
+        "flow": [sys.executable, os.path.join(REPO, "starterflow.py")]
+        + ["--config", "flowconfig", "bad1.toml", "run"],
+    }
+    for what, argv in runs.items():
+        proc = subprocess.run(argv, cwd=str(tmp_path), env=env, capture_output=True, text=True)
+        output = proc.stdout + proc.stderr
+        assert proc.returncode != 0, what
+        assert "Invalid bad1.toml" in output, (what, output)
+        assert "Invalid flowconfig.toml" not in output, (what, output)
+        assert "data.type" in output, (what, output)
+    proc = subprocess.run(
+        [sys.executable, "-m", "flowproject", "status", "--config", str(tmp_path / "bad1.toml")],
+        cwd=str(tmp_path),
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert "Invalid bad1.toml (%s)" % (tmp_path / "bad1.toml") in proc.stderr
+
+
+def test_reading_state_creates_no_datastore_folder(tmp_path):
+    """status and replay where no .metaflow exists: they say where they looked, create none."""
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "METAFLOW_DATASTORE_SYSROOT_LOCAL"}
+    env.update(METAFLOW_USER="tester", METAFLOW_HOME=str(tmp_path / "home"))
+    env.update(METAFLOW_DEFAULT_DATASTORE="local", METAFLOW_DEFAULT_METADATA="local")
+    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+
+    def run(*args, **extra):
+        return subprocess.run(
+            [sys.executable, "-m", "flowproject"] + list(args),
+            cwd=str(work),
+            env=dict(env, **extra),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    looked = "no .metaflow folder in %s or any folder above it" % work
+    proc = run("status", "--project", "testproject")
+    assert proc.returncode == 0, proc.stderr
+    assert "No sensor state: " + looked in proc.stdout
+    proc = run("status", "--project", "testproject", "--json")
+    assert proc.returncode == 0, proc.stderr
+    shown = json.loads(proc.stdout)
+    assert shown["datastore"] is None and shown["states"] == [] and looked in shown["error"]
+    proc = run("replay", "--project", "testproject")
+    assert proc.returncode == 2
+    assert "No datastore: " + looked in proc.stderr
+    assert not (work / ".metaflow").exists()
+
+    # A datastore named by METAFLOW_DATASTORE_SYSROOT_LOCAL that does not exist stays so.
+    sysroot = tmp_path / "nowhere"
+    proc = run("status", "--project", "testproject", METAFLOW_DATASTORE_SYSROOT_LOCAL=str(sysroot))
+    assert proc.returncode == 0, proc.stderr
+    assert "No sensor state in %s/.metaflow (no such folder)" % sysroot in proc.stdout
+    assert not sysroot.exists() and os.listdir(str(work)) == []
+
+
+def test_status_reports_a_hand_edited_state_and_shows_stored_text_inert(state_env):
+    """A branch name that is rich markup, a run that is a number, ANSI and HTML in values,
+    a claim that is not one: each odd field is named, the rest shown, nothing interpreted."""
+    flow_runner = state_env
+    flow_runner.write_config(s3_config("some-bucket", "events/", "files_metadata"))
+    red = "\x1b[31mred\x1b[0m"
+    doc = {
+        "version": 1,
+        "scope": {"flow": "SensorFlow", "project": "testproject", "branch": "user.[/bold]"},
+        "baseline": {"value": "<b>v1</b>", "fingerprint": "f1", "change_id": "c1", "run": None},
+        "history": [
+            {"at": "2026-01-01T00:00:00+00:00", "kind": "first", "run": 123, "value": red},
+            {"at": "2026-01-01T00:05:00+00:00", "kind": "[red]x", "by": ["who"], "value": 7},
+            {"at": "2026-01-01T00:10:00+00:00", "kind": "unchanged", "run": "SensorFlow/9"},
+        ],
+        "claim": "garbage",
+        "reset": {"at": 5, "by": "tester"},
+    }
+    path = os.path.join(flow_runner.workdir, STATE)
+    os.makedirs(os.path.dirname(path))
+    with open(path, "w") as f:
+        json.dump(doc, f)
+    # The same object as one named source of a multi-source branch (the per-source block).
+    named = os.path.join(os.path.dirname(path), "user.tester", "orders.json")
+    os.makedirs(os.path.dirname(named))
+    with open(named, "w") as f:
+        json.dump(dict(doc, scope=dict(doc["scope"], source="orders")), f)
+
+    problems = [
+        "history[0].run: expected string or null, found 123 (integer)",
+        'history[1].by: expected string or null, found ["who"] (array)',
+        "history[1].value: expected string or null, found 7 (integer)",
+        "claim: not a claim (run, change_id, expires_at); ignored",
+        "reset.at: expected string, found 5 (integer)",
+    ]
+    for args in ([], ["--source", "default"], ["--source", "orders"]):
+        proc = cli(flow_runner, "status", "--all-projects", *args)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "Traceback" not in proc.stderr, proc.stderr
+        out = proc.stdout
+        assert "branch user.[/bold]" in out
+        assert "\x1b" not in out  # ANSI escapes shown as text, never sent to the terminal
+        assert "<b>v1</b>" in out  # HTML shown as the text it is
+        for problem in problems:
+            assert "problem     " + problem in out, (args, out)
+    # With --source, the history table: every cell as stored, the escape inert.
+    assert "\\x1b[31mred\\x1b[0m" in out and "[red]x" in out and "123" in out
+
+    proc = cli(flow_runner, "status", "--all-projects", "--json")
+    assert proc.returncode == 0, proc.stderr
+    states = json.loads(proc.stdout)["states"]
+    assert len(states) == 2
+    for state in states:
+        assert state["error"] is None
+        assert sorted(state["problems"]) == sorted(problems)
+        assert state["branch"] == "user.[/bold]"
+        assert state["history"][0]["run"] == 123 and state["history"][0]["value"] == red

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 from conftest import REPO, s3_config
@@ -351,3 +352,198 @@ def test_the_loop_checks_on_every_schedule_the_config_accepts(tmp_path, schedule
     )
     loop = DevLoop(root=REPO, config=str(config), log_dir=str(tmp_path))
     assert loop.next_check_at(after) == expected
+
+
+# ------------------------------------------------------------------ received, never delivered
+
+HOLD = """
+        hold = os.environ.get("HOLD_IN_END")
+        if hold:  # the test's moment: published and committed, `end` still running
+            open(hold, "w").close()
+            time.sleep(600)
+"""
+
+
+def root_with_a_sensor_that_holds_in_end(tmp_path):
+    """A copy of the repository's flows whose SensorFlow, with HOLD_IN_END=<file> set, waits
+    in ``end`` (after announce_change published and committed) once it has created <file>."""
+    root = tmp_path / "root"
+    root.mkdir()
+    with open(os.path.join(REPO, "sensorflow.py")) as f:
+        sensor = f.read()
+    end = "        self.fail_if_unpublished()\n"
+    assert sensor.count(end) == 1
+    sensor = "import os\nimport time\n" + sensor.replace(end, HOLD + end)
+    (root / "sensorflow.py").write_text(sensor)
+    with open(os.path.join(REPO, "starterflow.py")) as f:
+        (root / "starterflow.py").write_text(f.read())
+    return str(root)
+
+
+def interrupt_in_end(flow_runner, root):
+    """``flowproject dev`` stopped by a real SIGINT while the sensor run is in ``end``."""
+    hold = os.path.join(flow_runner.workdir, "in-end")
+    if os.path.exists(hold):
+        os.unlink(hold)
+    argv = [sys.executable, "-m", "flowproject", "dev", "--config", flow_runner.config_path]
+    argv += ["--root", root, "--every", "600", "--logs", os.path.join(flow_runner.workdir, "logs")]
+    proc = subprocess.Popen(
+        argv,
+        cwd=flow_runner.workdir,
+        env=dict(flow_runner.env, HOLD_IN_END=hold),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not os.path.exists(hold):
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        out = proc.stdout.read()
+        assert proc.wait(timeout=60) == 130, out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return out
+
+
+def received_records(flow_runner):
+    folder = os.path.join(
+        flow_runner.workdir, ".metaflow", "flowproject-dev", "testproject", "user.tester"
+    )
+    records = []
+    for name in sorted(os.listdir(os.path.join(folder, "received"))):
+        with open(os.path.join(folder, "received", name)) as f:
+            records.append(json.load(f))
+    return records
+
+
+@pytest.mark.e2e
+def test_an_event_received_before_ctrl_c_is_delivered_by_the_next_dev(
+    dev_env, s3_client, bucket, tmp_path
+):
+    flow_runner = dev_env
+    root = root_with_a_sensor_that_holds_in_end(tmp_path)
+    s3_client.put_object(Bucket=bucket, Key="events/part-0.parquet", Body=b"rows-0")
+    flow_runner.write_config(s3_config(bucket, "events/", "files_metadata"))
+
+    # Ctrl-C while the sensor run is in `end`: it published and committed, nothing started.
+    out = interrupt_in_end(flow_runner, root)
+    assert "interrupted: stopping every run the dev loop started" in out
+    assert "not delivered: mfns.testproject.user.tester.data_updated" in out
+    assert "started StarterFlow" not in out
+    assert starter_runs(flow_runner) == []
+    (record,) = received_records(flow_runner)
+    assert record["delivered_at"] is None and record["event"]["name"].endswith("data_updated")
+    value = record["event"]["payload"]["data_version"]
+
+    # The next dev names the event, delivers it, and its check is unchanged.
+    out = _ok(dev(flow_runner, "--checks", "1"))
+    assert "1 event(s) received by an earlier flowproject dev were never delivered" in out
+    assert (
+        "delivering mfns.testproject.user.tester.data_updated (change_id=%s)"
+        % (record["event"]["payload"]["change_id"])
+        in out
+    )
+    assert "decided: unchanged" in out
+    (run,) = starter_runs(flow_runner)
+    assert run["successful"] and run["data_version"] == value
+    (record,) = received_records(flow_runner)
+    assert record["delivered_at"] and record["started"] == ["StarterFlow"]
+
+    # Delivered once: the dev after that has nothing left to deliver.
+    out = _ok(dev(flow_runner, "--checks", "1"))
+    assert "never delivered" not in out and "no event" in out
+    assert len(starter_runs(flow_runner)) == 1
+
+    # A new value, interrupted again; --drop-undelivered drops it, saying so.
+    s3_client.put_object(Bucket=bucket, Key="events/part-1.parquet", Body=b"rows-1")
+    interrupt_in_end(flow_runner, root)
+    out = _ok(dev(flow_runner, "--checks", "1", "--drop-undelivered"))
+    assert "1 event(s) received by an earlier flowproject dev were never delivered" in out
+    assert "dropped (--drop-undelivered), no flow started: mfns.testproject" in out
+    assert "decided: unchanged" in out
+    assert len(starter_runs(flow_runner)) == 1
+    assert [bool(r["dropped_at"]) for r in received_records(flow_runner)] == [False, True]
+    out = _ok(dev(flow_runner, "--checks", "1"))
+    assert "never delivered" not in out
+    assert len(starter_runs(flow_runner)) == 1
+
+
+@pytest.mark.e2e
+def test_replay_after_a_reset_finds_the_new_announcement_also_of_a_run_stopped_in_end(
+    dev_env, webhook, s3_client, bucket, tmp_path
+):
+    """reset, a first check that announces again, replay: the baseline the state holds is
+    replayed, also when its run was stopped in ``end`` after publishing and committing."""
+    flow_runner = dev_env
+    root = root_with_a_sensor_that_holds_in_end(tmp_path)
+    s3_client.put_object(Bucket=bucket, Key="events/part-0.parquet", Body=b"rows-0")
+    flow_runner.write_config(s3_config(bucket, "events/", "files_metadata"))
+
+    def cli(*args):
+        argv = [sys.executable, "-m", "flowproject"] + list(args)
+        argv += ["--config", flow_runner.config_path]
+        return subprocess.run(
+            argv, cwd=flow_runner.workdir, env=flow_runner.env, capture_output=True, text=True
+        )
+
+    def state():
+        proc = cli("status", "--json")
+        assert proc.returncode == 0, proc.stderr
+        (one,) = json.loads(proc.stdout)["states"]
+        return one
+
+    # The reported sequence: a first check, reset --yes, a first check that starts the flow.
+    _ok(dev(flow_runner, "--checks", "1"))
+    assert cli("reset", "--yes").returncode == 0
+    out = _ok(dev(flow_runner, "--checks", "1"))
+    assert "decided: first check" in out and len(starter_runs(flow_runner)) == 2
+    change = state()["baseline"]["change_id"]
+    proc = cli("replay")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Replayed mfns.testproject.user.tester.data_updated (change %s)" % change in (
+        proc.stdout
+    )
+
+    # Again, the announcing run stopped in `end` (published and committed, end killed).
+    assert cli("reset", "--yes").returncode == 0
+    interrupt_in_end(flow_runner, root)
+    baseline = state()["baseline"]
+    assert baseline["change_id"] == change and baseline["run"]
+    proc = cli("replay")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Replayed mfns.testproject.user.tester.data_updated (change %s)" % change in (
+        proc.stdout
+    )
+    replayed = [e for e in webhook.events if e["payload"].get("replayed")]
+    assert [e["payload"]["change_id"] for e in replayed] == [change, change]
+    assert replayed[-1]["payload"]["run_id"] == baseline["run"].rpartition("/")[2]
+
+
+def test_the_timeline_shows_event_names_and_payloads_as_text_not_markup(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    description = {
+        "flow": "StarterFlow",
+        "parameters": {"data_version": {"required": False, "default": '""'}},
+        "triggers": [{"name": "e[/red]", "parameters": {"data_version": "data_version"}}],
+    }
+    shown = io.StringIO()
+    console = Console(file=shown, width=200, highlight=False, soft_wrap=True)
+    loop = DevLoop(root=REPO, log_dir=str(tmp_path), console=console)
+    loop.flows = {"starterflow.py": dict(description, rules=trigger_rules(description))}
+    started = []
+    loop.start = lambda *args: started.append(args)
+    event = {"name": "e[/red]", "payload": {"data_version": "[/bold]v1", "change_id": "[b]c"}}
+    assert loop.deliver(event) == 1
+    assert loop.deliver(dict(event, name="other[/i]")) == 0
+    out = shown.getvalue()
+    assert "event e[/red] (change_id=[b]c, data_version=[/bold]v1)" in out
+    assert "no flow listens to other[/i]" in out
+    assert started[0][3] == ["--data_version", "[/bold]v1"]

@@ -50,7 +50,13 @@ from . import main
     default=None,
     help="Folder for the runs' logs (default: a new temporary folder, printed).",
 )
-def dev(every, checks, config, branch, production, root, sensor_flow, logs):
+@click.option(
+    "--drop-undelivered",
+    is_flag=True,
+    help="Drop the events an earlier flowproject dev received but never delivered (it was "
+    "stopped first), instead of delivering them before the first check.",
+)
+def dev(every, checks, config, branch, production, root, sensor_flow, logs, drop_undelivered):
     """Run the sensor and start the flows its events trigger, as Argo Events would.
 
     A loopback webhook receives the sensor's events (METAFLOW_ARGO_EVENTS_WEBHOOK_URL is set
@@ -61,7 +67,14 @@ def dev(every, checks, config, branch, production, root, sensor_flow, logs):
     invocations). The first check runs at once, then on the schedule. Runs are tagged
     flowproject-dev. Ctrl-C stops everything started.
 
-    Exit code with --checks: 0 if every check and triggered run succeeded, 1 otherwise.
+    Each event received is recorded in .metaflow/flowproject-dev/ before anything starts and
+    marked delivered once its flows have started: events an earlier flowproject dev received
+    but never delivered (stopped by Ctrl-C while the sensor run was finishing) are named and
+    delivered before the first check, or dropped with --drop-undelivered.
+
+    Exit code with --checks: 0 if every check and triggered run succeeded, 1 otherwise;
+    130 when stopped by Ctrl-C, 2 when it cannot start (an invalid config, a flow whose
+    triggers cannot be read).
     """
     from ..devloop import DevLoop
     from ..exceptions import FlowprojectException
@@ -77,6 +90,7 @@ def dev(every, checks, config, branch, production, root, sensor_flow, logs):
         checks=checks,
         sensor_flow=sensor_flow,
         log_dir=logs,
+        drop_undelivered=drop_undelivered,
     )
     try:
         code = loop.run()

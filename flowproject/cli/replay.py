@@ -1,6 +1,7 @@
 """``flowproject replay``: re-publish the last announced event of a branch (or of one source)."""
 
 import json
+import shlex
 
 import click
 
@@ -31,10 +32,14 @@ def replay(flow, project, branch, production, config, source, dry_run):
     """
     from ..config import DEFAULT_SOURCE
     from ..exceptions import FlowprojectException
-    from ..operations import describe_store, replay_last
+    from ..operations import describe_store, reading_storage, replay_last
 
     try:
-        store, loaded = resolve_target(flow, project, branch, production, load_config(config))
+        loaded = load_config(config)
+        # Finding the event only reads: no .metaflow folder is created where there is none.
+        store, loaded = resolve_target(
+            flow, project, branch, production, loaded, storage=reading_storage()
+        )
         names = resolve_sources(store, loaded, source)
         if source is None and names != [DEFAULT_SOURCE]:
             raise click.UsageError(
@@ -43,7 +48,17 @@ def replay(flow, project, branch, production, config, source, dry_run):
                 % (store.flow_name, store.branch, ", ".join(names))
             )
         store = store_of(store, names[0])
-        sent = replay_last(store, dry_run=dry_run)
+        advised = ["flowproject", "replay", "--dry-run"]
+        for option, value in (
+            ("--flow", flow if flow != "SensorFlow" else None),
+            ("--project", project),
+            ("--branch", branch),
+            ("--config", config),
+            ("--source", source),
+        ):
+            advised += [option, value] if value else []
+        advised += ["--production"] if production else []
+        sent = replay_last(store, dry_run=dry_run, dry_run_command=shlex.join(advised))
     except FlowprojectException as e:
         fail(e)
     payload = sent["payload"]

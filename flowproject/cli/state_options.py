@@ -60,8 +60,9 @@ def fail(error, code=2):
     sys.exit(code)
 
 
-def resolve_target(flow, project, branch, production, config):
-    """``(StateStore, config)`` of the branch the options name."""
+def resolve_target(flow, project, branch, production, config, storage=None):
+    """``(StateStore, config)`` of the branch the options name (in ``storage``, by default
+    the configured datastore)."""
     from ..operations import project_branch, state_store
 
     if branch and production and "." in branch:
@@ -70,7 +71,7 @@ def resolve_target(flow, project, branch, production, config):
         if config is None:
             raise click.UsageError("no flowconfig.toml here: pass --project or --config")
         project = config["project_name"]
-    return state_store(flow, project, project_branch(branch, production)), config
+    return state_store(flow, project, project_branch(branch, production), storage), config
 
 
 def source_option(help_text):

@@ -2,6 +2,8 @@
 
 import itertools
 import json
+import os
+import unicodedata
 
 import click
 
@@ -9,10 +11,34 @@ from . import main
 from .state_options import fail, load_config
 
 
+def inert(text):
+    """``text`` shown as stored, inert in a terminal: control characters (ANSI escapes,
+    newlines, bidirectional overrides) are written as ``\\x1b``-style escapes.
+
+    Parameters
+    ----------
+    text : str
+
+    Returns
+    -------
+    str
+    """
+    shown = []
+    for char in text:
+        if unicodedata.category(char) in ("Cc", "Cf"):
+            code = ord(char)
+            shown.append("\\x%02x" % code if code < 0x100 else "\\u%04x" % code)
+        else:
+            shown.append(char)
+    return "".join(shown)
+
+
 def _text(value, limit=None):
+    """A stored value as inert text: a string as is, anything else as JSON; ``-`` for
+    None; shortened to ``limit`` characters (the table, never ``--json``)."""
     if value is None:
         return "-"
-    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    text = inert(value if isinstance(value, str) else json.dumps(value, sort_keys=True))
     if limit and len(text) > limit:
         return text[: limit - 3] + "..."
     return text
@@ -21,13 +47,28 @@ def _text(value, limit=None):
 def _check_text(entry):
     if not entry:
         return "-"
-    what = entry.get("kind") or "?"
+    what = _text(entry.get("kind")) if entry.get("kind") else "?"
     if entry.get("failed"):
         what += ", publish FAILED"
     elif entry.get("published"):
         what += ", published"
     by = entry.get("run") or entry.get("by") or "-"
-    return "%s at %s by %s" % (what, entry.get("at"), by)
+    return "%s at %s by %s" % (what, _text(entry.get("at")), _text(by))
+
+
+def _line(indent, name, value):
+    """One ``name  value`` line as a rich Text (stored data is never rich markup)."""
+    from rich.text import Text
+
+    return Text("%s%-11s %s" % (indent, name, _text(value)))
+
+
+def _run_cell(entry):
+    """The table's ``run / by`` cell: a run by its id, else who (a command)."""
+    run = entry.get("run")
+    if isinstance(run, str) and run:
+        return _text(run.rpartition("/")[2])
+    return _text(run if run is not None else entry.get("by"))
 
 
 def _lines(status, configured=None):
@@ -50,6 +91,8 @@ def _lines(status, configured=None):
     if status["error"]:
         lines.append(("error", status["error"]))
         return lines
+    # Oddly-shaped fields (a hand-edited object): named, then shown as stored.
+    lines += [("problem", problem) for problem in status.get("problems") or []]
     lines.append(("source", _text(source.get("identity"))))
     baseline = status["baseline"]
     if baseline:
@@ -115,17 +158,18 @@ def _lines(status, configured=None):
 def render(console, status, title_suffix="", configured=None):
     """One branch's (or source's) status as a few lines and a compact history table."""
     from rich.table import Table
+    from rich.text import Text
 
     title = "%s  project %s  branch %s%s" % (
-        status["flow"],
-        status["project"],
-        status["branch"],
-        title_suffix,
+        _text(status["flow"]),
+        _text(status["project"]),
+        _text(status["branch"]),
+        _text(title_suffix),
     )
-    console.print("[bold]%s[/bold]" % title, soft_wrap=True)
+    console.print(Text(title, style="bold"), soft_wrap=True)
     lines = [("state", status["location"])] + _lines(status, configured)
     for name, value in lines:
-        console.print("  %-11s %s" % (name, value), soft_wrap=True, markup=False)
+        console.print(_line("  ", name, value), soft_wrap=True)
     if status["history"]:
         # Fits 80 columns: values are shortened, a run is shown by its id.
         table = Table(box=None, pad_edge=False, padding=(0, 1), show_edge=False)
@@ -136,13 +180,13 @@ def render(console, status, title_suffix="", configured=None):
         table.add_column("run / by", no_wrap=True, overflow="ellipsis")
         for entry in status["history"]:
             sent = "FAILED" if entry.get("failed") else "yes" if entry.get("published") else ""
-            run = entry.get("run")
+            # Text cells: a stored string is never read as rich markup.
             table.add_row(
-                _text(entry.get("at")).replace("T", " ").replace("+00:00", ""),
-                _text(entry.get("kind")),
-                sent,
-                _text(entry.get("value"), 20),
-                run.rpartition("/")[2] if run else _text(entry.get("by")),
+                Text(_text(entry.get("at")).replace("T", " ").replace("+00:00", "")),
+                Text(_text(entry.get("kind"))),
+                Text(sent),
+                Text(_text(entry.get("value"), 20)),
+                Text(_run_cell(entry)),
             )
         console.print(table)
     console.print()
@@ -152,16 +196,19 @@ def render_sources(console, group, configured=None):
     """A branch's sources, one short block each (``--source NAME`` shows one's history).
 
     ``group`` is the branch's ``(StateStore, status)`` pairs."""
+    from rich.text import Text
+
     first = group[0][1]
-    console.print(
-        "[bold]%s  project %s  branch %s[/bold]  %d source(s)"
-        % (first["flow"], first["project"], first["branch"], len(group)),
-        soft_wrap=True,
+    title = Text(
+        "%s  project %s  branch %s"
+        % (_text(first["flow"]), _text(first["project"]), _text(first["branch"])),
+        style="bold",
     )
+    console.print(title + Text("  %d source(s)" % len(group)), soft_wrap=True)
     for store, status in group:
-        console.print("  source %s" % store.source, soft_wrap=True, markup=False)
+        console.print(Text("  source %s" % _text(store.source)), soft_wrap=True)
         for name, value in [("state", status["location"])] + _lines(status, configured):
-            console.print("    %-11s %s" % (name, value), soft_wrap=True, markup=False)
+            console.print(_line("    ", name, value), soft_wrap=True)
     console.print(
         "  History of one source: flowproject status --source NAME", soft_wrap=True, markup=False
     )
@@ -237,15 +284,21 @@ def status(as_json, history, branch, source, flow, project, all_projects, config
     In the multi-source form, one short block per source of each branch (a source without a
     state object yet says so); --source NAME shows one source with its history.
 
+    A state object that cannot be read is reported in its block (error), and each
+    oddly-shaped field of a readable one (a hand-edited object) on a "problem" line, shown as
+    stored; stored text is shown inert (control characters escaped, never rich markup).
+
     Reads the datastore of Metaflow's configuration (local .metaflow, or S3 with
-    METAFLOW_DEFAULT_DATASTORE=s3). Exit code 0, also when no branch has a state.
+    METAFLOW_DEFAULT_DATASTORE=s3) and creates nothing: without a .metaflow folder here or
+    above, it says where it looked. Exit code 0, also when no branch has a state or there is
+    no datastore, and when a state object is unreadable or oddly shaped (reported as such);
+    2 for an error of the options or of flowconfig.toml.
     """
     from rich.console import Console
 
     from ..config import DEFAULT_SOURCE, configured_sources, is_multi_source
     from ..exceptions import FlowprojectException
-    from ..operations import find_states, status_of
-    from ..state import datastore_storage
+    from ..operations import NoDatastore, find_states, reading_storage, status_of
 
     try:
         loaded = None if all_projects else load_config(config)
@@ -254,7 +307,16 @@ def status(as_json, history, branch, source, flow, project, all_projects, config
         if loaded is not None and project != loaded["project_name"]:
             loaded = None  # another project's sources are not this file's
         configured = [w.name for w in configured_sources(loaded)] if loaded else None
-        storage = datastore_storage()
+        try:
+            storage = reading_storage()  # reading creates no .metaflow folder
+        except NoDatastore as e:
+            if as_json:
+                click.echo(
+                    json.dumps({"datastore": None, "error": e.message, "states": []}, indent=2)
+                )
+            else:
+                click.echo("No sensor state: %s." % e.message)
+            return
         stores = find_states(storage, flow=flow, project=project, branch=branch)
         if source is not None:
             known = configured or sorted({s.source for s in stores})
@@ -279,9 +341,14 @@ def status(as_json, history, branch, source, flow, project, all_projects, config
         return
     console = Console(highlight=False)
     if not statuses:
+        missing = storage.TYPE == "local" and not os.path.isdir(storage.datastore_root)
         console.print(
-            "No sensor state in %s%s."
-            % (storage.datastore_root, " for project %s" % project if project else ""),
+            "No sensor state in %s%s%s."
+            % (
+                storage.datastore_root,
+                " (no such folder)" if missing else "",
+                " for project %s" % project if project else "",
+            ),
             soft_wrap=True,
             markup=False,
         )
