@@ -36,7 +36,7 @@ import tempfile
 import time
 import uuid
 
-from .config import configured_sources, is_multi_source, load_flowconfig
+from .config import DEFAULT_SOURCE, configured_sources, load_flowconfig
 from .cron import every_seconds
 from .exceptions import DevLoopError
 
@@ -348,10 +348,14 @@ class DevLoop(object):
 
     def _source_decision_lines(self, output):
         """The decision of each source (``orders: unchanged ...``) with [sources.<name>]."""
-        config = self.flowconfig()
-        if not is_multi_source(config):
+        # A named source's lines start with its name; the one [data] source's do not.
+        names = tuple(
+            "%s: " % watched.name
+            for watched in configured_sources(self.flowconfig())
+            if watched.name != DEFAULT_SOURCE
+        )
+        if not names:
             return []
-        names = tuple("%s: " % watched.name for watched in configured_sources(config))
         lines = []
         for line in output.splitlines():
             match = _START_LINE.search(line)
