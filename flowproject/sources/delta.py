@@ -40,12 +40,12 @@ the missing version; after ``GAP_CHECKS`` (3) checks in a row that see the same 
 the cursor, the check fails with a ``SourceError`` naming the missing commit file (until it
 appears). A log with commits but neither commit 0 nor a checkpoint fails at once.
 
-Backlogs. New commits are read by ``READ_CONCURRENCY`` threads in growing batches. A flow
-sets ``session.deadline`` (a ``time.monotonic()`` instant) before checking; no batch is
-started that would likely end later than ``DEADLINE_MARGIN`` before it, and the check then
-raises ``SourceIncomplete`` whose cursor is the last version up to which every commit was
-read, so the next check continues from there (the first batch is always read: every check
-makes progress). The value after any number of such checks is the value of one
+Backlogs. New commits are read by ``READ_CONCURRENCY`` threads (twice as many requests in
+flight). A flow sets ``session.deadline`` (a ``time.monotonic()`` instant) before checking;
+reading stops ``DEADLINE_MARGIN`` before it, and the check then raises ``SourceIncomplete``
+whose cursor is the last version up to which every commit was read, so the next check
+continues from there (the first ``READ_CONCURRENCY`` commits are read whatever the time:
+every check makes progress). The value after any number of such checks is the value of one
 uninterrupted read.
 
 A cursor is a hint: losing it may cost reads, never change the value. Without a cursor, when
@@ -67,7 +67,8 @@ top, ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` / ``METAFLOW_S3_ENDPOINT_URL
 
 import re
 import time
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 
 from ..exceptions import SourceError, SourceIncomplete
@@ -111,13 +112,11 @@ MAX_WALK_BACK = 100
 # ... or down to the baseline's version when that is at most this far back.
 MAX_WALK_BACK_TO_BASELINE = 1000
 
-# New commits are read by this many threads sharing the session's (thread-safe) client, in
-# batches of 16, 32, ... up to MAX_BATCH: a backlog of 10,000 commits is ~600 request rounds
-# instead of 10,000, and the deadline is looked at between batches.
+# New commits are read by this many threads sharing the session's (thread-safe) client,
+# twice as many requests in flight, so a backlog costs round trips / 16, not one per commit.
 READ_CONCURRENCY = 16
-MAX_BATCH = 256
 
-# No batch is started that would likely end later than this before session.deadline: the
+# Reading stops this long before session.deadline, keeping the commits read in order: the
 # SourceIncomplete (and its cursor) must reach the flow before the check is abandoned.
 DEADLINE_MARGIN = 0.5
 
@@ -308,18 +307,20 @@ def _last_checkpoint(session, data):
         return None
 
 
-def _read_commits(session, data, versions, deadline, first_batch=READ_CONCURRENCY, stop=None):
+def _read_commits(session, data, versions, deadline, first=None, stop=None):
     """Read the commits ``versions`` (in that order) by up to ``READ_CONCURRENCY`` threads
-    sharing the session's client, in batches that double from ``first_batch``.
+    sharing the session's client, ``2 * READ_CONCURRENCY`` requests in flight.
 
     Parameters
     ----------
     versions : list of int
     deadline : float or None
-        A ``time.monotonic()`` instant: no batch is started that would likely end after it
-        (less ``DEADLINE_MARGIN``). The first batch is always read, so a check makes progress.
-    first_batch : int
-        1 for a walk back that usually stops at its first commit.
+        A ``time.monotonic()`` instant: reading stops ``DEADLINE_MARGIN`` before it, keeping
+        the commits read in order. The first ``READ_CONCURRENCY`` (or ``first``) are read
+        whatever the time, so every check makes progress.
+    first : int, optional
+        Requests in flight at first, doubling with each commit read (1 for a walk back, which
+        usually stops at its first commit); ``2 * READ_CONCURRENCY`` by default.
     stop : callable, optional
         ``stop(summary)`` true ends the read after that commit.
 
@@ -333,33 +334,36 @@ def _read_commits(session, data, versions, deadline, first_batch=READ_CONCURRENC
     results = []
     if not versions:
         return results, True
-    pool = ThreadPoolExecutor(
-        max_workers=min(READ_CONCURRENCY, len(versions)), thread_name_prefix="delta-log"
-    )
-    size, slowest = max(1, first_batch), 0.0
+    workers = min(READ_CONCURRENCY, len(versions))
+    most = 2 * workers
+    window = min(most, first) if first else most
+    guaranteed = min(len(versions), first or workers)
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="delta-log")
+    pending, submitted = {}, 0
     try:
         while len(results) < len(versions):
-            started = time.monotonic()
-            if results and deadline is not None:
-                if started + 1.5 * slowest + DEADLINE_MARGIN > deadline:
-                    return results, False
-            batch = versions[len(results) : len(results) + size]
-            futures = [pool.submit(read_commit, session, data, v) for v in batch]
-            # The first batch is waited for whatever the time (progress); later ones until
-            # shortly before the deadline, keeping what finished in order.
+            late = deadline is not None and time.monotonic() > deadline - DEADLINE_MARGIN
+            while submitted < len(versions) and len(pending) < window:
+                if late and submitted >= guaranteed:
+                    break
+                pending[submitted] = pool.submit(read_commit, session, data, versions[submitted])
+                submitted += 1
+            head = pending.pop(len(results), None)
+            if head is None:
+                return results, False  # out of time before it was asked for
             timeout = None
-            if results and deadline is not None:
-                timeout = max(0.0, deadline - DEADLINE_MARGIN - started)
-            wait(futures, timeout=timeout)
-            for future in futures:
-                if not future.done():
+            if deadline is not None and len(results) >= guaranteed:
+                timeout = deadline - DEADLINE_MARGIN - time.monotonic()
+                if timeout <= 0:
                     return results, False
-                summary = future.result()  # a SourceError of the earliest version first
-                results.append(summary)
-                if summary is None or (stop is not None and stop(summary)):
-                    return results, True
-            slowest = max(slowest, time.monotonic() - started)
-            size = min(MAX_BATCH, size * 2)
+            try:
+                summary = head.result(timeout=timeout)  # a SourceError of the earliest first
+            except FutureTimeout:
+                return results, False
+            results.append(summary)
+            if summary is None or (stop is not None and stop(summary)):
+                return results, True
+            window = min(most, window * 2)
         return results, True
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
@@ -551,7 +555,7 @@ def _resolve(session, data, log, checkpoint, checkpoints, baseline, deadline, cu
         data,
         list(range(checkpoint, lowest - 1, -1)),
         deadline,
-        first_batch=1,
+        first=1,
         stop=lambda summary: summary["data_change"],
     )
     if not complete:
