@@ -355,6 +355,12 @@ def test_lost_cursor_after_cleanup_cannot_tell_and_says_why(table, log):
     assert "cannot_tell" not in accepted.summary
     assert "nothing was announced" in check(table.uri).summary["cannot_tell"]
     assert "of another table id" in check(table.uri, baseline="0@other").summary["cannot_tell"]
+    assert (
+        "'events' is not a Delta version"
+        in check(table.uri, baseline="events").summary["cannot_tell"]
+    )
+    newer = check(table.uri, baseline="99@%s" % table_id).summary["cannot_tell"]
+    assert "99@%s is newer than the log read (version 12)" % table_id in newer
     # A data change after the checkpoint ends the stand-in.
     table.write([2])
     changed = check(table.uri, observation.cursor, baseline="0@%s" % table_id)

@@ -587,10 +587,17 @@ def _resolve(session, data, log, checkpoint, checkpoints, baseline, deadline, cu
         if gone
         else "the walk back stops after %d commits" % len(found)
     )
-    if base is None:
+    if baseline is None:
         against = "nothing was announced before"
+    elif base is None:
+        against = "the last announced value %r is not a Delta version" % baseline
     elif not same_table:
         against = "the last announced value %s is of another table id" % baseline
+    elif base[0] > log.version:
+        against = "the last announced value %s is newer than the log read (version %d)" % (
+            baseline,
+            log.version,
+        )
     else:
         against = "the last announced value %s is older than what remains of the log" % baseline
     log.data_version = checkpoint
