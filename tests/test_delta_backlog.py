@@ -74,7 +74,10 @@ class LogStore(object):
     each GET taking ``latency`` seconds (a sleep: concurrent GETs overlap, as on a network)."""
 
     def __init__(self, bucket, latency=0.002):
+        import threading
+
         self.bucket, self.latency, self.objects = bucket, latency, {}
+        self.lock, self.in_flight, self.most_in_flight = threading.Lock(), 0, 0
 
     def put_object(self, Bucket, Key, Body):
         self.objects[Key] = Body
@@ -109,7 +112,12 @@ class LogStore(object):
 
         from botocore.exceptions import ClientError
 
+        with self.lock:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
         time.sleep(self.latency)
+        with self.lock:
+            self.in_flight -= 1
         if Key not in self.objects:
             raise ClientError({"Error": {"Code": "NoSuchKey"}}, "GetObject")
         return {"Body": io.BytesIO(self.objects[Key])}
@@ -118,9 +126,9 @@ class LogStore(object):
         pass
 
 
-def check(uri, cursor=None, deadline=None, client=None):
+def check(uri, cursor=None, deadline=None, client=None, **data):
     """``(observation or SourceIncomplete, versions of the commits read)``."""
-    data = delta.normalize({"type": "delta", "uri": uri})
+    data = dict(delta.normalize({"type": "delta", "uri": uri}), **data)
     with delta.open_session(data) as session:
         session.deadline = deadline
         if client is not None:
@@ -211,3 +219,13 @@ def test_no_deadline_reads_everything_at_once():
     assert observation.value == "%d@%s" % (last_data_change(99), TABLE_ID)
     assert read == set(range(100))
     assert [c["version"] for c in observation.summary["commits"]] == list(range(50, 100))
+
+
+@pytest.mark.parametrize("bound, most", [(None, delta.READ_CONCURRENCY), (2, 2)])
+def test_readers_stay_within_the_bound(bound, most):
+    store = LogStore("backlog", latency=0.01)
+    write_commits(store, "backlog", range(0, 200))
+    extra = {} if bound is None else {"list_concurrency": bound}
+    observation, read = check("s3://backlog/tables/events", client=store, **extra)
+    assert observation.value == "%d@%s" % (last_data_change(199), TABLE_ID)
+    assert 1 < store.most_in_flight <= most

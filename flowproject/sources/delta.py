@@ -40,12 +40,13 @@ the missing version; after ``GAP_CHECKS`` (3) checks in a row that see the same 
 the cursor, the check fails with a ``SourceError`` naming the missing commit file (until it
 appears). A log with commits but neither commit 0 nor a checkpoint fails at once.
 
-Backlogs. New commits are read by ``READ_CONCURRENCY`` threads (twice as many requests in
-flight). A flow sets ``session.deadline`` (a ``time.monotonic()`` instant) before checking;
-reading stops ``DEADLINE_MARGIN`` before it, and the check then raises ``SourceIncomplete``
-whose cursor is the last version up to which every commit was read, so the next check
-continues from there (the first ``READ_CONCURRENCY`` commits are read whatever the time:
-every check makes progress). The value after any number of such checks is the value of one
+Backlogs. New commits are read by ``READ_CONCURRENCY`` threads (fewer when the run's bound
+on threads sets ``data["list_concurrency"]``; twice as many requests in flight). A flow sets
+``session.deadline`` (a ``time.monotonic()`` instant) before checking; reading stops
+``DEADLINE_MARGIN`` before it, and the check then raises ``SourceIncomplete`` whose cursor is
+the last version up to which every commit was read, so the next check continues from there
+(the first ``READ_CONCURRENCY`` commits are read whatever the time: every check makes
+progress). The value after any number of such checks is the value of one
 uninterrupted read.
 
 A cursor is a hint: losing it may cost reads, never change the value. Without a cursor, when
@@ -334,7 +335,9 @@ def _read_commits(session, data, versions, deadline, first=None, stop=None):
     results = []
     if not versions:
         return results, True
-    workers = min(READ_CONCURRENCY, len(versions))
+    # ``list_concurrency``, when the run's bound on threads sets it, caps the readers.
+    workers = min(READ_CONCURRENCY, data.get("list_concurrency") or READ_CONCURRENCY)
+    workers = max(1, min(workers, len(versions)))
     most = 2 * workers
     window = min(most, first) if first else most
     guaranteed = min(len(versions), first or workers)
