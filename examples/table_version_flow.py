@@ -6,8 +6,9 @@ Iceberg, as the Parameter named by ``[sensor] payload_key``. This flow pins its 
 the data it trains on is the data the sensor saw, even if the table moved on since, and the
 version stays an artifact of the run (a rerun with the same parameter reads the same rows).
 
-It lives under examples/ so that ``flowproject deploy`` and the dev loop, which take the
-repository's top-level flows, do not pick it up; deploy it like StarterFlow when you use it:
+It lives under examples/ so that ``./deploy`` and ``flowproject dev``, which take the
+repository's top-level flows, do not pick it up; deploy it like StarterFlow when you use it.
+It reads the repository's flowconfig.toml (none next to it: see ``flowconfig_next_to_flow``):
 
     python examples/table_version_flow.py run --data_version 12@5485e822-...
     python examples/table_version_flow.py argo-workflows create
@@ -15,6 +16,8 @@ repository's top-level flows, do not pick it up; deploy it like StarterFlow when
 A Delta version can be vacuumed later: the event also carries ``latest_version``, and a flow
 that must not fail can fall back to it (not done here: a model should say which data it saw).
 """
+
+import os
 
 from metaflow import config_expr, current, project, step
 
@@ -26,13 +29,37 @@ def read_delta_version(uri, value):
     from deltalake import DeltaTable
 
     version, _, table_id = value.partition("@")
-    table = DeltaTable(uri, version=int(version))
+    table = DeltaTable(uri, version=int(version), storage_options=delta_storage_options())
     if table_id and table.metadata().id != table_id:
         raise ValueError(
             "%s was re-created since version %s was announced (table id %s, announced %s)"
             % (uri, version, table.metadata().id, table_id)
         )
     return table.to_pyarrow_table()
+
+
+def delta_storage_options(env=None):
+    """The ``deltalake`` options for the S3 endpoint the sensor reads, when it is not AWS.
+
+    The sensor's boto3 client follows ``AWS_ENDPOINT_URL_S3``, ``AWS_ENDPOINT_URL``, then
+    ``METAFLOW_S3_ENDPOINT_URL``; ``deltalake`` (Rust's object_store) reads only
+    ``AWS_ENDPOINT_URL`` and refuses a plain http:// endpoint unless ``AWS_ALLOW_HTTP`` is
+    set. So the same endpoint is handed over, and http is allowed for a loopback endpoint
+    (a local test server such as moto). For http to any other host set ``AWS_ALLOW_HTTP=true``
+    yourself.
+    """
+    from urllib.parse import urlsplit
+
+    env = os.environ if env is None else env
+    names = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "METAFLOW_S3_ENDPOINT_URL")
+    endpoint = next((env[name] for name in names if env.get(name)), None)
+    if not endpoint:
+        return {}
+    options = {"AWS_ENDPOINT_URL": endpoint}
+    parts = urlsplit(endpoint)
+    if parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1"):
+        options["AWS_ALLOW_HTTP"] = "true"
+    return options
 
 
 def read_iceberg_snapshot(data, value):

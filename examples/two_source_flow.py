@@ -1,16 +1,17 @@
 """TwoSourceFlow: a downstream flow that waits for two sources of a multi-source sensor.
 
-With ``[sources.orders]`` and ``[sources.events]`` tables in flowconfig.toml (see the README,
-"Waiting for several sources"), SensorFlow announces each source's changes with that source's
-own event. This flow starts once both have announced since its last start, as Argo Events does
-for the Sensor Metaflow compiles from a multi-event ``@trigger``, and receives each source's
-value as the Parameter named by that source's ``payload_key``:
+With ``[sources.orders]`` and ``[sources.events]`` tables in flowconfig.toml (see
+docs/sources.md, "Waiting for several sources"), SensorFlow announces each source's changes
+with that source's own event. This flow starts once both have announced since its last start,
+as Argo Events does for the Sensor Metaflow compiles from a multi-event ``@trigger``, and
+receives each source's value as the Parameter named by that source's ``payload_key``:
 
     python examples/two_source_flow.py run --orders_version 3f2a9c... --events_version 81c0d4...
     python examples/two_source_flow.py argo-workflows create
 
 It lives under examples/ so that ``./deploy`` and ``flowproject dev``, which take the
-repository's top-level flows, do not pick it up; copy it to the root to use it.
+repository's top-level flows, do not pick it up; copy it to the root to use it. Run from
+examples/, it reads the repository's flowconfig.toml, which then needs those two tables.
 """
 
 from metaflow import config_expr, current, project, step

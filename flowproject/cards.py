@@ -397,3 +397,17 @@ def render_sensor_card(
         card.append(
             Markdown("*Dry run: nothing was published and the sensor state was not changed.*")
         )
+
+
+def render_card_problem(card, what, error):
+    """Append a line saying the card could not show ``what`` (drawing it raised ``error``).
+
+    The check itself is unaffected: the card is drawn after the events were published and
+    the baselines moved, so a part that cannot be drawn must never fail the step.
+    """
+    card.append(
+        Table(
+            [["Card", _cell("could not show %s: %s" % (what, error.__class__.__name__))]],
+            headers=["", ""],
+        )
+    )

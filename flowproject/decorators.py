@@ -1,10 +1,11 @@
-"""Step decorators that give a step its data source.
+"""Step decorators that give a step its data sources.
 
-``@source`` opens the client or connection of ``flowconfig.toml``'s ``[data]`` for the step,
-makes it available to ``self.query()``, closes it when the step ends, and records what was
-checked in the ``checked`` artifact. Which source, and which packages the step needs, come
-from the source module that ``[data] type`` names (``flowproject.sources``); ``@s3`` and
-``@snowflake`` are ``@source`` requiring one type.
+``@source`` marks the step that checks the sources of ``flowconfig.toml``
+(``self.check_sources()``): under ``--environment=pypi`` or ``conda`` it gives the step the
+packages each configured source module declares (``flowproject.sources``). Each source's
+client or connection is opened by its own check, in its own thread, and closed when that
+check ends. ``@s3`` and ``@snowflake`` are ``@source`` requiring every source to be of one
+type.
 
     from flowproject import BaseFlow, source
 
@@ -12,104 +13,58 @@ from the source module that ``[data] type`` names (``flowproject.sources``); ``@
         @source
         @step
         def start(self):
-            self.observation = self.query()
+            self.route = self.check_sources()
 """
-
-from contextvars import ContextVar
 
 from metaflow import StepMutator, card, user_step_decorator
 
-from .config import configured_sources, is_multi_source
+from .config import configured_sources
 from .environment import add_packages, installed_version, package_decorator_spec
 from .exceptions import FlowprojectException
 from .sources import load_source
-
-# The open session of the running step. Kept here, not on the flow object: everything set on
-# the flow becomes an artifact, and a client or connection must not be pickled.
-_active_session = ContextVar("flowproject_active_session", default=None)
 
 
 class SourceDecoratorError(FlowprojectException):
     headline = "Data source decorator misused"
 
 
-def active_session():
-    """The (source module, data, session) of the running step, or None outside ``@source``."""
-    return _active_session.get()
-
-
-def config_data(flow):
-    """The validated ``[data]`` table of a flow's ``flowconfig`` as a plain dict."""
-    return _plain(flow.flowconfig["data"])
-
-
-def _plain(value):
-    if hasattr(value, "to_dict"):
-        return value.to_dict()
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
-
-
 @user_step_decorator
 def source_session(step_name, flow, inputs=None, attributes=None):
-    """Open the configured source for the step; close it when the step ends.
-
-    Added by ``@source``; not used directly.
-    """
-    if is_multi_source(flow.flowconfig):
-        # Each source is opened in its own thread by BaseFlow.check_sources.
-        yield
-        return
-    data = config_data(flow)
+    """Check, when the step starts, that the sources are of the type a typed decorator
+    (``@s3``, ``@snowflake``) requires. Added by ``@source``; not used directly."""
     expected = (attributes or {}).get("type")
-    if expected and data["type"] != expected:
-        raise SourceDecoratorError(
-            "@%s is on step '%s' but flowconfig.toml has [data] type = %r: use @source to "
-            "follow the config, or @%s." % (expected, step_name, data["type"], data["type"])
-        )
-    module = load_source(data["type"])
-    with module.open_session(data) as session:
-        token = _active_session.set((module, data, session))
-        try:
-            yield
-        finally:
-            _active_session.reset(token)
-    flow.checked = {
-        "source": module.describe(data),
-        "requests": list(getattr(session, "requests", [])),
-    }
+    for watched in configured_sources(flow.flowconfig) if expected else ():
+        if watched.data["type"] != expected:
+            where = "[data]" if watched.name == "default" else "[sources.%s]" % watched.name
+            raise SourceDecoratorError(
+                "@%s is on step '%s' but flowconfig.toml has %s type = %r: use @source to "
+                "follow the config, or @%s."
+                % (expected, step_name, where, watched.data["type"], watched.data["type"])
+            )
+    yield
 
 
 class source(StepMutator):
-    """Give the step the data source of ``flowconfig.toml``'s ``[data]``.
+    """Give the step the data sources of ``flowconfig.toml``.
 
-    Use above ``@step``; inside the step, ``self.query()`` checks the configured source once.
-    The client or connection opens for the step and closes when it ends; what was asked goes
-    to the ``checked`` artifact. Under ``--environment=pypi`` or ``conda`` the step also gets
-    the packages the source module declares (``PACKAGES``); under a plain ``run`` it uses
-    the installed ones. Which source is ``[data] type``'s: a flow switches sources by an
-    edit of the config alone.
+    Use above ``@step``; inside the step, ``self.check_sources()`` checks every source.
+    Under ``--environment=pypi`` or ``conda`` the step also gets the packages the source
+    modules declare (``PACKAGES``); under a plain ``run`` it uses the installed ones. Which
+    sources is the config's: a flow switches sources by an edit of the config alone.
     """
 
-    # Set by the typed decorators below: the step then requires this ``[data] type``.
+    # Set by the typed decorators below: the step then requires this source type.
     TYPE = None
 
     def mutate(self, mutable_step):
         configs = dict(mutable_step.flow.configs)
-        if is_multi_source(configs["flowconfig"]):
-            # Every configured source's packages; BaseFlow.check_sources opens each source.
-            mutable_step.add_decorator(source_session, deco_kwargs={"type": self.TYPE or ""})
-            packages = {}
-            for watched in configured_sources(configs["flowconfig"]):
-                packages.update(source_packages(load_source(watched.data["type"])))
-            add_packages(mutable_step, packages)
-            return
-        data_type = self.TYPE or configs["flowconfig"]["data"]["type"]
-        mutable_step.add_decorator(source_session, deco_kwargs={"type": data_type})
-        if self.TYPE and configs["flowconfig"]["data"]["type"] != self.TYPE:
-            return  # source_session says what is wrong when the step runs
-        add_packages(mutable_step, source_packages(load_source(data_type)))
+        mutable_step.add_decorator(source_session, deco_kwargs={"type": self.TYPE or ""})
+        packages = {}
+        for watched in configured_sources(configs["flowconfig"]):
+            if self.TYPE and watched.data["type"] != self.TYPE:
+                return  # source_session says what is wrong when the step runs
+            packages.update(source_packages(load_source(watched.data["type"])))
+        add_packages(mutable_step, packages)
 
 
 def source_packages(module):
@@ -160,7 +115,7 @@ CARD_ID = "sensor"
 
 
 class announcement(StepMutator):
-    """Mark the step that announces changes (the one calling ``self.announce()``).
+    """Mark the step that announces changes (the one calling ``self.announce_changes()``).
 
     It gets the ``sensor`` card showing the check (unless ``[sensor] card = false``: Metaflow
     renders a card in a separate process, about a second and 1 MB per card), and under

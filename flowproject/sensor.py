@@ -371,12 +371,19 @@ def decide(
             )
         return made(SKIP, "unchanged", "unchanged since the last announcement: %s" % now_text)
 
-    kind = "first" if baseline is None else "changed"
-    what = (
-        "first check, no baseline yet: %s" % now_text
-        if baseline is None
-        else "changed from %s to %s" % (_short(previous), now_text)
-    )
+    # A source that could not tell the value without its lost cursor (an expired snapshot,
+    # a cleaned-up log) says so: compared with nothing, the check is a first check.
+    cannot_tell = observation.summary.get("cannot_tell") if baseline is not None else None
+    kind = "first" if baseline is None or cannot_tell else "changed"
+    if baseline is None:
+        what = "first check, no baseline yet: %s" % now_text
+    elif cannot_tell:
+        what = (
+            "cannot tell whether the data changed since the announced %s (%s), so this is "
+            "a first check: %s" % (_short(previous), cannot_tell, now_text)
+        )
+    else:
+        what = "changed from %s to %s" % (_short(previous), now_text)
     if settle_checks > 0:
         pending = state.pending
         seen = pending.seen + 1 if (pending is not None and pending.fingerprint == fp) else 0

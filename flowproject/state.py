@@ -6,9 +6,11 @@ object in the Metaflow datastore (the local ``.metaflow`` folder when local, S3 
 
     <datastore root>/<FlowName>/sensor_state/<project>/<branch>.json
 
-so a lookup is one read whatever the history. The announced value also stays an artifact of
-the run that announced it (``announced_value``), and a missing or unreadable state object is
-rebuilt from those artifacts, with a message saying so, never treated as "no baseline" silently.
+(``<branch>/<source>.json`` for a named source), so a lookup is one read whatever the history.
+Every write of it is also kept, without the history, as the ``sensor_records`` artifact of the
+step that wrote it (``state_record``), so a missing or unreadable state object is rebuilt from
+the newest run that recorded the source (baseline, identity, cursor, settling value), with a
+message saying so, never treated as "no baseline" silently.
 
 Overlapping runs: every write is a compare-and-swap
 ---------------------------------------------------
@@ -381,6 +383,23 @@ def state_object(storage, path):
     return UnconditionalStateObject(storage, path)
 
 
+def _recovery_text(state):
+    """What a recovery from past runs found, for the log."""
+    baseline, found = state.baseline, state.recovered_from
+    if baseline is not None:
+        announced_by = baseline.run or found
+        text = "recovered the baseline from run %s" % announced_by
+        if found and found != announced_by:
+            text += " (the state as run %s recorded it, cursor included)" % found
+        return text
+    if found:
+        return (
+            "recovered the state run %s recorded (no value announced yet), so this is a "
+            "first check" % found
+        )
+    return "no earlier run of this branch announced a value, so this is the first check"
+
+
 def state_path(flow_name, project, branch, source=DEFAULT_SOURCE):
     """Key of a branch's state object for one source, relative to the datastore root.
 
@@ -552,17 +571,7 @@ class StateStore(object):
             named = () if self.source == DEFAULT_SOURCE else (self.source,)
             state = recover_from_runs(self.flow_name, self.project, self.branch, *named)
         if not quiet:
-            print(
-                "Sensor state: %s; %s"
-                % (
-                    why,
-                    "recovered the baseline from run %s" % state.recovered_from
-                    if state.baseline is not None
-                    else "no earlier run of this branch announced a value, so this is the "
-                    "first check",
-                ),
-                file=sys.stderr,
-            )
+            print("Sensor state: %s; %s" % (why, _recovery_text(state)), file=sys.stderr)
         return state, version
 
     def save(self, state, expected_version, claim=None):
@@ -632,50 +641,109 @@ class StateStore(object):
             state, version = self.load_versioned(quiet=True, baseline_run=baseline_run)
 
 
-def _baseline_of(run, source=DEFAULT_SOURCE):
-    """The state ``run`` (a Metaflow client Run) announced for ``source``, or None.
+# The artifact of every step that wrote a source's state: ``{source: state_record(...)}``.
+RECORDS_ARTIFACT = "sensor_records"
 
-    The single-source form's run keeps ``announced``, ``announced_value``, ``change_id`` and
-    ``announced_identity``; a multi-source run keeps ``announcements``:
-    ``{source: {"value", "change_id", "identity"}}`` for the sources it announced.
+
+def state_record(state, run):
+    """What a source's next check depends on, as the step that wrote it keeps it.
+
+    The state document without its history (baseline, identity, cursor, settling value,
+    scope), with when and by which run it was written. A lost state object is rebuilt from
+    the newest of these (``recover_from_runs``).
+
+    Parameters
+    ----------
+    state : SensorState
+        The state as written.
+    run : str
+        Pathspec of the writing run.
+    """
+    doc = state.to_dict()
+    doc["history"] = []
+    doc.pop("reset", None)
+    doc["written_at"] = datetime.now(timezone.utc).isoformat(timespec="microseconds")
+    doc["written_by"] = run
+    return doc
+
+
+def _recorded_state(run, source):
+    """The newest state any step of ``run`` recorded for ``source``, or None."""
+    newest = None
+    for step in run:
+        task = step.task
+        if task is None or RECORDS_ARTIFACT not in task:
+            continue
+        record = (task[RECORDS_ARTIFACT].data or {}).get(source)
+        if not isinstance(record, dict):
+            continue
+        if newest is None or str(record.get("written_at")) > str(newest.get("written_at")):
+            newest = record
+    if newest is None:
+        return None
+    doc = {k: v for k, v in newest.items() if k not in ("written_at", "written_by")}
+    try:
+        check_state_document(doc)
+    except StateFormatError:
+        return None
+    state = SensorState.from_dict(doc)
+    state.recovered_from = run.pathspec
+    return state
+
+
+def _announced_in_end(run, source):
+    """The baseline a run made before ``sensor_records`` existed kept in ``end``, or None.
+
+    The single-source form's run kept ``announced``, ``announced_value``, ``change_id`` and
+    ``announced_identity``; a multi-source run ``announcements``:
+    ``{source: {"value", "change_id", "identity"}}``.
+    """
+    end = run["end"].task
+    if end is None or not end.successful:
+        return None
+    if "announcements" in end:
+        announced = (end["announcements"].data or {}).get(source)
+    elif source == DEFAULT_SOURCE and "announced" in end and end["announced"].data:
+        announced = {
+            "value": end["announced_value"].data,
+            "change_id": end["change_id"].data,
+            "identity": end["announced_identity"].data if "announced_identity" in end else None,
+        }
+    else:
+        announced = None
+    if not announced:
+        return None
+    value = announced["value"]
+    return SensorState(
+        baseline=Baseline(
+            value=value,
+            fingerprint=fingerprint(value),
+            change_id=announced["change_id"],
+            run=run.pathspec,
+            announced_at=str(end.finished_at),
+        ),
+        recovered_from=run.pathspec,
+        # Runs from before identities were recorded have none: the current one is adopted.
+        identity=announced.get("identity"),
+    )
+
+
+def _baseline_of(run, source=DEFAULT_SOURCE):
+    """The state ``run`` (a Metaflow client Run) recorded for ``source``, or None.
+
+    Any step's ``sensor_records`` (the newest of them), whether or not the run's other
+    sources or its ``end`` failed; for runs made before those were kept, what ``end`` kept.
     """
     from metaflow.exception import MetaflowNotFound
 
     try:
-        end = run["end"].task
-        if end is None or not end.successful:
-            return None
-        if source == DEFAULT_SOURCE:
-            if "announced" not in end or not end["announced"].data:
-                return None
-            value, cid = end["announced_value"].data, end["change_id"].data
-            # Runs from before identities were recorded have none: the current one is adopted.
-            identity = end["announced_identity"].data if "announced_identity" in end else None
-        else:
-            if "announcements" not in end:
-                return None
-            announced = (end["announcements"].data or {}).get(source)
-            if not announced:
-                return None
-            value, cid = announced["value"], announced["change_id"]
-            identity = announced.get("identity")
-        return SensorState(
-            baseline=Baseline(
-                value=value,
-                fingerprint=fingerprint(value),
-                change_id=cid,
-                run=run.pathspec,
-                announced_at=str(end.finished_at),
-            ),
-            recovered_from=run.pathspec,
-            identity=identity,
-        )
+        return _recorded_state(run, source) or _announced_in_end(run, source)
     except (KeyError, MetaflowNotFound):
         return None
 
 
 def recover_from_run(pathspec, source=DEFAULT_SOURCE):
-    """The baseline announced by one known run (one lookup, whatever the history)."""
+    """The state recorded by one known run (one lookup, whatever the history)."""
     from metaflow import Run, namespace
     from metaflow.exception import MetaflowNotFound
 
@@ -687,11 +755,13 @@ def recover_from_run(pathspec, source=DEFAULT_SOURCE):
 
 
 def recover_from_runs(flow_name, project, branch, source=DEFAULT_SOURCE):
-    """Rebuild ``source``'s baseline from the newest run of ``branch`` that announced it.
+    """Rebuild ``source``'s state from the newest run of ``branch`` that recorded it.
 
-    This walks past runs with the Metaflow client (linear in history), so it is used only
-    when the state object is missing or unreadable. History and any settling value are not
-    recovered (they live only in the state object).
+    Baseline, identity, cursor and settling value come back as the run's step wrote them;
+    the history does not (it lives only in the state object). This walks past runs with the
+    Metaflow client, newest first, so it is used only when the state object is missing or
+    unreadable; the newest run almost always recorded the source (every check that reads
+    the source writes its state).
     """
     from metaflow import Flow, namespace
     from metaflow.exception import MetaflowNotFound
@@ -714,8 +784,8 @@ def recover_from_runs(flow_name, project, branch, source=DEFAULT_SOURCE):
 def load_listing(run_pathspec, step="start", source=DEFAULT_SOURCE):
     """The gzip'd listing stored by the run that announced ``source``'s baseline, or None.
 
-    One run lookup with the Metaflow client (no walk over the history). The single-source
-    form's run keeps it as ``listing``; a multi-source run as ``listings[source]``.
+    One run lookup with the Metaflow client (no walk over the history). The run keeps it as
+    ``listings[source]`` (older single-source runs as ``listing``).
     """
     from metaflow import Step, namespace
     from metaflow.exception import MetaflowNotFound
@@ -727,10 +797,11 @@ def load_listing(run_pathspec, step="start", source=DEFAULT_SOURCE):
         task = Step("%s/%s" % (run_pathspec, step)).task
         if task is None:
             return None
-        if source == DEFAULT_SOURCE:
-            return task["listing"].data if "listing" in task else None
-        if "listings" not in task:
-            return None
-        return (task["listings"].data or {}).get(source)
+        if "listings" in task:
+            return (task["listings"].data or {}).get(source)
+        # Runs of the single-source form made before listings were kept per source.
+        if source == DEFAULT_SOURCE and "listing" in task:
+            return task["listing"].data
+        return None
     except MetaflowNotFound:
         return None

@@ -557,11 +557,11 @@ def check_once(
     >>> decision.kind
     'unchanged'
     """
-    from .announcer import decide_options
     from .config import configured_sources, parse_flowconfig, source_named
     from .exceptions import FlowConfigError
     from .sensor import SensorState, advance, decide
-    from .sources import check_source, source_identity
+    from .source_check import decide_options
+    from .sources import drop_detail, observe
 
     if isinstance(config, str):
         config = parse_flowconfig(config)
@@ -578,15 +578,13 @@ def check_once(
             )
         watched = sources[0]
     state = state if state is not None else SensorState()
-    data, sensor = watched.data, watched.sensor
-    observation = check_source(data, state.cursor_for(source_identity(data)))
-    decision = decide(
-        observation,
-        state,
-        flow_name,
-        branch,
-        **decide_options(watched, config["project_name"], force=force),
-    )
+    sensor = watched.sensor
+    options = decide_options(watched, config["project_name"], force=force)
+    scope = {"flow": flow_name, "project": options["project"], "branch": branch}
+    scope["source"] = options["source"]
+    observation, _requests = observe(watched.data, state, options["identity"], scope)
+    observation = drop_detail(observation)
+    decision = decide(observation, state, flow_name, branch, **options)
     next_state = advance(
         state,
         observation,

@@ -232,6 +232,9 @@ def test_baseline_recovered_from_a_run_keeps_what_it_was_of():
     class Run(dict):
         pathspec = "SensorFlow/7"
 
+        def __iter__(self):  # a Metaflow Run iterates over its steps
+            return iter(self.values())
+
     identity = s3_source.identity(s3_data(), ENV)
     end = Task(announced=True, announced_value="v1", change_id="cid")
     assert state_mod._baseline_of(Run(end=Step(end))).identity is None  # an older run: adopted

@@ -187,8 +187,9 @@ def test_ctrl_c_stops_every_run_it_started(dev_env, s3_client, bucket):
 
 @pytest.mark.e2e
 def test_the_readme_consumer_skips_a_change_it_already_processed(tmp_path):
-    """The README's de-duplicating example, delivered the same event twice by the dev loop."""
-    with open(os.path.join(REPO, "README.md")) as f:
+    """The de-duplicating example of docs/delivery.md, delivered the same event twice by the
+    dev loop."""
+    with open(os.path.join(REPO, "docs", "delivery.md")) as f:
         readme = f.read()
     example = re.search(r"```python\n(from itertools import islice\n.*?)```", readme, re.S)
     root, work = tmp_path / "root", tmp_path / "work"

@@ -7,6 +7,7 @@ consecutive flow runs), so "an event" is a decision to publish.
 
 import json
 import textwrap
+import uuid
 
 import pytest
 
@@ -133,9 +134,9 @@ def test_catalog_errors_never_show_its_secrets(catalog, monkeypatch):
             iceberg.check(data, session)
     assert "testing" not in str(raised.value) and "testing-secret" not in str(raised.value)
     assert "catalog 'lake'" in str(raised.value)
-    # A database URL's password is scrubbed from any message quoting it.
+    # A database URL's credentials are scrubbed from any message quoting it.
     text = iceberg.scrub(ValueError("postgresql://u:hunter2@db/x failed"), ["testing-secret"])
-    assert text == "ValueError: postgresql://u:[redacted]@db/x failed"
+    assert text == "ValueError: postgresql://[redacted]@db/x failed"
 
 
 # ------------------------------------------------------------------ location, replace fixture
@@ -170,7 +171,7 @@ def write_replace_snapshot(s3_client, bucket, table):
     doc["refs"] = {"main": {"snapshot-id": snapshot_id, "type": "branch"}}
     folder, name = key.rsplit("/", 1)
     number = int(name.split("-", 1)[0]) + 1
-    new_key = "%s/%05d-replace-fixture.metadata.json" % (folder, number)
+    new_key = "%s/%05d-%s.metadata.json" % (folder, number, uuid.uuid4())
     s3_client.put_object(Bucket=bucket, Key=new_key, Body=json.dumps(doc).encode())
     return snapshot_id
 
@@ -196,9 +197,12 @@ def test_location_replace_alone_is_not_announced_but_append_then_replace_is(
     table = catalog.load_table("db.events")
     table.append(pa.table({"a": [2]}))
     table = catalog.load_table("db.events")
+    append_id = table.current_snapshot().snapshot_id
     replace_id = write_replace_snapshot(s3_client, bucket, table)
     after, decided = sensor.check()
-    assert decided.publish and after.value == str(replace_id)
+    # The value is the append's: the snapshot that changed data (the replace holds its data).
+    assert decided.publish and after.value == str(append_id)
+    assert after.summary["latest_version"] == replace_id
     assert [c["operation"] for c in after.summary["commits"][-2:]] == ["append", "replace"]
 
 

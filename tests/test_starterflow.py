@@ -77,9 +77,9 @@ def test_payload_key_taken_by_the_flow_stops_it_loading(flow_runner, payload_key
         ("nested", "step 'start' sets self.nested"),
         ("total", "step 'start' sets self.total"),
         ("typed", "step 'start' sets self.typed"),
-        ("observation", "method 'decide_change' sets self.observation"),  # BaseFlow's
+        ("observation", "method '_single_source_views' sets self.observation"),  # BaseFlow's
         ("end", "it is a step of the flow"),
-        ("query", "it is an attribute of the flow"),
+        ("check_sources", "it is an attribute of the flow"),
     ],
 )
 def test_payload_key_flow_problems(payload_key, expected):

@@ -2,24 +2,22 @@
 
 Fast: no flow runs. The store is exercised on Metaflow's local datastore storage and on its S3
 storage against the loopback moto server (conditional PutObject); the re-decision rules of
-``BaseFlow`` are called with a stand-in for ``current``.
+a source's check (``flowproject.source_check``) are called as a run calls them.
 """
 
 import json
 import os
 import threading
 import time
-import types
 import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from flowproject import StateConflict
-from flowproject import baseflow as baseflow_mod
 from flowproject import state as state_mod
-from flowproject.baseflow import BaseFlow
 from flowproject.sensor import Baseline, SensorState, advance, decide, utc_now
+from flowproject.source_check import decide_against, redecide
 from flowproject.sources.observation import Observation, fingerprint
 from flowproject.state import Claim, StateStore, new_claim
 
@@ -189,21 +187,23 @@ def test_write_barrier_pauses_between_read_and_write(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def flow(monkeypatch):
-    """``BaseFlow``'s decision methods on a stand-in for a running flow (run SensorFlow/2)."""
-    monkeypatch.setattr(baseflow_mod, "current", types.SimpleNamespace(flow_name=FLOW))
+def flow():
+    """The decision functions of a source's check, as run SensorFlow/2 makes them: the
+    ``decide`` options are kept (the ``source_options`` artifact) to re-decide alike."""
 
-    class Stub(object):
-        decide_against = BaseFlow.decide_against
-        redecide = BaseFlow.redecide
+    class Run(object):
+        decide_options = None
 
-        def run_pathspec(self):
-            return "SensorFlow/2"
+        def decide_against(self, state, observation, **options):
+            self.decide_options = dict(options)
+            return decide_against(state, observation, FLOW, BRANCH, "SensorFlow/2", **options)
 
-        def sensor_branch(self):
-            return BRANCH
+        def redecide(self, decided, observation, state):
+            return redecide(
+                decided, observation, state, self.decide_options, FLOW, BRANCH, "SensorFlow/2"
+            )
 
-    return Stub()
+    return Run()
 
 
 def test_live_claim_of_another_run_means_no_event(flow):

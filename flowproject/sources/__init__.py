@@ -36,7 +36,7 @@ import dataclasses
 import importlib
 import os
 
-from ..sensor import DEFAULT_SOURCE
+from ..sensor import DEFAULT_SOURCE, baseline_mismatch
 from .observation import ABSENT_STATE, Observation, fingerprint
 
 SOURCE_TYPES = {
@@ -103,27 +103,71 @@ def failure_text(error):
     return "%s: %s" % (error.__class__.__name__, text) if text else error.__class__.__name__
 
 
-def check_source(data, cursor=None):
-    """Check the source ``data`` configures once, outside a flow step (tests, the CLI).
+def observe(data, state, identity, scope, deadline=None):
+    """Check the source ``data`` configures once, with the hints ``state`` holds.
 
-    Opens the source's session, checks, closes it. A listing spool (``files_metadata``) is
-    deleted: outside a flow nothing keeps it.
+    The one way a source is checked (by a flow, ``testing.check_once`` and
+    ``check_source``): the cursor of a state of the same identity, and for a cursor source
+    the announced value, are passed to the source's ``check``.
+
+    Parameters
+    ----------
+    data : dict
+        The normalized source table.
+    state : SensorState
+        The state the decision will be made against.
+    identity, scope : dict
+        The source's identity and the check's scope (a state of another is not a hint).
+    deadline : float, optional
+        ``time.monotonic()`` instant the check's time is up (``session.deadline``).
+
+    Returns
+    -------
+    tuple
+        ``(Observation, requests)``: ``requests`` is what the check asked the source.
+
+    Raises
+    ------
+    SourceIncomplete
+        The source ran out of time part-way; its ``cursor`` is the progress made.
+    """
+    module = load_source(data["type"])
+    with module.open_session(data) as session:
+        session.deadline = deadline
+        if getattr(module, "USES_CURSOR", False):
+            hint = baseline_mismatch(state, scope, identity) is None
+            cursor = state.cursor_for(identity) if hint else None
+            baseline = state.baseline.value if hint and state.baseline is not None else None
+            observation = module.check(data, session, cursor, baseline=baseline)
+        else:
+            observation = module.check(data, session, None)
+        return observation, list(getattr(session, "requests", []))
+
+
+def check_source(data):
+    """Check the source ``data`` configures once from scratch, outside a flow step (the
+    CLI's ``reset --to-current``): no cursor, no baseline.
+
+    A listing spool (``files_metadata``) is deleted: outside a flow nothing keeps it.
 
     Parameters
     ----------
     data : dict
         The normalized ``[data]`` table.
-    cursor : dict, optional
-        The previous check's ``Observation.cursor``.
 
     Returns
     -------
     Observation
         With ``detail`` None.
     """
-    source = load_source(data["type"])
-    with source.open_session(data) as session:
-        observation = source.check(data, session, cursor)
+    from ..sensor import SensorState
+
+    observation, _requests = observe(data, SensorState(), None, None)
+    return drop_detail(observation)
+
+
+def drop_detail(observation):
+    """``observation`` without its ``detail``, the listing spool file deleted if any."""
     if isinstance(observation.detail, str) and os.path.exists(observation.detail):
         os.unlink(observation.detail)
     return dataclasses.replace(observation, detail=None)
@@ -134,10 +178,12 @@ __all__ = [
     "Observation",
     "SOURCE_TYPES",
     "check_source",
+    "drop_detail",
     "describe_source",
     "failure_text",
     "fingerprint",
     "load_source",
+    "observe",
     "source_absent_message",
     "source_identity",
     "watched_source",

@@ -1,20 +1,28 @@
-"""One source of a running sensor: decide, record, claim, publish, commit.
+"""One source's check within one run, from the read of its state to the commit of the next.
 
-A ``SourceAnnouncer`` carries what a run knows of one source (its settings, its state object,
-what the deciding step read) and applies the sensor's rules to it. ``BaseFlow`` uses one for
-the single ``[data]`` source and one per ``[sources.<name>]`` table, so the rules exist once
-whatever the number of sources; each announcer touches only its own source's state object,
-so several of them run side by side in threads.
+A ``SourceCheck`` is the whole life of a check of one source: read the state, check the
+source, decide, then either record a quiet check or claim, publish and commit. The flow
+(``BaseFlow``) runs one per configured source (one ``[data]`` table is the source named
+``default``), in threads, and only wires its steps to them; so the rules exist once whatever
+the number of sources, and each check touches only its own source's state object.
+
+What a source's next check depends on (baseline, identity, cursor, settling count) is one
+record: the state object. Every write of it is also kept as the ``sensor_records`` artifact
+of the step that made it (``record``), so a lost state object is rebuilt from the newest run
+whose step recorded that source (``state.recover_from_runs``), whatever happened to the
+other sources or to ``end`` in that run.
 """
 
 import dataclasses
 import os
 import sys
+import threading
+import time
 
 from .events import event_name, publish
-from .exceptions import PublishError, StateConflict, StateError
+from .exceptions import PublishError, SourceIncomplete, StateConflict, StateError
 from .sensor import SKIP, advance, decide, decision_options
-from .sources import load_source, source_identity, watched_source
+from .sources import failure_text, observe, source_identity, watched_source
 from .sources.s3_listing import diff_listings, pack_listing, read_listing_file, unpack_listing
 from .state import (
     DEFAULT_SOURCE,
@@ -24,14 +32,19 @@ from .state import (
     claim_of_another_run,
     load_listing,
     new_claim,
+    state_record,
 )
 
 # Decisions with nothing to announce: the deciding step records them in the source's history
 # and, when no source has anything to announce, the run goes straight to ``end``, with no card.
 QUIET_KINDS = ("unchanged", "reverted")
 
-# ``SourceAnnouncer.announce``'s version when the deciding step's is not known: no re-decision.
-UNKNOWN_VERSION = object()
+# A source reading a long log stops this long before its time is up, to commit its progress.
+DEADLINE_MARGIN = 0.15  # of source_timeout, at most MAX_DEADLINE_MARGIN seconds
+MAX_DEADLINE_MARGIN = 30.0
+
+# Lines of several sources' checks, printed from threads, never interleave within a line.
+_print_lock = threading.Lock()
 
 
 def decide_options(watched, project, force=False):
@@ -133,7 +146,14 @@ def redecide(decided, observation, state, options, flow_name, branch, run):
     return dataclasses.replace(fresh, action=SKIP, kind="concurrent", reason=reason)
 
 
-class SourceAnnouncer(object):
+def check_deadline(timeout, started=None):
+    """The ``time.monotonic()`` instant a source reading a long log stops at, leaving time
+    to commit its progress before ``timeout`` seconds from ``started`` (now) are up."""
+    started = time.monotonic() if started is None else started
+    return started + timeout - min(MAX_DEADLINE_MARGIN, timeout * DEADLINE_MARGIN)
+
+
+class SourceCheck(object):
     """The sensor's rules applied to one source within one run.
 
     Parameters
@@ -153,26 +173,30 @@ class SourceAnnouncer(object):
         self.name, self.data, self.sensor = watched
         self.flow_name, self.project, self.branch, self.run = flow_name, project, branch, run
         self.named = self.name != DEFAULT_SOURCE
-        identity = source_identity(self.data)
-        self.identity = identity
+        self.identity = source_identity(self.data)
         self.store = StateStore(
             storage,
             flow_name,
             project,
             branch,
             source=self.name,
-            identity=identity if self.named else None,
+            identity=self.identity if self.named else None,
         )
-        # Set while deciding; the announcing step of the run gets them back as artifacts.
+        # What the deciding step knew; the announcing step gets them back from artifacts.
+        self.observation = None
+        self.decision = None
         self.options = None  # the decide() keyword arguments used
         self.state_version = None
         self.decided_against = None  # (state, version), within the deciding step only
+        self.requests = []
         self.changes = None  # objects added/removed/modified (files_metadata)
         self.listing = None  # the gzip'd listing, when this run moves the baseline
-        # Set while announcing.
+        # What the check led to.
+        self.failure = None  # why the check or its event failed
         self.publish_failure = None
         self.published = None
         self.state_after = None
+        self.record = None  # the state this run wrote (state.state_record), an artifact
 
     @property
     def event_name(self):
@@ -180,66 +204,77 @@ class SourceAnnouncer(object):
         return event_name(self.sensor)
 
     def say(self, text, file=None):
-        """Print ``text``, naming the source when the sensor has several."""
-        print(("%s: %s" % (self.name, text)) if self.named else text, file=file or sys.stdout)
+        """Print ``text`` as whole lines, naming the source when the sensor has several."""
+        text = ("%s: %s" % (self.name, text)) if self.named else text
+        stream = file or sys.stdout
+        with _print_lock:
+            stream.write(text + "\n")
+            stream.flush()
 
-    # ------------------------------------------------------------------ checking
+    # ------------------------------------------------------------------ the deciding step
 
-    def cursor(self):
-        """Where the source's check continues reading, for sources that keep a cursor."""
-        module = load_source(self.data["type"])
-        if not getattr(module, "USES_CURSOR", False):
-            return None
-        # Read quietly: the deciding step says where a recovered baseline came from.
-        return self.store.load(quiet=True).cursor_for(self.identity)
-
-    def check(self, data=None):
-        """Open the source's session, check it once, close it.
+    def check_and_decide(self, force=False, dry_run=False, data=None, timeout=None):
+        """Read the state, check the source, decide; record a quiet check.
 
         Parameters
         ----------
-        data : dict, optional
-            The source table to use (the run's bound on threads may lower its
-            ``list_concurrency``); the configured one by default.
-
-        Returns
-        -------
-        tuple
-            ``(Observation, requests)``: ``requests`` is what the check asked the source.
-        """
-        data = self.data if data is None else data
-        module = load_source(data["type"])
-        with module.open_session(data) as session:
-            observation = module.check(data, session, self.cursor())
-        return observation, list(getattr(session, "requests", []))
-
-    # ------------------------------------------------------------------ deciding
-
-    def decide(self, observation, force=False, dry_run=False, quiet=False):
-        """Compare ``observation`` with the source's baseline.
-
-        For a listing (``files_metadata``) it also keeps what the card and the next diff need:
-        ``changes`` when the decision is to announce or the change is settling, ``listing``
-        when this run will move the baseline. The temporary listing file is deleted.
-
-        Parameters
-        ----------
-        observation : Observation
         force : bool
             Publish even if nothing changed.
         dry_run : bool
-            Decide and report, store no listing.
-        quiet : bool
-            Do not print where a recovered baseline came from.
+            Decide and report, write nothing.
+        data : dict, optional
+            The source table to use (the run's bound on threads may lower its
+            ``list_concurrency``); the configured one by default.
+        timeout : float, optional
+            Seconds the check may take (``[sensor] source_timeout``): a source reading a
+            long log stops before and its progress is kept.
 
         Returns
         -------
         Decision
+            Also ``self.decision``; ``self.observation`` has no ``detail``.
         """
-        state, self.state_version = self.store.load_versioned(quiet=quiet)
+        started = time.monotonic()
+        state, self.state_version = self.store.load_versioned()
         self.decided_against = (state, self.state_version)
         self.options = decide_options(self.watched, self.project, force)
-        decision = self.decide_against(state, observation, **self.options)
+        deadline = None if timeout is None else check_deadline(timeout, started)
+        scope = {
+            "flow": self.flow_name,
+            "project": self.project,
+            "branch": self.branch,
+            "source": self.name,
+        }
+        try:
+            observation, self.requests = observe(
+                self.data if data is None else data, state, self.identity, scope, deadline
+            )
+        except SourceIncomplete as e:
+            if not dry_run and e.cursor is not None:
+                self.keep_progress(e.cursor, state, self.state_version)
+            raise
+        decision = self.decide(observation, state, dry_run=dry_run)
+        self.say(decision.reason)
+        if self.is_quiet(decision, dry_run):
+            recorded = self.record_quiet(observation, decision)
+            if recorded is not decision:
+                self.say(recorded.reason)
+            decision = recorded
+        self.observation = dataclasses.replace(observation, detail=None)
+        self.decision = decision
+        return decision
+
+    def decide(self, observation, state, dry_run=False):
+        """Compare ``observation`` with ``state`` (read by this check) and keep what the
+        announcing step and the card need.
+
+        For a listing (``files_metadata``): ``changes`` when the decision is to announce or
+        the change is settling, ``listing`` when this run will move the baseline. The
+        temporary listing file is deleted.
+        """
+        decision = decide_against(
+            state, observation, self.flow_name, self.branch, self.run, **self.options
+        )
         if decision.warning:
             self.say("Warning: %s" % decision.warning)
         spool = observation.detail
@@ -256,12 +291,6 @@ class SourceAnnouncer(object):
             finally:
                 os.unlink(spool)
         return decision
-
-    def decide_against(self, state, observation, **decide_kwargs):
-        """``decide_against`` for this source and run."""
-        return decide_against(
-            state, observation, self.flow_name, self.branch, self.run, **decide_kwargs
-        )
 
     def redecide(self, decided, observation, state):
         """``redecide`` for this source and run, with the options it decided with."""
@@ -283,17 +312,39 @@ class SourceAnnouncer(object):
         Decision
             The decision recorded: re-made if another run wrote meanwhile.
         """
-        decided = self.decided_against
-        if decided is None:
-            decided = self.store.load_versioned(quiet=True, baseline_run=decision.baseline_run)
-        _state, recorded = self.commit(observation, decision, *decided)
+        _state, recorded = self.commit(observation, decision, *self.decided_against)
         return recorded
 
-    # ------------------------------------------------------------------ announcing
+    def keep_progress(self, cursor, state, version):
+        """Store the cursor a source that ran out of time reached, and nothing else.
 
-    def event_payload(self, observation, decision, branch_name, run_id):
+        No event, the baseline and the settling count are kept: the next check continues
+        reading from ``cursor``. A write that never fails the run (the check has failed).
+        """
+
+        def change(current):
+            kept = dataclasses.replace(current, cursor=cursor, recovered_from=None)
+            return kept, claim_of_another_run(current, self.run)
+
+        try:
+            self.state_after, _ = self.store.update(change, state, version)
+            self.record = state_record(self.state_after, self.run)
+        except StateError as e:
+            self.say("Sensor state: the progress of this check was not kept: %s" % e, sys.stderr)
+
+    # ------------------------------------------------------------------ the announcing step
+
+    def resume(self, observation, decision, version, options):
+        """Continue in the announcing step what ``check_and_decide`` decided in the deciding
+        step (from that step's artifacts)."""
+        self.observation, self.decision = observation, decision
+        self.state_version, self.options = version, options
+        return self
+
+    def event_payload(self, branch_name, run_id):
         """The event payload: ``{payload_key: value}``, ``change_id`` and ``previous_value``,
         the state, the run, and for a named source its name."""
+        observation, decision = self.observation, self.decision
         payload = {
             self.sensor["payload_key"]: observation.payload_value,
             "change_id": decision.change_id,
@@ -310,8 +361,8 @@ class SourceAnnouncer(object):
             payload.setdefault(key, value)
         return payload
 
-    def announce(self, observation, decision, version, branch_name, run_id, dry_run=False):
-        """Claim, publish and commit the decision's event; record the check otherwise.
+    def announce(self, branch_name, run_id, dry_run=False):
+        """Claim, publish and commit the decided event; record the check otherwise.
 
         The baseline moves only after the event was published. If publishing fails, the
         failed attempt is kept in the history, ``publish_failure`` says why and the baseline
@@ -320,12 +371,6 @@ class SourceAnnouncer(object):
 
         Parameters
         ----------
-        observation : Observation
-        decision : Decision
-            From the deciding step.
-        version : str or None
-            The state version the deciding step read (``UNKNOWN_VERSION``: not known, so
-            nothing is re-decided before claiming).
         branch_name : str or None
             The ``@project`` branch, for the payload.
         run_id : str
@@ -334,42 +379,43 @@ class SourceAnnouncer(object):
         Returns
         -------
         Decision
-            The decision that took effect (re-made if another run wrote meanwhile);
-            ``published`` is the payload with ``name`` and ``id``, or None, and
-            ``state_after`` the state written (for a dry run: what it would be).
+            The decision that took effect (re-made if another run wrote meanwhile), also
+            ``self.decision``; ``published`` is the payload with ``name`` and ``id``, or
+            None, and ``state_after`` the state written (for a dry run: what it would be).
         """
+        observation, decided = self.observation, self.decision
         # The deciding step already said where the baseline came from; read it quietly here
         # and, without a state object, rebuild it from the one run the decision names.
         state, current_version = self.store.load_versioned(
-            quiet=True, baseline_run=decision.baseline_run
+            quiet=True, baseline_run=decided.baseline_run
         )
-        name = self.event_name
-        decided = decision
-        if not dry_run and version is not UNKNOWN_VERSION and current_version != version:
+        decision = decided
+        if not dry_run and current_version != self.state_version:
             decision = self.redecide(decided, observation, state)
         if decision.publish and not dry_run:
-            decision, state, current_version = self.claim(
-                observation, decided, decision, state, current_version
-            )
+            decision, state, current_version = self.claim(decided, decision, state, current_version)
         if decision is not decided:
             self.say(decision.reason)
+        self.decision = decision
         if decision.publish:
-            payload = self.event_payload(observation, decision, branch_name, run_id)
+            payload = self.event_payload(branch_name, run_id)
             if dry_run:
-                self.say("Dry run: would publish %s with %s" % (name, payload))
+                self.say("Dry run: would publish %s with %s" % (self.event_name, payload))
             else:
                 try:
-                    event_id = publish(name, payload, timeout=self.sensor["publish_timeout"])
+                    event_id = publish(
+                        self.event_name, payload, timeout=self.sensor["publish_timeout"]
+                    )
                 except PublishError as e:
                     # Keep the failed attempt in the history; the baseline does not move.
-                    self.state_after, decision = self.commit(
+                    self.state_after, self.decision = self.commit(
                         observation, decision, state, current_version, failed=True
                     )
-                    self.publish_failure = str(e)
+                    self.publish_failure = self.failure = str(e)
                     self.say(str(e), file=sys.stderr)
-                    return decision
-                self.published = dict(payload, name=name, id=event_id)
-                self.say("Published %s (change %s)" % (name, decision.change_id))
+                    return self.decision
+                self.published = dict(payload, name=self.event_name, id=event_id)
+                self.say("Published %s (change %s)" % (self.event_name, decision.change_id))
         if dry_run:
             self.state_after = advance(
                 state,
@@ -381,21 +427,37 @@ class SourceAnnouncer(object):
             )
             self.say("Dry run: the sensor state was not changed.")
         else:
-            self.state_after, decision = self.commit(
+            self.state_after, self.decision = self.commit(
                 observation,
                 decision,
                 state,
                 current_version,
                 published=self.published is not None,
             )
-        return decision
+        return self.decision
 
-    def claim(self, observation, decided, decision, state, version):
+    @property
+    def announced(self):
+        """What this run made the source's baseline (``{value, change_id, identity}``), or
+        None."""
+        decision = self.decision
+        if self.record is None or decision is None or not decision.moves_baseline:
+            return None
+        if self.publish_failure:
+            return None
+        return {
+            "value": self.observation.value,
+            "change_id": decision.change_id,
+            "identity": decision.identity,
+        }
+
+    def claim(self, decided, decision, state, version):
         """Claim the change (a CAS write with a lease) before publishing it.
 
         Returns ``(decision, state, version)``: the decision is re-made after each lost
         compare-and-swap, and may no longer be to publish.
         """
+        observation = self.observation
         lease = claim_lease_seconds(self.sensor)
         for _attempt in range(STATE_WRITE_ATTEMPTS):
             claim = new_claim(self.run, decision.change_id, observation.value, lease)
@@ -420,7 +482,7 @@ class SourceAnnouncer(object):
         A run that published moves the baseline whatever others wrote meanwhile, retrying
         until it can. A run that did not re-decides on the re-read state, and after
         ``STATE_WRITE_ATTEMPTS`` lost writes drops its history entry with a warning: a
-        history write never fails a run.
+        history write never fails a run. What was written is also ``self.record``.
 
         Returns
         -------
@@ -458,4 +520,30 @@ class SourceAnnouncer(object):
                 ) from None
             self.say("Sensor state: this check's history entry was dropped: %s" % e, sys.stderr)
             new_state, _ = change(state)
+            return new_state, recorded["decision"]
+        self.record = state_record(new_state, self.run)
         return new_state, recorded["decision"]
+
+    def fail(self, error, timeout=None):
+        """Record why this source's check failed (``error`` from the check's thread)."""
+        from .bounded import JobTimeout
+
+        if isinstance(error, JobTimeout):
+            self.failure = (
+                "check failed: it did not finish within [sensor] source_timeout = %d seconds"
+                % timeout
+            )
+        elif isinstance(error, SourceIncomplete):
+            self.failure = "check incomplete: %s (%s)" % (
+                failure_text(error),
+                "the progress made is kept: the next check continues from there"
+                if self.record is not None
+                else "no progress could be kept",
+            )
+        else:
+            self.failure = "check failed: %s" % failure_text(error)
+        self.say(self.failure, file=sys.stderr)
+        return self.failure
+
+
+__all__ = ["SourceCheck", "decide_against", "decide_options", "redecide"]

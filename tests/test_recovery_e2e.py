@@ -1,0 +1,217 @@
+"""Recoverable by construction (issue 18): a lost state object never causes an event.
+
+What a source's next check depends on (baseline, identity, cursor, settling count) is written
+as its state object and kept as the ``sensor_records`` artifact of the step that wrote it, so
+the real SensorFlow rebuilds each source from the newest run that recorded it, whatever
+happened to its other sources or to ``end``. Each test deletes a state object and asserts on
+the events a recording webhook received.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from conftest import s3_config
+from test_iceberg_source import catalog  # noqa: F401 (fixture)
+from test_s3_faults import faulty_proxy, proxy  # noqa: F401 (fixtures)
+
+pytestmark = pytest.mark.e2e
+
+
+def state_file(runner, project, source=None, branch="user.tester"):
+    folder = os.path.join(runner.workdir, ".metaflow", "SensorFlow", "sensor_state", project)
+    if source is None:
+        return os.path.join(folder, "%s.json" % branch)
+    return os.path.join(folder, branch, "%s.json" % source)
+
+
+def run_sensor(runner, webhook, ok=True, **kwargs):
+    """Run the sensor once: ``(output, [payloads published])``."""
+    before = len(webhook.events)
+    result = runner.run(**kwargs)
+    out = result.stdout + result.stderr
+    assert (result.returncode == 0) == ok, out
+    return out, [event["payload"] for event in webhook.events[before:]]
+
+
+# ------------------------------------------------------------------ many sources, one fails
+
+
+def two_prefixes(good_bucket, flaky_bucket):
+    return textwrap.dedent(
+        """\
+        project_name = "recovery"
+        [sensor]
+        cron_schedule = "*/5 * * * *"
+        [sources.good]
+        type = "s3"
+        bucket = "s3://%s"
+        key = "good/"
+        check_mode = "files_metadata"
+        event_name = "good_updated"
+        payload_key = "good_version"
+        [sources.flaky]
+        type = "s3"
+        bucket = "s3://%s"
+        key = "flaky/"
+        check_mode = "files_metadata"
+        event_name = "flaky_updated"
+        payload_key = "flaky_version"
+        """
+    ) % (good_bucket, flaky_bucket)
+
+
+@pytest.fixture
+def proxied_runner(flow_runner, proxy):
+    flow_runner.env["AWS_ENDPOINT_URL_S3"] = proxy.endpoint_url
+    return flow_runner
+
+
+def test_a_source_announced_in_a_run_where_another_failed_is_recovered(
+    proxied_runner, webhook, proxy, s3_client, bucket
+):
+    runner = proxied_runner
+    flaky = bucket + "-flaky"
+    s3_client.create_bucket(Bucket=flaky)
+    s3_client.put_object(Bucket=bucket, Key="good/a.csv", Body=b"a")
+    s3_client.put_object(Bucket=flaky, Key="flaky/a.csv", Body=b"a")
+    runner.write_config(two_prefixes(bucket, flaky))
+
+    # `good` publishes while `flaky` is denied: `end` fails the run.
+    proxy.deny(flaky)
+    out, published = run_sensor(runner, webhook, ok=False)
+    assert [p["source"] for p in published] == ["good"]
+    assert "1 of 2 sources failed" in out
+
+    # good.json is lost: rebuilt from that run's announcing step, so no event for `good`.
+    os.unlink(state_file(runner, "recovery", "good"))
+    proxy.allow(flaky)
+    out, published = run_sensor(runner, webhook)
+    assert [p["source"] for p in published] == ["flaky"]
+    assert "good: unchanged since the last announcement" in out
+    assert "recovered the baseline from run SensorFlow/" in out
+
+    # And a quiet check is recorded too: losing it again after that run still recovers.
+    os.unlink(state_file(runner, "recovery", "good"))
+    _, published = run_sensor(runner, webhook)
+    assert published == []
+
+
+def test_a_failed_publish_is_not_taken_for_an_announcement_by_recovery(
+    flow_runner, webhook, s3_client, bucket
+):
+    flow_runner.write_config(
+        s3_config(
+            bucket,
+            "events/",
+            "files_metadata",
+            project="recovery",
+            extra_sensor="publish_timeout = 2",
+        )
+    )
+    s3_client.put_object(Bucket=bucket, Key="events/a.csv", Body=b"a")
+    webhook.fail_events = {"mfns.recovery.user.tester.data_updated": 400}
+    _, published = run_sensor(flow_runner, webhook, ok=False)
+    assert published == []
+
+    # The failed attempt is recorded (history), not a baseline: after losing the state
+    # object, the change is still to announce, exactly once.
+    os.unlink(state_file(flow_runner, "recovery"))
+    webhook.fail_events = {}
+    _, published = run_sensor(flow_runner, webhook)
+    assert len(published) == 1 and published[0]["previous_value"] == ""
+    _, published = run_sensor(flow_runner, webhook)
+    assert published == []
+
+
+# ------------------------------------------------------------------ table sources' cursors
+
+
+deltalake = pytest.importorskip("deltalake")
+
+
+def test_delta_state_lost_after_log_cleanup_publishes_nothing(
+    flow_runner, webhook, s3_server, s3_client, bucket
+):
+    from test_delta_source import Table, config_text
+
+    table = Table(s3_server, "s3://%s/tables/events" % bucket)
+    table.write([1, 2, 3])  # version 0: the data
+    flow_runner.write_config(config_text(table.uri))
+    _, (first,) = run_sensor(flow_runner, webhook)
+    table_id = table.open().metadata().id
+    assert first["table_version"] == "0"
+
+    # Versions 1-12 change no data (table properties); a checkpoint at 10; the next check
+    # continues from its cursor and announces nothing.
+    for n in range(1, 13):
+        table.open().alter.set_table_properties({"delta.checkpointInterval": str(100 + n)})
+        if n == 10:
+            table.open().create_checkpoint()
+    _, published = run_sensor(flow_runner, webhook)
+    assert published == []
+
+    # Log cleanup removes commits 0-9, then the state object is lost.
+    for n in range(10):
+        s3_client.delete_object(Bucket=bucket, Key="tables/events/_delta_log/%020d.json" % n)
+    os.unlink(state_file(flow_runner, "lake"))
+    out, published = run_sensor(flow_runner, webhook)
+    assert published == [], out
+    assert "unchanged since the last announcement: 0@%s" % table_id in out
+
+
+def test_iceberg_state_lost_after_a_compaction_publishes_nothing(
+    catalog, flow_runner, webhook, s3_client, bucket
+):
+    import pyarrow as pa
+    from test_iceberg_source import config_text, new_table, write_replace_snapshot
+
+    table = new_table(catalog)
+    table.append(pa.table({"a": [1]}))
+    appended = table.current_snapshot().snapshot_id
+    flow_runner.write_config(config_text(location=table.location()))
+    env = {k: v for k, v in os.environ.items() if k.startswith(("PYICEBERG_", "AWS_"))}
+    _, (first,) = run_sensor(flow_runner, webhook, env=env)
+    assert first["data_version"] == str(appended)
+
+    write_replace_snapshot(s3_client, bucket, table)  # a compaction: same data
+    os.unlink(state_file(flow_runner, "lake"))
+    out, published = run_sensor(flow_runner, webhook, env=env)
+    assert published == [], out
+    assert "unchanged since the last announcement: %d" % appended in out
+
+
+# ------------------------------------------------------------------ what the runs recorded
+
+
+def test_every_check_that_writes_the_state_records_it_in_its_step(
+    flow_runner, webhook, s3_client, bucket
+):
+    flow_runner.write_config(s3_config(bucket, "events/", "files_metadata", project="recovery"))
+    s3_client.put_object(Bucket=bucket, Key="events/a.csv", Body=b"a")
+    run_sensor(flow_runner, webhook)
+    run_sensor(flow_runner, webhook)  # unchanged: recorded by start
+    code = (
+        "import json; from metaflow import Flow, namespace; namespace(None); "
+        "runs = list(Flow('SensorFlow').runs()); "
+        "print(json.dumps([{s.id: sorted((s.task['sensor_records'].data or {})) "
+        "for s in r if 'sensor_records' in s.task} for r in runs]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=flow_runner.workdir,
+        env=flow_runner.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    unchanged, announced = json.loads(out.stdout.strip().splitlines()[-1])
+    assert unchanged == {"start": ["default"], "end": ["default"]}
+    assert announced["announce_change"] == ["default"]
+    with open(state_file(flow_runner, "recovery")) as f:
+        stored = json.load(f)
+    assert stored["baseline"]["run"].startswith("SensorFlow/")
