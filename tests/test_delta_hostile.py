@@ -381,3 +381,34 @@ def test_lost_cursor_walks_back_to_the_baseline_beyond_the_usual_limit(table, lo
     assert "walk back stops after 3 commits" in check(table.uri).summary["cannot_tell"]
     observation = check(table.uri, baseline=baseline)
     assert observation.value == baseline and "cannot_tell" not in observation.summary
+
+
+def lose_cursor(sensor):
+    import dataclasses
+
+    sensor.state = dataclasses.replace(sensor.state, cursor=None)
+
+
+def test_issue_case_through_the_flows_decision_lost_cursor_proved_is_unchanged(table, log):
+    sensor = Sensor(table.uri)
+    baseline = cleaned_up_table(table, log, removed=[])
+    announced, decided = sensor.check()
+    assert decided.publish and announced.value == baseline
+    log.delete(delta.commit_name(0))  # log cleanup of the announced commit alone
+    lose_cursor(sensor)
+    again, decided = sensor.check()
+    assert again.value == baseline and decided.kind == "unchanged" and not decided.publish
+
+
+def test_issue_case_through_the_flows_decision_lost_cursor_cannot_tell_says_why(table, log):
+    sensor = Sensor(table.uri)
+    baseline = cleaned_up_table(table, log, removed=[])
+    sensor.check()
+    for version in range(10):  # log cleanup up to the checkpoint at 10
+        log.delete(delta.commit_name(version))
+    lose_cursor(sensor)
+    after, decided = sensor.check()
+    assert after.value == "10@%s" % baseline.split("@")[1]
+    assert decided.kind == "first"  # not "changed from 0@... to 10@..."
+    assert "cannot tell whether the data changed since the announced" in decided.reason
+    assert "commit 9 and older are gone from the log" in decided.reason
