@@ -2,6 +2,9 @@
 
 ``python -m bench many-sources [--write ...]``: the many-sources-per-run benchmark (see
 bench/multi_source_bench.py).
+
+``python -m bench delta-backlog [--commits 10000] [--timeout 10]``: a Delta backlog read across
+checks that run out of time (see bench/delta_backlog_bench.py).
 """
 
 import sys
@@ -10,6 +13,11 @@ if sys.argv[1:2] == ["many-sources"]:
     from bench.multi_source_bench import main as many_sources
 
     raise SystemExit(many_sources(sys.argv[2:]))
+
+if sys.argv[1:2] == ["delta-backlog"]:
+    from bench.delta_backlog_bench import main as delta_backlog
+
+    raise SystemExit(delta_backlog(sys.argv[2:]))
 
 from bench.run import main  # noqa: E402
 

@@ -202,23 +202,31 @@ def commits_since(commits, previous_value):
     return list(commits)
 
 
-def commit_rows(commits):
-    """Table rows for ``commits_since``'s commits, newest first."""
+def commit_time(stamp):
+    """A commit's time (milliseconds since the epoch) as ISO 8601 UTC: ``""`` when the log does
+    not say, ``"unknown"`` when it is no plausible time (a writer that stored microseconds gives
+    a year past 9999, which ``datetime`` cannot show)."""
     from datetime import datetime, timezone
 
+    if stamp is None:
+        return ""
+    if not isinstance(stamp, (int, float)) or isinstance(stamp, bool):
+        return "unknown"
+    try:
+        return datetime.fromtimestamp(stamp / 1000, timezone.utc).isoformat(timespec="seconds")
+    except (ValueError, OverflowError, OSError):
+        return "unknown"
+
+
+def commit_rows(commits):
+    """Table rows for ``commits_since``'s commits, newest first."""
     rows = []
     for commit in reversed(commits):
-        stamp = commit.get("timestamp")
-        when = (
-            datetime.fromtimestamp(stamp / 1000, timezone.utc).isoformat(timespec="seconds")
-            if isinstance(stamp, (int, float))
-            else ""
-        )
         rows.append(
             [
                 str(commit.get("version")),
                 str(commit.get("operation") or ""),
-                when,
+                commit_time(commit.get("timestamp")),
                 "yes" if commit.get("data_change") else "no",
                 "" if commit.get("rows_added") is None else str(commit["rows_added"]),
             ]
