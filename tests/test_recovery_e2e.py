@@ -215,3 +215,50 @@ def test_every_check_that_writes_the_state_records_it_in_its_step(
     with open(state_file(flow_runner, "recovery")) as f:
         stored = json.load(f)
     assert stored["baseline"]["run"].startswith("SensorFlow/")
+
+
+# ------------------------------------------------------------------ a backlog past the timeout
+
+
+def test_a_delta_backlog_longer_than_source_timeout_clears_over_a_few_runs(
+    flow_runner, webhook, s3_client, bucket
+):
+    from test_delta_backlog import TABLE_ID, last_data_change, write_commits
+
+    write_commits(s3_client, bucket, [0])
+    flow_runner.write_config(
+        textwrap.dedent(
+            """\
+            project_name = "lake"
+            [sensor]
+            cron_schedule = "*/5 * * * *"
+            source_timeout = 3
+            [sources.events]
+            type = "delta"
+            uri = "s3://%s/tables/events"
+            event_name = "table_updated"
+            payload_key = "data_version"
+            """
+        )
+        % bucket
+    )
+    _, (first,) = run_sensor(flow_runner, webhook)
+    assert first["data_version"] == "0@%s" % TABLE_ID
+
+    # 1,500 new commits: more than a check reads in 3 s on loopback moto (~100-300 a second).
+    write_commits(s3_client, bucket, range(1, 1501), workers=16)
+    outcomes = []
+    for _ in range(12):
+        result = flow_runner.run()
+        out = result.stdout + result.stderr
+        published = [e["payload"] for e in webhook.events[1:]]
+        if published:
+            break
+        assert result.returncode != 0, out
+        assert "events: check incomplete: " in out and "next check continues" in out, out
+        outcomes.append(out)
+    else:
+        pytest.fail("the backlog did not clear in 12 runs")
+    assert len(outcomes) >= 1  # at least one run ran out of time and kept its progress
+    assert [p["data_version"] for p in published] == ["%d@%s" % (last_data_change(1500), TABLE_ID)]
+    assert published[0]["previous_value"] == first["data_version"]

@@ -257,3 +257,17 @@ def test_the_record_of_a_state_is_what_recovery_needs_and_no_history(storage, lo
     assert record["history"] == [] and written.history  # the history stays in the object
     assert record["cursor"] == {"version": 7} and record["baseline"]["value"] == "7@t"
     assert StateStore(storage, FLOW, "lake", BRANCH).load(quiet=True).cursor == record["cursor"]
+
+
+def test_a_check_of_many_requests_keeps_the_first_hundred_and_counts_the_rest():
+    from flowproject.sources import shown_requests
+
+    requests = [{"request": "ListObjectsV2", "seconds": 0.01}]
+    requests += [
+        {"request": "GetObject", "seconds": 0.002, "key": "%d.json" % n} for n in range(10000)
+    ]
+    shown = shown_requests(requests)
+    assert len(shown) == 101
+    assert shown[:100] == requests[:100]
+    assert shown[100] == {"request": "GetObject", "count": 9901, "seconds": 19.802}
+    assert shown_requests(requests[:50]) == requests[:50]

@@ -141,7 +141,29 @@ def observe(data, state, identity, scope, deadline=None):
             observation = module.check(data, session, cursor, baseline=baseline)
         else:
             observation = module.check(data, session, None)
-        return observation, list(getattr(session, "requests", []))
+        return observation, shown_requests(getattr(session, "requests", []))
+
+
+# Requests of one check kept one by one (the ``checks`` artifact); past that, counted by kind.
+REQUESTS_SHOWN = 100
+
+
+def shown_requests(requests, limit=REQUESTS_SHOWN):
+    """The first ``limit`` requests of a check as recorded, then one entry per kind of request
+    for the rest (``{"request", "count", "seconds"}``): a Delta backlog of 10,000 commits makes
+    10,000 GETs, which an artifact need not list one by one."""
+    requests = list(requests)
+    if len(requests) <= limit:
+        return requests
+    rest = {}
+    for entry in requests[limit:]:
+        kind = rest.setdefault(entry.get("request"), {"count": 0, "seconds": 0.0})
+        kind["count"] += 1
+        kind["seconds"] += entry.get("seconds") or 0.0
+    return requests[:limit] + [
+        {"request": kind, "count": seen["count"], "seconds": round(seen["seconds"], 4)}
+        for kind, seen in rest.items()
+    ]
 
 
 def check_source(data):
