@@ -218,11 +218,11 @@ def render_sources(console, group, configured=None):
 def _with_configured_sources(stores, config, source=None):
     """``stores`` and, for each branch of ``config``'s project that has any state, a store for
     every source of ``config`` without an object yet (shown as "no state yet")."""
-    from ..config import configured_sources, is_multi_source
+    from ..config import DEFAULT_SOURCE, configured_sources
     from ..sources import source_identity
     from ..state import StateStore
 
-    if config is None or not is_multi_source(config):
+    if config is None:
         return stores
     found = {(s.flow_name, s.project, s.branch, s.source) for s in stores}
     branches = sorted(
@@ -242,7 +242,10 @@ def _with_configured_sources(stores, config, source=None):
                     project,
                     branch,
                     source=watched.name,
-                    identity=source_identity(watched.data),
+                    # As a check's store: only a named source carries over [data]'s baseline.
+                    identity=None
+                    if watched.name == DEFAULT_SOURCE
+                    else source_identity(watched.data),
                 )
             )
     order = {w.name: i for i, w in enumerate(configured_sources(config))}
@@ -296,7 +299,7 @@ def status(as_json, history, branch, source, flow, project, all_projects, config
     """
     from rich.console import Console
 
-    from ..config import DEFAULT_SOURCE, configured_sources, is_multi_source
+    from ..config import DEFAULT_SOURCE, configured_sources
     from ..exceptions import FlowprojectException
     from ..operations import NoDatastore, find_states, reading_storage, status_of
 
@@ -353,8 +356,8 @@ def status(as_json, history, branch, source, flow, project, all_projects, config
             markup=False,
         )
         return
-    # Only the multi-source form's configured list marks sources it no longer names.
-    marked = configured if loaded is not None and is_multi_source(loaded) else None
+    # The configured sources mark the stored ones flowconfig.toml no longer names.
+    marked = configured
 
     def branch_of(pair):
         return pair[0].flow_name, pair[0].project, pair[0].branch
