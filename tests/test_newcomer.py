@@ -24,8 +24,14 @@ def run_flow(flow_file, cwd, env, *args):
 
 
 def test_the_flow_reads_the_flowconfig_next_to_it_from_another_folder(tmp_path):
+    flows, elsewhere = tmp_path / "flows", tmp_path / "elsewhere"
+    flows.mkdir()
+    elsewhere.mkdir()
+    shutil.copy(os.path.join(REPO, "sensorflow.py"), flows)
+    (flows / "flowconfig.toml").write_text(s3_config("my-ml-data", "data.csv", "etag"))
     env = sensor_env(workdir=str(tmp_path), user="tester")
-    result = run_flow(os.path.join(REPO, "sensorflow.py"), tmp_path, env, "show")
+    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    result = run_flow(flows / "sensorflow.py", elsewhere, env, "show")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Step start" in result.stdout + result.stderr
 
