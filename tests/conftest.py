@@ -1,7 +1,14 @@
 """Shared fixtures: loopback S3 (moto server), an Argo Events webhook, and flow runs.
 
 Each test that runs a flow gets its own working folder (its own ``.metaflow``) and its own
-config file; the servers are shared per session and reset between tests.
+config file; the servers are shared per session (per xdist worker: each binds its own free
+port) and reset between tests. No test reads the repository's flowconfig.toml except
+test_flowconfig_file.py, which validates it.
+
+Markers, set here so that a new test file needs nothing: ``e2e`` on every test that runs a
+real flow (``./scripts/test --quick`` leaves them out); under ``--dist loadgroup`` the tests
+of a module with a module-scoped fixture (a compiled deployment, a Snowflake server) stay on
+one xdist worker, so that fixture is built once.
 """
 
 import os
@@ -15,6 +22,24 @@ import pytest
 from flowproject.testing import MotoS3Server, WebhookReceiver, sensor_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# Fixtures that start a real flow, a deployment or the demo: a test using one is e2e.
+E2E_FIXTURES = {"flow_runner", "compiled", "git_repo"}
+# Test files whose every test runs a real flow (the others mark theirs, or use a fixture).
+E2E_MODULES = ("_e2e.py",)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        if names & E2E_FIXTURES or item.nodeid.split("::")[0].endswith(E2E_MODULES):
+            item.add_marker(pytest.mark.e2e)
+        info = getattr(item, "_fixtureinfo", None)
+        defs = info.name2fixturedefs.values() if info is not None else ()
+        if any(d.scope == "module" for group in defs for d in group):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
 
 
 @pytest.fixture(scope="session")
