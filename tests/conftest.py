@@ -5,10 +5,11 @@ config file; the servers are shared per session (per xdist worker: each binds it
 port) and reset between tests. No test reads the repository's flowconfig.toml except
 test_flowconfig_file.py, which validates it.
 
-Markers, set here so that a new test file needs nothing: ``e2e`` on every test that runs a
-real flow (``./scripts/test --quick`` leaves them out); under ``--dist loadgroup`` the tests
-of a module with a module-scoped fixture (a compiled deployment, a Snowflake server) stay on
-one xdist worker, so that fixture is built once.
+The ``e2e`` marker is set here too, so that a new test file needs nothing: on every test
+that runs a real flow or a deployment (``./scripts/test --quick`` leaves them out).
+scripts/test runs the tests on several xdist workers: every fixture works in its own
+tmp folders and on its own free ports, and a module-scoped fixture may be built once per
+worker.
 """
 
 import os
@@ -30,16 +31,11 @@ E2E_FIXTURES = {"flow_runner", "compiled", "git_repo"}
 E2E_MODULES = ("_e2e.py",)
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        names = set(getattr(item, "fixturenames", ()))
-        if names & E2E_FIXTURES or item.nodeid.split("::")[0].endswith(E2E_MODULES):
-            item.add_marker(pytest.mark.e2e)
-        info = getattr(item, "_fixtureinfo", None)
-        defs = info.name2fixturedefs.values() if info is not None else ()
-        if any(d.scope == "module" for group in defs for d in group):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+def pytest_itemcollected(item):
+    # As each test is collected, before -m selects.
+    names = set(getattr(item, "fixturenames", ()))
+    if names & E2E_FIXTURES or item.nodeid.split("::")[0].endswith(E2E_MODULES):
+        item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture(scope="session")
