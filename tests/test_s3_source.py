@@ -232,6 +232,29 @@ def test_files_metadata_every_listing_change_is_one_announcement(s3_client, buck
     assert not unchanged.publish
 
 
+def test_etag_object_unchanged_then_same_size_rewrite(s3_client, bucket):
+    """Moved from test_s3_e2e.py: after the object appeared and was announced, an unchanged
+    check announces nothing and a same-size rewrite announces once, with the old etag as its
+    previous value."""
+    from conftest import s3_config
+
+    from flowproject.testing import check_once
+
+    config = s3_config(bucket, "features/latest.parquet", "etag")
+    _, absent, state = check_once(config)
+    assert not absent.publish
+    put(s3_client, bucket, "features/latest.parquet", b"v1")
+    etag = s3_client.head_object(Bucket=bucket, Key="features/latest.parquet")["ETag"].strip('"')
+    appeared_obs, appeared, state = check_once(config, state)
+    assert appeared.publish and appeared_obs.value == etag
+    _, unchanged, state = check_once(config, state)
+    assert not unchanged.publish
+    put(s3_client, bucket, "features/latest.parquet", b"v2")
+    rewritten_obs, rewritten, state = check_once(config, state)
+    assert rewritten.publish and rewritten.previous_value == etag
+    assert rewritten_obs.value != etag
+
+
 def test_check_once_walks_a_sensor_through_checks_without_metaflow(s3_client, bucket):
     from conftest import s3_config
 
