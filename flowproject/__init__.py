@@ -9,6 +9,7 @@ from .baseflow import BaseFlow
 from .config import WatchedSource, configured_sources, load_flowconfig, parse_flowconfig
 from .decorators import announcement, s3, snowflake, source
 from .devloop import DevLoop
+from .environment import pin_local_datastore
 from .exceptions import (
     DevLoopError,
     FlowConfigError,
@@ -57,3 +58,7 @@ __all__ = [
     "source",
     "status_of",
 ]
+
+# A flow run keeps its local .metaflow (and the sensor state) by the flow file, whatever the
+# current folder, unless METAFLOW_DATASTORE_SYSROOT_LOCAL says where (see the function).
+pin_local_datastore()

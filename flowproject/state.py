@@ -426,6 +426,14 @@ def datastore_storage(flow=None):
     # Metaflow exposes no public accessor for the storage of a running task.
     storage = getattr(task_datastore, "_storage_impl", None)
     if storage is not None:
+        # Where this run reads and writes its state, absolute: once per task (issue 20 #4).
+        where = storage.full_uri("%s/sensor_state" % type(flow).__name__)
+        if getattr(storage, "TYPE", None) == "local":
+            where = os.path.abspath(where)
+        said = datastore_storage.__dict__.setdefault("said", set())
+        if where not in said:
+            said.add(where)
+            print("Sensor state: %s" % where)
         return storage
     from metaflow.metaflow_config import DEFAULT_DATASTORE
     from metaflow.plugins import DATASTORES

@@ -1,7 +1,15 @@
 """Shared fixtures: loopback S3 (moto server), an Argo Events webhook, and flow runs.
 
 Each test that runs a flow gets its own working folder (its own ``.metaflow``) and its own
-config file; the servers are shared per session and reset between tests.
+config file; the servers are shared per session (per xdist worker: each binds its own free
+port) and reset between tests. No test reads the repository's flowconfig.toml except
+test_flowconfig_file.py, which validates it.
+
+The ``e2e`` marker is set here too, so that a new test file needs nothing: on every test
+that runs a real flow or a deployment (``./scripts/test --quick`` leaves them out).
+scripts/test runs the tests on several xdist workers: every fixture works in its own
+tmp folders and on its own free ports, and a module-scoped fixture may be built once per
+worker.
 """
 
 import os
@@ -15,6 +23,19 @@ import pytest
 from flowproject.testing import MotoS3Server, WebhookReceiver, sensor_env
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# Fixtures that start a real flow, a deployment or the demo: a test using one is e2e.
+E2E_FIXTURES = {"flow_runner", "compiled", "git_repo"}
+# Test files whose every test runs a real flow (the others mark theirs, or use a fixture).
+E2E_MODULES = ("_e2e.py",)
+
+
+def pytest_itemcollected(item):
+    # As each test is collected, before -m selects.
+    names = set(getattr(item, "fixturenames", ()))
+    if names & E2E_FIXTURES or item.nodeid.split("::")[0].endswith(E2E_MODULES):
+        item.add_marker(pytest.mark.e2e)
 
 
 @pytest.fixture(scope="session")

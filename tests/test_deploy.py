@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler
 import pytest
 from conftest import s3_config
 
-from flowproject.config import load_flowconfig
+from flowproject.config import parse_flowconfig
 from flowproject.deploy_support import branch_name, delete_state, flow_name, project_args
 from flowproject.testing import LoopbackHTTPServer
 
@@ -31,7 +31,15 @@ FEATURE_BRANCH = "Foo-1"
 FEATURE_MF_BRANCH = "foo_1_596979"  # short enough that Argo does not shorten the names
 DATASTORE_BUCKET = "deploy-test"
 
-CONFIG = load_flowconfig(os.path.join(REPO, "flowconfig.toml"))
+# The flowconfig.toml of the deployed copy (git_repo): the tests' own, never the user's.
+CONFIG_TEXT = s3_config(
+    "my-ml-data",
+    "events/",
+    "files_metadata",
+    project="flowproject",
+    extra_sensor="namespaced_events = true",
+)
+CONFIG = parse_flowconfig(CONFIG_TEXT)
 PROJECT = CONFIG["project_name"]
 EVENT = CONFIG["sensor"]["event_name"]
 
@@ -128,6 +136,7 @@ def git_repo(tmp_path_factory):
         target = repo / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, target)
+    (repo / "flowconfig.toml").write_text(CONFIG_TEXT)
     _git(repo, "init", "-q", "-b", "main")
     _git(repo, "add", "-A")
     _git(repo, "commit", "-q", "-m", "copy of the working tree")

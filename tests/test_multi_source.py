@@ -301,18 +301,4 @@ def test_check_once_walks_one_named_source(s3_server, s3_client, bucket, monkeyp
     assert again.kind == "unchanged"
 
 
-def test_the_shipped_flowconfig_shows_a_valid_multi_source_example():
-    import os
-
-    from conftest import REPO
-
-    with open(os.path.join(REPO, "flowconfig.toml")) as f:
-        text = f.read()
-    example = text[text.index("# [sources.events]") :]
-    uncommented = "\n".join(line[2:] for line in example.splitlines() if line.startswith("# "))
-    head = text[: text.index("[data]")] + '[sensor]\ncron_schedule = "@hourly"\n'
-    sources = configured_sources(parse_flowconfig(head + uncommented))
-    assert [(w.name, w.data["type"]) for w in sources] == [
-        ("events", "s3"),
-        ("orders", "snowflake"),
-    ]
+# The shipped flowconfig.toml's several-sources example: test_flowconfig_file.py.

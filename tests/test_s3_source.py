@@ -200,6 +200,61 @@ def test_metaflow_endpoint_variable_is_honoured(monkeypatch, s3_server, s3_clien
     assert check(data_for(bucket, "a.csv", "file_size")).value == "3"
 
 
+def test_files_metadata_every_listing_change_is_one_announcement(s3_client, bucket):
+    """Moved from test_s3_e2e.py (the flow's own decision, without running the flow): a
+    nested add, a delete and a same-size overwrite each announce once, with the previous
+    announced value; an unchanged listing announces nothing."""
+    from conftest import s3_config
+
+    from flowproject.testing import check_once
+
+    config = s3_config(bucket, "events/", "files_metadata")
+    put(s3_client, bucket, "events/dt=2026-01-01/part-0.parquet", b"rows-0")
+    first_obs, first, state = check_once(config)
+    assert first.publish and first.previous_value is None
+    assert first_obs.value.startswith("sha256:")
+    for _ in range(2):
+        _, unchanged, state = check_once(config, state)
+        assert (unchanged.kind, unchanged.publish) == ("unchanged", False)
+    values = [first_obs.value]
+    changes = [
+        lambda: put(s3_client, bucket, "events/dt=2026-01-01/part-1.parquet", b"rows-1"),
+        lambda: s3_client.delete_object(Bucket=bucket, Key="events/dt=2026-01-01/part-0.parquet"),
+        lambda: put(s3_client, bucket, "events/dt=2026-01-01/part-1.parquet", b"rows-9"),
+    ]
+    for change in changes:
+        change()
+        observation, decision, state = check_once(config, state)
+        assert decision.publish and decision.previous_value == values[-1]
+        assert observation.value not in values
+        values.append(observation.value)
+    _, unchanged, state = check_once(config, state)
+    assert not unchanged.publish
+
+
+def test_etag_object_unchanged_then_same_size_rewrite(s3_client, bucket):
+    """Moved from test_s3_e2e.py: after the object appeared and was announced, an unchanged
+    check announces nothing and a same-size rewrite announces once, with the old etag as its
+    previous value."""
+    from conftest import s3_config
+
+    from flowproject.testing import check_once
+
+    config = s3_config(bucket, "features/latest.parquet", "etag")
+    _, absent, state = check_once(config)
+    assert not absent.publish
+    put(s3_client, bucket, "features/latest.parquet", b"v1")
+    etag = s3_client.head_object(Bucket=bucket, Key="features/latest.parquet")["ETag"].strip('"')
+    appeared_obs, appeared, state = check_once(config, state)
+    assert appeared.publish and appeared_obs.value == etag
+    _, unchanged, state = check_once(config, state)
+    assert not unchanged.publish
+    put(s3_client, bucket, "features/latest.parquet", b"v2")
+    rewritten_obs, rewritten, state = check_once(config, state)
+    assert rewritten.publish and rewritten.previous_value == etag
+    assert rewritten_obs.value != etag
+
+
 def test_check_once_walks_a_sensor_through_checks_without_metaflow(s3_client, bucket):
     from conftest import s3_config
 

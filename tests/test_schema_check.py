@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
+from conftest import REPO, s3_config
 
 from flowproject.config import SENSOR_SCHEMA
 from flowproject.schema_check import surely_valid
@@ -33,9 +33,11 @@ STATE = {
 }
 
 
-def test_a_valid_config_and_state_do_not_import_jsonschema():
+def test_a_valid_config_and_state_do_not_import_jsonschema(tmp_path):
+    config = tmp_path / "flowconfig.toml"
+    config.write_text(s3_config("my-ml-data", "events/", "files_metadata"))
     env = dict(os.environ, PYTHONPATH=REPO)
-    argv = [sys.executable, "-c", PROBE, os.path.join(REPO, "flowconfig.toml"), json.dumps(STATE)]
+    argv = [sys.executable, "-c", PROBE, str(config), json.dumps(STATE)]
     out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
