@@ -5,8 +5,9 @@
 A log of ``--commits`` commits after version 0 (no checkpoint: a writer that never writes one,
 the worst case) is written to a local folder and seeded into the benchmark's moto server
 (``bench/moto_server.py``: seeded in-process, fast listing; GetObject is moto's own code). The
-sensor's cursor is at version 0. The check loop of a flow is simulated: each check gets
-``session.deadline = now + --timeout``; a ``SourceIncomplete`` is fed back as the next check's
+sensor's cursor is at version 0. The check loop of a flow is simulated: each check gets the
+deadline a flow gives it (``source_check.check_deadline(--timeout)``: the timeout less the
+margin kept to commit the progress); a ``SourceIncomplete`` is fed back as the next check's
 cursor, until a check returns the value. The target: the backlog is announced within 3 checks
 at ``--timeout 10``, and the value equals one uninterrupted read.
 
@@ -90,11 +91,12 @@ def cursor_at_zero(data):
 def one_check(data, cursor, timeout):
     """``(observation or SourceIncomplete, seconds, GETs)`` of one check given ``timeout``."""
     from flowproject.exceptions import SourceIncomplete
+    from flowproject.source_check import check_deadline
     from flowproject.sources import delta
 
     started = time.monotonic()
     with delta.open_session(data) as session:
-        session.deadline = None if timeout is None else started + timeout
+        session.deadline = None if timeout is None else check_deadline(timeout, started)
         try:
             outcome = delta.check(data, session, cursor)
         except SourceIncomplete as e:

@@ -40,7 +40,7 @@ from .state import (
 QUIET_KINDS = ("unchanged", "reverted")
 
 # A source reading a long log stops this long before its time is up, to commit its progress.
-DEADLINE_MARGIN = 0.15  # of source_timeout, at most MAX_DEADLINE_MARGIN seconds
+DEADLINE_MARGIN = 0.1  # of source_timeout, at most MAX_DEADLINE_MARGIN seconds
 MAX_DEADLINE_MARGIN = 30.0
 
 # Lines of several sources' checks, printed from threads, never interleave within a line.

@@ -163,7 +163,7 @@ def test_a_cursor_source_is_given_its_cursor_and_announced_value_of_the_same_ide
 
 
 def test_deadline_leaves_time_to_commit():
-    assert check_deadline(10, started=100.0) == pytest.approx(108.5)
+    assert check_deadline(10, started=100.0) == pytest.approx(109.0)
     assert check_deadline(900, started=0.0) == pytest.approx(870.0)
 
 

@@ -119,7 +119,7 @@ READ_CONCURRENCY = 16
 
 # Reading stops this long before session.deadline, keeping the commits read in order: the
 # SourceIncomplete (and its cursor) must reach the flow before the check is abandoned.
-DEADLINE_MARGIN = 0.5
+DEADLINE_MARGIN = 0.2
 
 # A commit missing while later ones are listed is waited for on this many checks (the one
 # that first sees it included): the cursor stays before it and the value is that of the
