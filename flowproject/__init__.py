@@ -6,6 +6,7 @@ Event for each source whose data changed.
 """
 
 from .baseflow import BaseFlow
+from .changes import Changes, ObjectChange, sensor_changes
 from .config import WatchedSource, configured_sources, load_flowconfig, parse_flowconfig
 from .decorators import announcement, s3, snowflake, source
 from .devloop import DevLoop
@@ -20,6 +21,7 @@ from .exceptions import (
     StateError,
     StateFormatError,
 )
+from .once import ProcessedOnce
 from .operations import find_states, replay_last, reset_branch, status_of
 from .sensor import Decision, SensorState, advance, change_id, decide
 from .sources import Observation
@@ -27,11 +29,14 @@ from .triggers import sensor_trigger
 
 __all__ = [
     "BaseFlow",
+    "Changes",
     "Decision",
     "DevLoop",
     "DevLoopError",
     "FlowConfigError",
     "Observation",
+    "ObjectChange",
+    "ProcessedOnce",
     "PublishError",
     "ReplayError",
     "SensorState",
@@ -52,6 +57,7 @@ __all__ = [
     "replay_last",
     "reset_branch",
     "s3",
+    "sensor_changes",
     "sensor_trigger",
     "snowflake",
     "source",

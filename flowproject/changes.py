@@ -1,0 +1,358 @@
+"""What changed in an announcement, for the flow it starts: a manifest, streamed.
+
+An event payload is the wrong carrier for a list of files (Argo Events over NATS caps a
+message at 1 MiB). The announcing run writes the objects added, modified and removed since the
+last announcement once, as a gzip'd JSON-lines object in the datastore (the storage of the
+sensor state), named by the SHA-256 of its content:
+
+    <datastore root>/<SensorFlow>/sensor_changes/<sha256>.jsonl.gz
+
+and the event carries ``changes_url`` (its location) and ``changes_count`` (its object
+records). ``@sensor_trigger`` maps ``changes_url`` to a Parameter, and
+``self.sensor_changes()`` in the triggered flow streams it: one line at a time, in flat
+memory, whatever its size.
+
+The first line is a header, the rest one record per object::
+
+    {"kind": "changes", "complete": true, "source": "default", "change_id": "...",
+     "bucket": "my-bucket", "prefix": "events/", "added": 2, "modified": 0, "removed": 1, ...}
+    {"kind": "added", "key": "events/part-7.parquet", "size": 1024, "etag": "...",
+     "last_modified": "2026-05-01T12:00:00+00:00"}
+
+Header kinds: ``changes`` (the diff against the previous announcement's listing, with the
+include/exclude filters applied, as the sensor lists); ``first_check`` (no previous listing:
+the first check of a branch, or a baseline recovered without one) and ``forced``
+(``--force-trigger``): everything is to be processed, so every object under the prefix is
+listed as ``added`` when there are at most ``LIST_EVERYTHING_UP_TO`` (10,000) of them
+(``complete: true``), else none is and ``complete`` is false: read the whole prefix.
+"""
+
+import contextlib
+import gzip
+import hashlib
+import io
+import json
+import os
+import sys
+import tempfile
+from collections import namedtuple
+
+# A first check or a forced announcement lists every object up to this many; beyond, the
+# manifest says "everything" (header ``complete: false``) instead of listing the world.
+LIST_EVERYTHING_UP_TO = 10_000
+
+ObjectChange = namedtuple("ObjectChange", "kind key size etag last_modified url")
+ObjectChange.__doc__ = """One object of a manifest: ``kind`` (added, modified, removed), its S3
+``key``, ``size``, ``etag``, ``last_modified`` (ISO text) and ``url`` (``s3://bucket/key``).
+For a removed object, what it was."""
+
+
+def manifest_path(flow_name, digest):
+    """Key of a manifest relative to the datastore root."""
+    return "%s/sensor_changes/%s.jsonl.gz" % (flow_name, digest)
+
+
+# ------------------------------------------------------------------ the announcing run
+
+
+def _record(kind, prefix, relative, rest):
+    size, _, rest = rest.partition("\t")
+    last_modified, _, etag = rest.partition("\t")
+    return {
+        "kind": kind,
+        "key": prefix + relative,
+        "size": int(size) if size.isdigit() else None,
+        "etag": etag,
+        "last_modified": last_modified,
+    }
+
+
+def listing_records(previous, current, prefix, everything=False):
+    """The object records of a manifest, in key order, and the counts by kind.
+
+    Parameters
+    ----------
+    previous : dict or None
+        The previous announcement's listing (``s3_listing.parse_listing``).
+    current : dict
+        This announcement's listing.
+    prefix : str
+        The watched prefix, prepended to the listings' relative keys.
+    everything : bool
+        List every object of ``current`` as added (a first check or a forced announcement).
+
+    Returns
+    -------
+    tuple
+        ``(records, counts)``: an iterator of dicts (made as they are written) and
+        ``{"added", "modified", "removed"}``.
+    """
+    base = {} if everything or previous is None else previous
+    kinds = []
+    for key in sorted(set(current) | set(base)):
+        now, before = current.get(key), base.get(key)
+        if before is None:
+            kinds.append(("added", key, now))
+        elif now is None:
+            kinds.append(("removed", key, before))
+        elif now != before:
+            kinds.append(("modified", key, now))
+    counts = {"added": 0, "modified": 0, "removed": 0}
+    for kind, _key, _rest in kinds:
+        counts[kind] += 1
+    records = (_record(kind, prefix, key, rest) for kind, key, rest in kinds)
+    return records, counts
+
+
+def write_manifest(storage, flow_name, header, records):
+    """Write a manifest (header line, then one line per record) once; return its URL.
+
+    The object is named by the SHA-256 of its uncompressed lines, so announcing the same
+    changes again names the same object, and an existing one is not written again.
+
+    Parameters
+    ----------
+    storage : DataStoreStorage
+        ``state.datastore_storage``: local or S3 (others through Metaflow's storage layer).
+    flow_name : str
+        The announcing flow.
+    header : dict
+    records : iterable of dict
+
+    Returns
+    -------
+    str
+        The manifest's URL (a local path or ``s3://...``).
+    """
+    digest = hashlib.sha256()
+    handle, spool = tempfile.mkstemp(prefix="flowproject-changes-", suffix=".jsonl.gz")
+    os.close(handle)
+    try:
+        with gzip.open(spool, "wb", compresslevel=6) as out:
+            for doc in _lines(header, records):
+                line = (json.dumps(doc, separators=(",", ":"), sort_keys=True) + "\n").encode()
+                digest.update(line)
+                out.write(line)
+        path = manifest_path(flow_name, digest.hexdigest())
+        url = storage.full_uri(path)
+        kind = getattr(storage, "TYPE", None)
+        if kind == "local":
+            if not os.path.exists(url):
+                os.makedirs(os.path.dirname(url), exist_ok=True)
+                os.replace(spool, url)
+        elif kind == "s3":
+            from .state import metaflow_s3_client
+
+            client, _error = metaflow_s3_client()
+            bucket, _, key = url[len("s3://") :].partition("/")
+            client.upload_file(spool, bucket, key, ExtraArgs={"ContentType": "application/gzip"})
+        else:
+            with open(spool, "rb") as f:
+                storage.save_bytes([(path, f)], overwrite=True)
+        return url
+    finally:
+        if os.path.exists(spool):
+            os.unlink(spool)
+
+
+def _lines(header, records):
+    yield header
+    yield from records
+
+
+def s3_manifest(check):
+    """``(url, count)`` of the manifest of an S3 ``files_metadata`` announcement, or None.
+
+    Called by ``SourceCheck.announce`` before it publishes: the listing this run stored
+    (``listings`` of its ``start`` step) against the one the baseline's run stored.
+    """
+    from .sources.s3_listing import unpack_listing
+    from .state import load_listing
+
+    data, decision = check.data, check.decision
+    if data.get("type") != "s3" or data.get("check_mode") != "files_metadata":
+        return None
+    packed = load_listing(check.run, source=check.name)
+    if packed is None:
+        return None
+    current = unpack_listing(packed)
+    previous = None
+    if decision.kind != "forced" and decision.baseline_run:
+        stored = load_listing(decision.baseline_run, source=check.name)
+        previous = None if stored is None else unpack_listing(stored)
+    kind = "forced" if decision.kind == "forced" else "changes"
+    if previous is None and kind == "changes":
+        kind = "first_check"
+    everything = kind != "changes"
+    complete = not everything or len(current) <= LIST_EVERYTHING_UP_TO
+    prefix = data["key"]
+    if complete:
+        records, counts = listing_records(previous, current, prefix, everything)
+    else:
+        records, counts = iter(()), {"added": len(current), "modified": 0, "removed": 0}
+    header = dict(
+        kind=kind,
+        complete=complete,
+        source=check.name,
+        change_id=decision.change_id,
+        bucket=data["bucket"][len("s3://") :].split("/")[0],
+        prefix=prefix,
+        objects=len(current),
+        list_everything_up_to=LIST_EVERYTHING_UP_TO,
+        **counts,
+    )
+    url = write_manifest(check.store.storage, check.flow_name, header, records)
+    return url, sum(counts.values()) if complete else 0
+
+
+def announcement_manifest(check):
+    """The manifest of ``check``'s announcement, for its payload: ``{"changes_url",
+    "changes_count"}``, or ``{}`` when the source kind has none. A manifest that cannot be
+    written is said and left out: the event is published all the same, and the triggered
+    run's ``sensor_changes()`` then says it does not know what changed."""
+    try:
+        made = s3_manifest(check)
+    except Exception as e:  # never hold back the event for its manifest
+        check.say(
+            "Warning: the changes manifest was not written (%s: %s); the event goes without "
+            "changes_url" % (e.__class__.__name__, e),
+            sys.stderr,
+        )
+        return {}
+    if made is None:
+        return {}
+    url, count = made
+    return {"changes_url": url, "changes_count": count}
+
+
+# ------------------------------------------------------------------ the triggered run
+
+
+class Changes(object):
+    """What changed in the announcement a run was started for; iterate to stream it.
+
+    Parameters
+    ----------
+    url : str
+        The manifest's ``changes_url`` ("" when there is none: a run started by hand, or a
+        source kind without manifests).
+
+    Attributes
+    ----------
+    header : dict
+        The manifest's first line (``{}`` without a manifest).
+    kind : str
+        ``changes``, ``first_check``, ``forced``, or ``none`` without a manifest.
+    complete : bool
+        True when iterating yields every object to process; False: the manifest does not
+        list them (none, or more than ``LIST_EVERYTHING_UP_TO`` on a first check): process
+        the whole prefix.
+    """
+
+    def __init__(self, url):
+        self.url = url or ""
+        self.header = self._read_header() if self.url else {}
+        self.kind = self.header.get("kind", "none")
+        self.complete = bool(self.header.get("complete", False))
+
+    def __len__(self):
+        if not self.complete:
+            return 0
+        return sum(self.header.get(k, 0) for k in ("added", "modified", "removed"))
+
+    @contextlib.contextmanager
+    def _open(self):
+        """The manifest's lines, decompressed as they are read (S3: a streamed GET)."""
+        if self.url.startswith("s3://"):
+            from .state import metaflow_s3_client
+
+            client, _error = metaflow_s3_client()
+            bucket, _, key = self.url[len("s3://") :].partition("/")
+            raw = client.get_object(Bucket=bucket, Key=key)["Body"]
+        else:
+            raw = open(self.url.removeprefix("file://"), "rb")
+        try:
+            yield io.TextIOWrapper(gzip.GzipFile(fileobj=raw), encoding="utf-8")
+        finally:
+            raw.close()
+
+    def _read_header(self):
+        with self._open() as lines:
+            return json.loads(next(lines))
+
+    def __iter__(self):
+        if not self.url:
+            return
+        bucket = self.header.get("bucket")
+        with self._open() as lines:
+            next(lines)  # the header
+            for line in lines:
+                doc = json.loads(line)
+                key = doc.get("key")
+                yield ObjectChange(
+                    doc.get("kind"),
+                    key,
+                    doc.get("size"),
+                    doc.get("etag"),
+                    doc.get("last_modified"),
+                    "s3://%s/%s" % (bucket, key) if bucket else key,
+                )
+
+    def __repr__(self):
+        return "Changes(kind=%r, complete=%r, %d objects, %r)" % (
+            self.kind,
+            self.complete,
+            len(self),
+            self.url,
+        )
+
+
+def sensor_changes(flow, source=None):
+    """What changed in the announcement that started ``flow`` (see ``Changes``).
+
+    ``@sensor_trigger`` makes this ``self.sensor_changes(source=None)`` of the flows it
+    decorates.
+
+    Parameters
+    ----------
+    flow : FlowSpec
+        The running flow, decorated with ``@sensor_trigger``.
+    source : str, optional
+        Which source's announcement, when the flow waits for several.
+
+    Returns
+    -------
+    Changes
+        Iterate it for ``ObjectChange`` records, streamed from the manifest.
+    """
+    from .exceptions import FlowConfigError
+
+    params = getattr(flow, "_sensor_changes_params", None) or {}
+    if source is None:
+        if len(params) != 1:
+            raise FlowConfigError(
+                [
+                    "sensor_changes(): the flow waits for %s; name one: source=%s"
+                    % (", ".join(params) or "no source", " or ".join(map(repr, params)))
+                ]
+            )
+        (source,) = params
+    if source not in params:
+        raise FlowConfigError(
+            [
+                "sensor_changes(source=%r): the flow waits for %s"
+                % (source, ", ".join(map(repr, params)) or "no source")
+            ]
+        )
+    return Changes(getattr(flow, params[source], "") or "")
+
+
+__all__ = [
+    "LIST_EVERYTHING_UP_TO",
+    "Changes",
+    "ObjectChange",
+    "announcement_manifest",
+    "listing_records",
+    "sensor_changes",
+    "write_manifest",
+]
