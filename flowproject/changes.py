@@ -25,6 +25,15 @@ the first check of a branch, or a baseline recovered without one) and ``forced``
 (``--force-trigger``): everything is to be processed, so every object under the prefix is
 listed as ``added`` when there are at most ``LIST_EVERYTHING_UP_TO`` (10,000) of them
 (``complete: true``), else none is and ``complete`` is false: read the whole prefix.
+
+A Delta table's manifest (``delta_manifest``) lists the data files the commits after the
+previous announced version added and removed (``dataChange`` actions only: a compaction's files
+are left out), each record with its ``version``; the header and the payload carry the range,
+``from_version`` (exclusive) to ``to_version``. A first check, a re-created table and
+``--force-trigger`` have no range (``from_version`` None, "" in the payload): read the table at
+``to_version``. A Snowflake query's announcement has no manifest: its payload carries the
+previous and the new value, which a query template can bound (``WHERE updated_at >
+'{previous_value}'``).
 """
 
 import contextlib
@@ -161,7 +170,7 @@ def _lines(header, records):
 
 
 def s3_manifest(check):
-    """``(url, count)`` of the manifest of an S3 ``files_metadata`` announcement, or None.
+    """``(url, count, {})`` of the manifest of an S3 ``files_metadata`` announcement, or None.
 
     Called by ``SourceCheck.announce`` before it publishes: the listing this run stored
     (``listings`` of its ``start`` step) against the one the baseline's run stored.
@@ -202,7 +211,104 @@ def s3_manifest(check):
         **counts,
     )
     url = write_manifest(check.store.storage, check.flow_name, header, records)
-    return url, sum(counts.values()) if complete else 0
+    return url, sum(counts.values()) if complete else 0, {}
+
+
+def _previous_version(previous_value, table_id):
+    """The table version in a previous Delta value ``"<version>@<table id>"`` of the same
+    table, or None (no previous value, or the table was re-created since)."""
+    if not previous_value or "@" not in previous_value:
+        return None
+    version, _, previous_id = previous_value.partition("@")
+    if not version.isdigit() or (table_id and previous_id != table_id):
+        return None
+    return int(version)
+
+
+def _millis_text(millis):
+    from datetime import datetime, timezone
+
+    try:
+        return datetime.fromtimestamp(int(millis) / 1000, timezone.utc).isoformat()
+    except (TypeError, ValueError):
+        return None
+
+
+def delta_commit_records(text, version):
+    """The data files a Delta commit added and removed, as manifest records.
+
+    Only actions with ``dataChange: true``: the files of a compaction (OPTIMIZE) hold rows
+    that were there already, and a consumer reading new rows must not read them again.
+    """
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        action = json.loads(line)
+        for name, kind in (("add", "added"), ("remove", "removed")):
+            found = action.get(name)
+            if isinstance(found, dict) and found.get("dataChange", True):
+                yield {
+                    "kind": kind,
+                    "key": found.get("path"),
+                    "size": found.get("size"),
+                    "last_modified": _millis_text(
+                        found.get("modificationTime") or found.get("deletionTimestamp")
+                    ),
+                    "etag": None,
+                    "version": version,
+                }
+
+
+def delta_manifest(check):
+    """``(url, count, range)`` of a Delta announcement's manifest: the data files added and
+    removed by the commits after the previous announced version up to the new one.
+
+    The header carries ``table``, ``table_id``, ``from_version`` (exclusive; None on a first
+    check, after a re-created table and for ``--force-trigger``: read the table at
+    ``to_version``) and ``to_version``. Commits already cleaned from the log make the
+    manifest incomplete (``complete: false``).
+    """
+    from .sources import delta
+
+    data = delta.normalize(check.data)
+    summary, decision = check.observation.summary, check.decision
+    if summary.get("table_version") is None:
+        return None
+    to_version = int(summary["table_version"])
+    table_id = summary.get("table_id")
+    from_version = None
+    if decision.kind != "forced":
+        from_version = _previous_version(decision.previous_value, table_id)
+    kind = "forced" if decision.kind == "forced" else "changes"
+    if from_version is None and kind == "changes":
+        kind = "first_check"
+    records, complete = [], from_version is not None
+    if complete and to_version - from_version > LIST_EVERYTHING_UP_TO:
+        complete = False  # a range of more commits than this is read as a whole table
+    if complete:
+        with delta.open_session(data) as session:
+            for version in range(from_version + 1, to_version + 1):
+                body = delta._get(session, data, delta.commit_name(version))
+                if body is None:  # cleaned up: the range cannot be listed
+                    records, complete = [], False
+                    break
+                records.extend(delta_commit_records(body.decode("utf-8"), version))
+    counts = {"added": 0, "modified": 0, "removed": 0}
+    for record in records:
+        counts[record["kind"]] += 1
+    header = dict(
+        kind=kind,
+        complete=complete,
+        source=check.name,
+        change_id=decision.change_id,
+        table=data["uri"],
+        table_id=table_id,
+        from_version=from_version,
+        to_version=to_version,
+        **counts,
+    )
+    url = write_manifest(check.store.storage, check.flow_name, header, records)
+    return url, len(records), {"from_version": from_version, "to_version": to_version}
 
 
 def announcement_manifest(check):
@@ -210,8 +316,12 @@ def announcement_manifest(check):
     "changes_count"}``, or ``{}`` when the source kind has none. A manifest that cannot be
     written is said and left out: the event is published all the same, and the triggered
     run's ``sensor_changes()`` then says it does not know what changed."""
+    kind = check.data.get("type")
     try:
-        made = s3_manifest(check)
+        if kind == "delta":
+            made = delta_manifest(check)
+        else:
+            made = s3_manifest(check)
     except Exception as e:  # never hold back the event for its manifest
         check.say(
             "Warning: the changes manifest was not written (%s: %s); the event goes without "
@@ -221,8 +331,11 @@ def announcement_manifest(check):
         return {}
     if made is None:
         return {}
-    url, count = made
-    return {"changes_url": url, "changes_count": count}
+    url, count, versions = made
+    fields = {"changes_url": url, "changes_count": count}
+    for name, value in versions.items():  # a table's range: "" for "from the beginning"
+        fields[name] = "" if value is None else str(value)
+    return fields
 
 
 # ------------------------------------------------------------------ the triggered run
@@ -255,6 +368,14 @@ class Changes(object):
         self.kind = self.header.get("kind", "none")
         self.complete = bool(self.header.get("complete", False))
 
+    @property
+    def versions(self):
+        """``(from_version, to_version)`` of a table's announcement (from exclusive; None:
+        from the beginning), or None for a source without versions."""
+        if "to_version" not in self.header:
+            return None
+        return self.header.get("from_version"), self.header["to_version"]
+
     def __len__(self):
         if not self.complete:
             return 0
@@ -283,7 +404,7 @@ class Changes(object):
     def __iter__(self):
         if not self.url:
             return
-        bucket = self.header.get("bucket")
+        bucket, table = self.header.get("bucket"), self.header.get("table")
         with self._open() as lines:
             next(lines)  # the header
             for line in lines:
@@ -295,7 +416,7 @@ class Changes(object):
                     doc.get("size"),
                     doc.get("etag"),
                     doc.get("last_modified"),
-                    "s3://%s/%s" % (bucket, key) if bucket else key,
+                    _object_url(bucket, table, key),
                 )
 
     def __repr__(self):
@@ -305,6 +426,19 @@ class Changes(object):
             len(self),
             self.url,
         )
+
+
+def _object_url(bucket, table, key):
+    """Where a record's object is: ``s3://bucket/key``, or a table's file under its root."""
+    from urllib.parse import unquote
+
+    if not key or "://" in key:
+        return key
+    if bucket:
+        return "s3://%s/%s" % (bucket, key)
+    if table:
+        return "%s/%s" % (table.rstrip("/"), unquote(key))
+    return key
 
 
 def sensor_changes(flow, source=None):

@@ -463,3 +463,62 @@ def manifest_header(url):
 
     with gzip.open(url, "rt") as f:
         return json.loads(f.readline()), os.path.getsize(url)
+
+
+# ------------------------------------------------------------------ a Delta table
+
+
+@pytest.mark.e2e
+def test_delta_range_and_its_data_files_reach_the_triggered_run(
+    flow_runner, loop, s3_server, bucket
+):
+    pytest.importorskip("deltalake")
+    from test_delta_source import Table, config_text
+
+    table = Table(s3_server, "s3://%s/tables/events" % bucket)
+    table.write([1, 2, 3])
+    flow_runner.write_config(config_text(table.uri))
+    loop.open()
+    (first,) = check(loop, 1)
+    header, records = manifest(first["payload"]["changes_url"])
+    assert (header["kind"], header["complete"]) == ("first_check", False)
+    assert (first["payload"]["from_version"], first["payload"]["to_version"]) == ("", "0")
+
+    table.write([4])  # version 1
+    table.open().optimize.compact()  # version 2: the same rows, rewritten
+    table.write([5, 6])  # version 3
+    (second,) = check(loop, 2)
+    payload = second["payload"]
+    assert (payload["from_version"], payload["to_version"]) == ("0", "3")
+    header, records = manifest(payload["changes_url"])
+    assert (header["kind"], header["complete"]) == ("changes", True)
+    assert (header["from_version"], header["to_version"]) == (0, 3)
+    # The files versions 1 and 3 added: the compaction's files hold no new rows.
+    assert [(r["kind"], r["version"]) for r in records] == [("added", 1), ("added", 3)]
+    assert payload["changes_count"] == 2
+    # Reading just those files gives just the new rows.
+    changes = Changes(payload["changes_url"])
+    assert changes.versions == (0, 3)
+    new_rows = sorted(
+        value for change in changes for value in read_parquet(change.url, s3_server)["a"]
+    )
+    assert new_rows == [4, 5, 6]
+    runs = loop.runs
+    assert [run.returncode for run in runs] == [0, 0]
+    assert "Read 2 new or modified objects" in log_of(runs[1])
+
+
+def read_parquet(url, s3_server):
+    """The columns of one parquet object on the loopback S3, as lists."""
+    import pyarrow.parquet as pq
+    from pyarrow import fs
+
+    host = s3_server.endpoint_url.split("://", 1)[1]
+    filesystem = fs.S3FileSystem(
+        endpoint_override=host,
+        scheme="http",
+        access_key="testing",
+        secret_key="testing",
+        region="us-east-1",
+    )
+    return pq.read_table(url[len("s3://") :], filesystem=filesystem).to_pydict()
