@@ -31,7 +31,8 @@ previous announced version added and removed (``dataChange`` actions only: a com
 are left out), each record with its ``version``; the header and the payload carry the range,
 ``from_version`` (exclusive) to ``to_version``. A first check, a re-created table and
 ``--force-trigger`` have no range (``from_version`` None, "" in the payload): read the table at
-``to_version``. A Snowflake query's announcement has no manifest: its payload
+``to_version``. An Iceberg table's manifest (``iceberg_manifest``) carries the snapshot range
+alone, for an incremental scan. A Snowflake query's announcement has no manifest: its payload
 carries the previous and the new value, which a query template can bound (``WHERE updated_at >
 '{previous_value}'``).
 """
@@ -327,6 +328,39 @@ def delta_manifest(check):
     return url, len(records), {"from_version": from_version, "to_version": to_version}
 
 
+def iceberg_manifest(check):
+    """``(url, 0, range)`` of an Iceberg announcement's manifest: its header carries the
+    snapshot range, ``from_version`` (the previously announced snapshot id, exclusive; None on a
+    first check and for ``--force-trigger``) to ``to_version`` (the announced one). It lists no
+    files (``complete: false``): an incremental scan of the range reads the data files the
+    append snapshots in it added (examples/table_version_flow.py)."""
+    decision = check.decision
+    to_version = check.observation.value
+    if to_version is None or not str(to_version).lstrip("-").isdigit():
+        return None
+    previous = decision.previous_value
+    from_version = None
+    if decision.kind != "forced" and previous and str(previous).lstrip("-").isdigit():
+        from_version = int(previous)
+    kind = "forced" if decision.kind == "forced" else "changes"
+    if from_version is None and kind == "changes":
+        kind = "first_check"
+    header = dict(
+        kind=kind,
+        complete=False,
+        source=check.name,
+        change_id=decision.change_id,
+        table=check.data.get("location") or check.data.get("table"),
+        from_version=from_version,
+        to_version=int(to_version),
+        added=0,
+        modified=0,
+        removed=0,
+    )
+    url = write_manifest(check.store.storage, check.flow_name, header, ())
+    return url, 0, {"from_version": from_version, "to_version": int(to_version)}
+
+
 def announcement_manifest(check):
     """The manifest of ``check``'s announcement, for its payload: ``{"changes_url",
     "changes_count"}``, or ``{}`` when the source kind has none. A manifest that cannot be
@@ -339,6 +373,8 @@ def announcement_manifest(check):
     try:
         if kind == "delta":
             made = delta_manifest(check)
+        elif kind == "iceberg":
+            made = iceberg_manifest(check)
         else:
             made = s3_manifest(check)
     except Exception as e:  # never hold back the event for its manifest
