@@ -47,6 +47,8 @@ import sys
 import tempfile
 from collections import namedtuple
 
+from .exceptions import FlowprojectException
+
 # A first check or a forced announcement lists every object up to this many; beyond, the
 # manifest says "everything" (header ``complete: false``) instead of listing the world.
 LIST_EVERYTHING_UP_TO = 10_000
@@ -161,11 +163,16 @@ def write_manifest(storage, flow_name, header, records):
                 os.makedirs(os.path.dirname(url), exist_ok=True)
                 os.replace(spool, url)
         elif kind == "s3":
+            from metaflow.metaflow_config import S3_SERVER_SIDE_ENCRYPTION
+
             from .state import metaflow_s3_client
 
             client, _error = metaflow_s3_client()
             bucket, _, key = url[len("s3://") :].partition("/")
-            client.upload_file(spool, bucket, key, ExtraArgs={"ContentType": "application/gzip"})
+            extra = {"ContentType": "application/gzip"}
+            if S3_SERVER_SIDE_ENCRYPTION:  # as Metaflow's own S3 writes
+                extra["ServerSideEncryption"] = S3_SERVER_SIDE_ENCRYPTION
+            client.upload_file(spool, bucket, key, ExtraArgs=extra)
         else:
             with open(spool, "rb") as f:
                 storage.save_bytes([(path, f)], overwrite=True)
@@ -500,6 +507,12 @@ def _object_url(bucket, table, key):
     return key
 
 
+class UnknownSource(FlowprojectException):
+    """``sensor_changes(source=...)`` names a source the flow does not wait for."""
+
+    headline = "No such source"
+
+
 def sensor_changes(flow, source=None):
     """What changed in the announcement that started ``flow`` (see ``Changes``).
 
@@ -518,24 +531,18 @@ def sensor_changes(flow, source=None):
     Changes
         Iterate it for ``ObjectChange`` records, streamed from the manifest.
     """
-    from .exceptions import FlowConfigError
-
     params = getattr(flow, "_sensor_changes_params", None) or {}
     if source is None:
         if len(params) != 1:
-            raise FlowConfigError(
-                [
-                    "sensor_changes(): the flow waits for %s; name one: source=%s"
-                    % (", ".join(params) or "no source", " or ".join(map(repr, params)))
-                ]
+            raise UnknownSource(
+                "sensor_changes(): the flow waits for %s; name one: source=%s"
+                % (", ".join(params) or "no source", " or ".join(map(repr, params)) or "...")
             )
         (source,) = params
     if source not in params:
-        raise FlowConfigError(
-            [
-                "sensor_changes(source=%r): the flow waits for %s"
-                % (source, ", ".join(map(repr, params)) or "no source")
-            ]
+        raise UnknownSource(
+            "sensor_changes(source=%r): the flow waits for %s"
+            % (source, ", ".join(map(repr, params)) or "no source (use @sensor_trigger)")
         )
     return Changes(getattr(flow, params[source], "") or "")
 
@@ -544,6 +551,7 @@ __all__ = [
     "LIST_EVERYTHING_UP_TO",
     "Changes",
     "ObjectChange",
+    "UnknownSource",
     "announcement_manifest",
     "listing_records",
     "sensor_changes",

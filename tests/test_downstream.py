@@ -614,3 +614,59 @@ def test_iceberg_snapshot_range_and_an_incremental_append_scan(catalog, flow_run
 
     rows = read_new_iceberg_rows(table, *changes.versions)
     assert sorted(rows.to_pydict()["a"]) == [3, 4, 5]
+
+
+# ------------------------------------------------------------------ on an S3 datastore
+
+
+def test_on_an_s3_datastore_the_manifest_streams_from_s3_and_the_claim_holds(
+    s3_server, s3_client, bucket, monkeypatch
+):
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_server.endpoint_url)
+    for name, value in (
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ):
+        monkeypatch.setenv(name, value)
+    from metaflow.plugins.datastores.s3_storage import S3Storage
+
+    storage = S3Storage("s3://%s/metaflow" % bucket)
+    records = [
+        {"kind": "added", "key": "events/a.parquet", "size": 1, "etag": "e1"},
+        {"kind": "removed", "key": "events/b.parquet", "size": 2, "etag": "e2"},
+    ]
+    header = {"kind": "changes", "complete": True, "bucket": "data", "added": 1, "removed": 1}
+    url = write_manifest(storage, "SensorFlow", header, records)
+    assert url.startswith("s3://%s/metaflow/SensorFlow/sensor_changes/" % bucket)
+    assert write_manifest(storage, "SensorFlow", header, records) == url  # content-addressed
+    changes = Changes(url)
+    assert (changes.kind, changes.complete, len(changes)) == ("changes", True, 2)
+    assert [(c.kind, c.url) for c in changes] == [
+        ("added", "s3://data/events/a.parquet"),
+        ("removed", "s3://data/events/b.parquet"),
+    ]
+
+    first = ProcessedOnce(storage, "TrainFlow", "p", "prod", {"default": "c1"})
+    assert first.claim("TrainFlow/1").proceed
+    again = ProcessedOnce(storage, "TrainFlow", "p", "prod", {"default": "c1"}).claim("TrainFlow/2")
+    assert not again.proceed and "is being processed by TrainFlow/1" in again.reason
+    assert first.mark_done("TrainFlow/1")
+    key = "metaflow/TrainFlow/sensor_processed/p/prod/c1.json"
+    assert json.loads(s3_client.get_object(Bucket=bucket, Key=key)["Body"].read())["status"] == (
+        "done"
+    )
+
+
+def test_sensor_changes_names_the_sources_the_flow_waits_for():
+    from flowproject.changes import UnknownSource, sensor_changes
+
+    class Flow(object):
+        _sensor_changes_params = {"orders": "orders_changes_url", "events": "events_changes_url"}
+        orders_changes_url = ""
+
+    with pytest.raises(UnknownSource, match="the flow waits for orders, events; name one"):
+        sensor_changes(Flow())
+    with pytest.raises(UnknownSource, match=r"source='other'\): the flow waits for 'orders'"):
+        sensor_changes(Flow(), source="other")
+    assert sensor_changes(Flow(), source="orders").kind == "none"
