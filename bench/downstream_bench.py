@@ -172,7 +172,10 @@ def claim_decision():
         storage = LocalStorage(os.path.join(work, ".metaflow"))
 
         def marker(cid):
-            return ProcessedOnce(storage, "TrainFlow", "bench", "user.b", {"default": cid})
+            # As a real delivery: the change id and the announcement's changes_url.
+            return ProcessedOnce(
+                storage, "TrainFlow", "bench", "user.b", {"default": cid}, {"default": "m-" + cid}
+            )
 
         for i in range(1000):
             marker("c%04d" % i).claim("TrainFlow/%d" % i)

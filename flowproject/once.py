@@ -14,7 +14,13 @@ Deciding is one read (and one create-if-absent write), whatever the number of pa
   succeeds only if the object still does not exist (``state.LocalStateObject`` /
   ``state.S3StateObject`` with ``expected_version=None``), so of two deliveries at once
   exactly one proceeds; the other is a duplicate.
-- ``done``: a run reached ``end`` with this change: a duplicate, said and skipped.
+- ``done``: a run reached ``end`` with this change: a duplicate, said and skipped, if it is
+  the same announcement. A value that comes back (A, B, A) is announced with A's
+  ``change_id`` again, and must be processed again: so a marker also keeps the announcement's
+  ``changes_url`` (a content-addressed manifest: the same for a delivery of the same event,
+  another for A announced after B, whose changes differ). Without manifests (Snowflake), the
+  change this flow processed last in the branch decides (``<branch>.last.json`` beside the
+  markers, written with each ``done``): if it is another one, A is processed again.
 - ``claimed`` by a live run: a duplicate (that run is processing the change).
 - ``claimed`` and the lease expired (its run died before ``end``): the run takes it over with
   a compare-and-swap write on the version it read.
@@ -66,6 +72,15 @@ def marker_path(flow_name, project, branch, key):
     )
 
 
+def last_path(flow_name, project, branch):
+    """Key of the object naming the change a flow processed last in a branch."""
+    return "%s/sensor_processed/%s/%s.last.json" % (
+        flow_name,
+        project or "_",
+        branch.replace("/", "_"),
+    )
+
+
 def _now():
     return datetime.now(timezone.utc)
 
@@ -104,16 +119,21 @@ class ProcessedOnce(object):
         The triggered flow, its ``@project`` and branch.
     change_ids : dict
         ``{source: change_id}`` of the event(s) the run was started for.
+    announcement : dict, optional
+        ``{source: changes_url}`` of the event(s): tells a delivery of the same announcement
+        from the same value announced again later.
     """
 
-    def __init__(self, storage, flow_name, project, branch, change_ids):
+    def __init__(self, storage, flow_name, project, branch, change_ids, announcement=None):
         self.change_ids = {k: v for k, v in change_ids.items() if v}
+        self.announcement = {k: v for k, v in (announcement or {}).items() if v}
         self.key = change_key(change_ids)
         self.path = None if self.key is None else marker_path(flow_name, project, branch, self.key)
         self.object = None if self.path is None else state_object(storage, self.path)
+        self.last = state_object(storage, last_path(flow_name, project, branch))
 
-    def _read(self):
-        body, version = self.object.read()
+    def _read(self, obj=None):
+        body, version = (obj or self.object).read()
         if body is None:
             return None, None
         try:
@@ -122,9 +142,21 @@ class ProcessedOnce(object):
             doc = {}
         return (doc if isinstance(doc, dict) else {}), version
 
-    def _write(self, doc, version):
+    def _write(self, doc, version, obj=None):
         body = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode("utf-8")
-        return self.object.write(body, version)
+        return (obj or self.object).write(body, version)
+
+    def came_back(self, done):
+        """Whether the change a ``done`` marker records is announced anew (A, B, A)."""
+        recorded = done.get("announcement") or {}
+        if recorded and self.announcement:
+            return recorded != self.announcement
+        return self.processed_last() not in (None, self.key)
+
+    def processed_last(self):
+        """The change key this flow processed last in the branch, or None."""
+        doc, _version = self._read(self.last)
+        return None if doc is None else doc.get("key")
 
     def claim(self, run, lease_seconds=DEFAULT_LEASE_SECONDS, also_mine=(), now=None):
         """Claim the change for ``run``, unless it was processed or is being processed.
@@ -151,9 +183,12 @@ class ProcessedOnce(object):
         for _attempt in range(STATE_WRITE_ATTEMPTS):
             now_ = now or _now()
             doc, version = self._read()
+            came_back = None
             if doc is not None:
                 holder, status = doc.get("run"), doc.get("status")
-                if status == "done":
+                if status == "done" and self.came_back(doc):
+                    came_back = doc  # A, B, A: processed before B, so A is new again
+                elif status == "done":
                     return Verdict(
                         False,
                         "change %s was already processed by %s (finished %s): this run does "
@@ -161,7 +196,8 @@ class ProcessedOnce(object):
                         holder,
                     )
                 expires = _parse(doc.get("expires_at"))
-                if holder not in mine and expires is not None and expires > now_:
+                live = expires is not None and expires > now_
+                if came_back is None and holder not in mine and live:
                     return Verdict(
                         False,
                         "change %s is being processed by %s (claimed until %s): this run "
@@ -170,6 +206,7 @@ class ProcessedOnce(object):
                     )
             new = {
                 "change_id": self.change_ids,
+                "announcement": self.announcement,
                 "run": run,
                 "status": "claimed",
                 "claimed_at": _stamp(now_),
@@ -185,6 +222,13 @@ class ProcessedOnce(object):
                 ) from None
             if doc is None:
                 return Verdict(True, "change %s claimed by %s" % (self.describe(), run))
+            if came_back is not None:
+                return Verdict(
+                    True,
+                    "change %s claimed by %s: %s processed it at %s, but another change was "
+                    "processed since (the data came back to this value)"
+                    % (self.describe(), run, doc.get("run"), doc.get("done_at")),
+                )
             return Verdict(
                 True,
                 "change %s claimed by %s (taking over the claim of %s, which expired at %s)"
@@ -216,13 +260,25 @@ class ProcessedOnce(object):
             done.pop("expires_at", None)
             try:
                 self._write(done, version)
-                return True
             except StateConflict:
                 continue
+            self._set_last(run, done["done_at"])
+            return True
         raise StateError(
             "Could not mark change %s done at %s (%d attempts)"
             % (self.describe(), self.path, STATE_WRITE_ATTEMPTS)
         )
+
+    def _set_last(self, run, when):
+        """Name this change as the one processed last (the latest write wins)."""
+        doc = {"key": self.key, "change_id": self.change_ids, "run": run, "done_at": when}
+        for _attempt in range(STATE_WRITE_ATTEMPTS):
+            _old, version = self._read(self.last)
+            try:
+                self._write(doc, version, self.last)
+                return
+            except StateConflict:
+                continue
 
     def describe(self):
         if len(self.change_ids) == 1:
@@ -237,4 +293,11 @@ def _parse(text):
         return None
 
 
-__all__ = ["DEFAULT_LEASE_SECONDS", "ProcessedOnce", "Verdict", "change_key", "marker_path"]
+__all__ = [
+    "DEFAULT_LEASE_SECONDS",
+    "ProcessedOnce",
+    "Verdict",
+    "change_key",
+    "last_path",
+    "marker_path",
+]

@@ -204,6 +204,20 @@ def _change_ids(flow, parameters):
     return {source: getattr(flow, name, "") or "" for source, name in parameters.items()}
 
 
+def _marker(flow, attributes):
+    """The processed-once marker of the change(s) the running flow was started for."""
+    from .state import datastore_storage
+
+    return ProcessedOnce(
+        datastore_storage(flow),
+        current.flow_name,
+        current.get("project_name", None),
+        current.get("branch_name", None) or "default",
+        _change_ids(flow, attributes["change_params"]),
+        _change_ids(flow, attributes.get("changes_params") or {}),
+    )
+
+
 def _sensor_changes_method(self, source=None):
     """What changed in the announcement that started this run: ``flowproject.changes.Changes``
     (iterate it to stream the objects added, modified and removed).
@@ -223,15 +237,7 @@ def sensor_once_claim(step_name, flow, inputs=None, attributes=None):
     attributes = attributes or {}
     flow.sensor_duplicate = False
     if attributes.get("once", True):
-        from .state import datastore_storage
-
-        verdict = ProcessedOnce(
-            datastore_storage(flow),
-            current.flow_name,
-            current.get("project_name", None),
-            current.get("branch_name", None) or "default",
-            _change_ids(flow, attributes["change_params"]),
-        ).claim(
+        verdict = _marker(flow, attributes).claim(
             "%s/%s" % (current.flow_name, current.run_id),
             attributes.get("lease_seconds", DEFAULT_LEASE_SECONDS),
             also_mine=_origin(),
@@ -245,15 +251,8 @@ def sensor_once_claim(step_name, flow, inputs=None, attributes=None):
 def sensor_once_done(step_name, flow, inputs=None, attributes=None):
     """After ``end``: mark the change(s) this run claimed as processed."""
     yield
-    from .state import datastore_storage
-
-    ProcessedOnce(
-        datastore_storage(flow),
-        current.flow_name,
-        current.get("project_name", None),
-        current.get("branch_name", None) or "default",
-        _change_ids(flow, (attributes or {})["change_params"]),
-    ).mark_done("%s/%s" % (current.flow_name, current.run_id), also_mine=_origin())
+    run = "%s/%s" % (current.flow_name, current.run_id)
+    _marker(flow, attributes or {}).mark_done(run, also_mine=_origin())
 
 
 def _origin():
@@ -393,6 +392,7 @@ class sensor_trigger(FlowMutator):
         flow_cls.sensor_changes = _sensor_changes_method
         attributes = {
             "change_params": change_params,
+            "changes_params": dict(flow_cls._sensor_changes_params),
             "once": bool(self._once),
             "lease_seconds": self._lease_seconds,
         }

@@ -324,16 +324,48 @@ def test_a_claim_whose_run_died_is_taken_over_after_its_lease(tmp_path):
 
 def test_deciding_among_1000_processed_changes_is_one_read_under_a_second(tmp_path):
     storage = _local_storage(tmp_path)
+
+    def marker(i):
+        return ProcessedOnce(
+            storage, "TrainFlow", "p", "user.t", {"default": "c%04d" % i}, {"default": "m%d" % i}
+        )
+
     for i in range(1000):
-        marker = ProcessedOnce(storage, "TrainFlow", "p", "user.t", {"default": "c%04d" % i})
-        marker.claim("TrainFlow/%d" % i)
-        marker.mark_done("TrainFlow/%d" % i)
+        marker(i).claim("TrainFlow/%d" % i)
+        marker(i).mark_done("TrainFlow/%d" % i)
     started = time.perf_counter()
-    old = ProcessedOnce(storage, "TrainFlow", "p", "user.t", {"default": "c0500"})
-    new = ProcessedOnce(storage, "TrainFlow", "p", "user.t", {"default": "c9999"})
+    old, new = marker(500), marker(9999)  # an old announcement delivered again; a new one
     assert not old.claim("TrainFlow/2000").proceed
     assert new.claim("TrainFlow/2001").proceed
     assert time.perf_counter() - started < 1.0
+
+
+@pytest.mark.parametrize("with_manifests", [True, False])
+def test_a_value_that_comes_back_is_processed_again_and_then_is_a_duplicate(
+    tmp_path, with_manifests
+):
+    """A, B, A: the second A is new. With manifests (S3, tables) its changes_url differs from
+    the first A's; without (Snowflake), B was processed last."""
+    storage = _local_storage(tmp_path)
+    announced = {"A": 0}
+
+    def marker(change_id):
+        url = {"default": "%s-%d" % (change_id, announced.get(change_id, 0))}
+        urls = url if with_manifests else {}
+        return ProcessedOnce(storage, "TrainFlow", "p", "user.t", {"default": change_id}, urls)
+
+    for run, change_id in (("TrainFlow/1", "A"), ("TrainFlow/2", "B")):
+        assert marker(change_id).claim(run).proceed
+        assert marker(change_id).mark_done(run)
+    assert not marker("B").claim("TrainFlow/3").proceed  # B delivered again
+    announced["A"] = 1  # the data came back to A: announced again (changes B -> A)
+    back = marker("A").claim("TrainFlow/4")
+    assert back.proceed, back.reason
+    assert "another change was processed since" in back.reason
+    assert not marker("A").claim("TrainFlow/5").proceed  # while TrainFlow/4 holds it
+    assert marker("A").mark_done("TrainFlow/4")
+    again = marker("A").claim("TrainFlow/6")
+    assert not again.proceed and "already processed by TrainFlow/4" in again.reason
 
 
 def test_several_sources_are_one_change_together(tmp_path):
