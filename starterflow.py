@@ -21,14 +21,20 @@ class StarterFlow(BaseFlow):
         """Pin the data this run trains on; a change processed already goes straight to end."""
         key = self.flowconfig.sensor.payload_key
         self.trained_on_value = getattr(self, key)
+        # @sensor_trigger set sensor_duplicate: this change was processed by an earlier run.
+        self.route = "skip" if self.sensor_duplicate else "train"
         if not self.trained_on_value:
             print("No %s given: a real flow would use the latest data." % key)
         print(
-            "Training on %s = %r (project %s, branch %s)"
-            % (key, self.trained_on_value, current.project_name, current.branch_name)
+            "%s %s = %r (project %s, branch %s)"
+            % (
+                "Skipping" if self.sensor_duplicate else "Training on",
+                key,
+                self.trained_on_value,
+                current.project_name,
+                current.branch_name,
+            )
         )
-        # @sensor_trigger set sensor_duplicate: this change was processed by an earlier run.
-        self.route = "skip" if self.sensor_duplicate else "train"
         self.next({"train": self.train, "skip": self.end}, condition="route")
 
     @step

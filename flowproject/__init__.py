@@ -6,7 +6,7 @@ Event for each source whose data changed.
 """
 
 from .baseflow import BaseFlow
-from .changes import Changes, ObjectChange, sensor_changes
+from .changes import Changes, ObjectChange, UnknownSource, sensor_changes
 from .config import WatchedSource, configured_sources, load_flowconfig, parse_flowconfig
 from .decorators import announcement, s3, snowflake, source
 from .devloop import DevLoop
@@ -45,6 +45,7 @@ __all__ = [
     "StateConflict",
     "StateError",
     "StateFormatError",
+    "UnknownSource",
     "WatchedSource",
     "advance",
     "announcement",
