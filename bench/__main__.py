@@ -5,6 +5,9 @@ bench/multi_source_bench.py).
 
 ``python -m bench delta-backlog [--commits 10000] [--timeout 10]``: a Delta backlog read across
 checks that run out of time (see bench/delta_backlog_bench.py).
+
+``python -m bench downstream [--reps N]``: the changes manifest and the processed-once claim
+(see bench/downstream_bench.py).
 """
 
 import sys
@@ -18,6 +21,11 @@ if sys.argv[1:2] == ["delta-backlog"]:
     from bench.delta_backlog_bench import main as delta_backlog
 
     raise SystemExit(delta_backlog(sys.argv[2:]))
+
+if sys.argv[1:2] == ["downstream"]:
+    from bench.downstream_bench import main as downstream
+
+    raise SystemExit(downstream(sys.argv[2:]))
 
 from bench.run import main  # noqa: E402
 

@@ -16,7 +16,9 @@ moto server's own process:
 Every other request (PutObject, HeadObject, ...) is moto's unmodified code. SEED_SPEC_JSON is a
 list of ``{"bucket": ..., "prefix": ..., "count": N, "partitions": P}``: N objects spread
 round-robin over P sub-prefixes ``part=XX/``; or ``{"bucket": ..., "prefix": ...,
-"directory": PATH}``: the files of a local folder (a Delta table written by ``deltalake``).
+"directory": PATH}``: the files of a local folder (a Delta table written by ``deltalake``). An
+item with ``"when": PATH`` is seeded later, once the file PATH exists; then ``PATH.done`` is
+written (100,000 objects added between two checks, bench/downstream_bench.py).
 """
 
 import base64
@@ -168,6 +170,20 @@ def seed_directory(backend, item):
     return total
 
 
+def seed_when(item):
+    """Seed ``item`` once the file ``item["when"]`` exists; then write ``<when>.done``."""
+    import os
+    import time
+
+    while not os.path.exists(item["when"]):
+        time.sleep(0.1)
+    seed([item])
+    with _index_lock:
+        _index.pop(item["bucket"], None)  # the sorted key index is built again
+    with open(item["when"] + ".done", "w") as f:
+        f.write("seeded\n")
+
+
 def main():
     import time
 
@@ -180,6 +196,10 @@ def main():
     started = time.monotonic()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
+    later = [item for item in spec if "when" in item]
+    spec = [item for item in spec if "when" not in item]
+    for item in later:
+        threading.Thread(target=seed_when, args=(item,), daemon=True).start()
     count = seed(spec)
     print("seeded %d objects in %.1fs" % (count, time.monotonic() - started), flush=True)
     # Build the sorted indexes now, not during the first timed listing.

@@ -4,7 +4,9 @@ With ``[sources.orders]`` and ``[sources.events]`` tables in flowconfig.toml (se
 docs/sources.md, "Waiting for several sources"), SensorFlow announces each source's changes
 with that source's own event. This flow starts once both have announced since its last start,
 as Argo Events does for the Sensor Metaflow compiles from a multi-event ``@trigger``, and
-receives each source's value as the Parameter named by that source's ``payload_key``:
+receives each source's value as the Parameter named by that source's ``payload_key`` (and its
+``<source>_change_id`` and ``<source>_changes_url``: a delivery of a pair already processed
+does nothing):
 
     python examples/two_source_flow.py run --orders_version 3f2a9c... --events_version 81c0d4...
     python examples/two_source_flow.py argo-workflows create
@@ -30,8 +32,13 @@ class TwoSourceFlow(BaseFlow):
         self.trained_on = {
             name: getattr(self, self.flowconfig.sources[name].payload_key) for name in SOURCES
         }
-        for name, value in self.trained_on.items():
-            print("Training on %s = %r" % (name, value))
+        if self.sensor_duplicate:  # @sensor_trigger: this pair of changes was processed already
+            print("Nothing to do: these changes were processed by an earlier run")
+        else:
+            for name, value in self.trained_on.items():
+                # What changed in this source's announcement, streamed (see starterflow.py).
+                changes = self.sensor_changes(source=name)
+                print("Training on %s = %r (%d objects changed)" % (name, value, len(changes)))
         print("(project %s, branch %s)" % (current.project_name, current.branch_name))
         self.next(self.end)
 

@@ -6,6 +6,7 @@ Event for each source whose data changed.
 """
 
 from .baseflow import BaseFlow
+from .changes import Changes, ObjectChange, UnknownSource, sensor_changes
 from .config import WatchedSource, configured_sources, load_flowconfig, parse_flowconfig
 from .decorators import announcement, s3, snowflake, source
 from .devloop import DevLoop
@@ -21,6 +22,7 @@ from .exceptions import (
     StateError,
     StateFormatError,
 )
+from .once import ProcessedOnce
 from .operations import find_states, replay_last, reset_branch, status_of
 from .sensor import Decision, SensorState, advance, change_id, decide
 from .sources import Observation
@@ -28,11 +30,14 @@ from .triggers import sensor_trigger
 
 __all__ = [
     "BaseFlow",
+    "Changes",
     "Decision",
     "DevLoop",
     "DevLoopError",
     "FlowConfigError",
     "Observation",
+    "ObjectChange",
+    "ProcessedOnce",
     "PublishError",
     "ReplayError",
     "SensorState",
@@ -41,6 +46,7 @@ __all__ = [
     "StateConflict",
     "StateError",
     "StateFormatError",
+    "UnknownSource",
     "WatchedSource",
     "advance",
     "announcement",
@@ -53,6 +59,7 @@ __all__ = [
     "replay_last",
     "reset_branch",
     "s3",
+    "sensor_changes",
     "sensor_trigger",
     "snowflake",
     "source",

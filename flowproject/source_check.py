@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 
+from .changes import announcement_manifest
 from .events import event_name, publish
 from .exceptions import PublishError, SourceIncomplete, StateConflict, StateError
 from .sensor import SKIP, advance, decide, decision_options
@@ -343,7 +344,8 @@ class SourceCheck(object):
 
     def event_payload(self, branch_name, run_id):
         """The event payload: ``{payload_key: value}``, ``change_id`` and ``previous_value``,
-        the state, the run, and for a named source its name."""
+        the state, the run, for a named source its name, and ``changes_url`` and
+        ``changes_count`` when the announcement wrote a manifest (``flowproject.changes``)."""
         observation, decision = self.observation, self.decision
         payload = {
             self.sensor["payload_key"]: observation.payload_value,
@@ -356,6 +358,7 @@ class SourceCheck(object):
         }
         if self.named:
             payload["source"] = self.name
+        payload.update(getattr(self, "manifest", None) or {})
         # Fields a source adds for consumers, e.g. a table's version to pin (sources.delta).
         for key, value in (observation.summary.get("payload") or {}).items():
             payload.setdefault(key, value)
@@ -397,6 +400,8 @@ class SourceCheck(object):
         if decision is not decided:
             self.say(decision.reason)
         self.decision = decision
+        if decision.publish and not dry_run:
+            self.manifest = announcement_manifest(self)  # what changed, for the triggered run
         if decision.publish:
             payload = self.event_payload(branch_name, run_id)
             if dry_run:

@@ -11,10 +11,20 @@ import ast
 import inspect
 import textwrap
 
-from metaflow import FlowMutator, FlowSpec, Parameter, namespaced_event_name, trigger
+from metaflow import (
+    FlowMutator,
+    FlowSpec,
+    Parameter,
+    current,
+    namespaced_event_name,
+    trigger,
+    user_step_decorator,
+)
 
+from .changes import sensor_changes
 from .config import DEFAULT_SOURCE, configured_sources, is_multi_source
 from .exceptions import FlowConfigError
+from .once import DEFAULT_LEASE_SECONDS, ProcessedOnce
 
 
 def assigned_artifacts(flow_cls):
@@ -147,6 +157,110 @@ def triggering_sources(config, source=None, sources=None):
     return [w for name in names for w in watched if w.name == name], []
 
 
+def trigger_parameter_names(config, watched):
+    """The Parameters ``@sensor_trigger`` adds for one source besides its payload key.
+
+    ``{"change_id": name, "changes_url": name}``: ``sensor_change_id`` and
+    ``sensor_changes_url`` with one ``[data]`` table, ``<source>_change_id`` and
+    ``<source>_changes_url`` with ``[sources.<name>]`` tables; each maps the payload key of
+    the same name (``change_id``, ``changes_url``).
+    """
+    prefix = "sensor" if not is_multi_source(config) else watched.name
+    return {key: "%s_%s" % (prefix, key) for key in ("change_id", "changes_url")}
+
+
+def added_parameter_problems(flow_cls, config, watched, step_names):
+    """Why the Parameters ``@sensor_trigger`` adds for ``watched`` (``trigger_parameter_names``)
+    cannot be added: a payload key of a source, a step, attribute or artifact of the flow."""
+    payload_keys = {w.sensor["payload_key"]: w for w in watched}
+    problems = []
+    for one in watched:
+        for key, name in trigger_parameter_names(config, one).items():
+            if name in payload_keys:
+                problems.append(
+                    "%s: %r is the Parameter @sensor_trigger adds for the %s of %s; choose "
+                    "another payload_key"
+                    % (
+                        payload_key_setting(config, payload_keys[name]),
+                        name,
+                        key,
+                        "the source" if not is_multi_source(config) else repr(one.name),
+                    )
+                )
+                continue
+            setting = "@sensor_trigger (%s of %s)" % (
+                key,
+                "the source" if not is_multi_source(config) else "source %r" % one.name,
+            )
+            problems += [
+                p.replace("choose another name", "rename it in the flow")
+                for p in payload_key_flow_problems(flow_cls, name, step_names, setting)
+            ]
+    return problems
+
+
+def _change_ids(flow, parameters):
+    """``{source: change_id}`` of the run from its Parameters ("" when started by hand)."""
+    return {source: getattr(flow, name, "") or "" for source, name in parameters.items()}
+
+
+def _marker(flow, attributes):
+    """The processed-once marker of the change(s) the running flow was started for."""
+    from .state import datastore_storage
+
+    return ProcessedOnce(
+        datastore_storage(flow),
+        current.flow_name,
+        current.get("project_name", None),
+        current.get("branch_name", None) or "default",
+        _change_ids(flow, attributes["change_params"]),
+        _change_ids(flow, attributes.get("changes_params") or {}),
+    )
+
+
+def _sensor_changes_method(self, source=None):
+    """What changed in the announcement that started this run: ``flowproject.changes.Changes``
+    (iterate it to stream the objects added, modified and removed).
+
+    Parameters
+    ----------
+    source : str, optional
+        Which source's announcement, when the flow waits for several.
+    """
+    return sensor_changes(self, source)
+
+
+@user_step_decorator
+def sensor_once_claim(step_name, flow, inputs=None, attributes=None):
+    """Before ``start``: claim the change(s) the run was started for; set
+    ``self.sensor_duplicate`` (True: processed or being processed by another run)."""
+    attributes = attributes or {}
+    flow.sensor_duplicate = False
+    if attributes.get("once", True):
+        verdict = _marker(flow, attributes).claim(
+            "%s/%s" % (current.flow_name, current.run_id),
+            attributes.get("lease_seconds", DEFAULT_LEASE_SECONDS),
+            also_mine=_origin(),
+        )
+        flow.sensor_duplicate = not verdict.proceed
+        print("@sensor_trigger: %s" % verdict.reason)
+    yield
+
+
+@user_step_decorator
+def sensor_once_done(step_name, flow, inputs=None, attributes=None):
+    """After ``end``: mark the change(s) this run claimed as processed."""
+    yield
+    run = "%s/%s" % (current.flow_name, current.run_id)
+    _marker(flow, attributes or {}).mark_done(run, also_mine=_origin())
+
+
+def _origin():
+    """The run a ``resume`` started from, whose claim this run continues."""
+    origin = current.get("origin_run_id", None)
+    return ["%s/%s" % (current.flow_name, origin)] if origin else []
+
+
 class sensor_trigger(FlowMutator):
     """Start the flow on the sensor's event(s); receive each announced value as a Parameter.
 
@@ -160,6 +274,15 @@ class sensor_trigger(FlowMutator):
       (``mfns.<project>.<branch>.<event_name>``, or ``event_name`` when
       ``namespaced_events = false``) in one ``@trigger``, mapping the payload's
       ``payload_key`` to that Parameter.
+
+    - ``sensor_change_id`` and ``sensor_changes_url`` (``<source>_change_id``,
+      ``<source>_changes_url`` with ``[sources.<name>]`` tables), mapped from the payload's
+      ``change_id`` and ``changes_url``: what ``self.sensor_changes()`` reads and what
+      ``once`` de-duplicates on. A run started by hand leaves them empty: it is never a
+      duplicate and ``sensor_changes()`` says there is nothing to read;
+    - with ``once`` (the default), a claim on the change before ``start``'s code runs and a
+      "processed" mark after ``end``'s (``flowproject.once``): ``self.sensor_duplicate`` tells
+      ``start`` whether this delivery was already processed.
 
     With several sources the ``@trigger`` has several events (``events=[...]``): Argo Events
     starts the flow once each of them has arrived since the flow was last started (Metaflow's
@@ -177,6 +300,15 @@ class sensor_trigger(FlowMutator):
         (bare ``@sensor_trigger``), or name that source ``"default"``.
     sources : list of str, optional
         Several sources, all awaited together (each named once).
+    once : bool, default True
+        Process each change once: a run started for a change this flow already processed in
+        this ``@project`` branch (or is processing right now) sets ``self.sensor_duplicate``
+        to True and says so in ``start``'s log; ``start`` then routes past the work (see
+        starterflow.py). ``False``: every delivery is processed (``sensor_duplicate`` is
+        always False).
+    lease_seconds : float, default 3600
+        How long a run's claim on its change holds if the run never reaches ``end`` (it
+        died); then a new delivery of the change takes it over.
 
     Raises
     ------
@@ -185,7 +317,8 @@ class sensor_trigger(FlowMutator):
         sources configured, an unknown or repeated source name, ``source`` and ``sources``
         together, or a ``payload_key`` that is already a step, an attribute or an artifact
         (``self.<name> = ...``) of the flow (naming that key, e.g.
-        ``sources.orders.payload_key``, and the flow).
+        ``sources.orders.payload_key``, and the flow), and likewise for the change id and
+        changes Parameters (a payload key may not be one of them either).
 
     Examples
     --------
@@ -198,9 +331,11 @@ class sensor_trigger(FlowMutator):
     """
 
     _source = _sources = None
+    _once, _lease_seconds = True, DEFAULT_LEASE_SECONDS
 
-    def init(self, source=None, sources=None):
+    def init(self, source=None, sources=None, once=True, lease_seconds=DEFAULT_LEASE_SECONDS):
         self._source, self._sources = source, sources
+        self._once, self._lease_seconds = once, lease_seconds
 
     def pre_mutate(self, mutable_flow):
         config = dict(mutable_flow.configs).get("flowconfig")
@@ -213,10 +348,11 @@ class sensor_trigger(FlowMutator):
             problems += payload_key_flow_problems(
                 self._flow_cls, one.sensor["payload_key"], step_names, setting
             )
+        problems += added_parameter_problems(self._flow_cls, config, watched, step_names)
         if problems:
             raise FlowConfigError(problems)
         default = config.get("trigger", {}).get("parameter_default", "")
-        events = []
+        events, change_params = [], {}
         for one in watched:
             key = one.sensor["payload_key"]
             mutable_flow.add_parameter(
@@ -228,12 +364,43 @@ class sensor_trigger(FlowMutator):
                     help="The value the sensor announced (event payload key '%s')." % key,
                 ),
             )
+            mapping = {key: key}
+            for payload_field, name in trigger_parameter_names(config, one).items():
+                mutable_flow.add_parameter(
+                    name,
+                    Parameter(
+                        name,
+                        type=str,
+                        default="",
+                        help="The announcement's %s (event payload key '%s'); empty when "
+                        "started by hand." % (payload_field, payload_field),
+                    ),
+                )
+                mapping[name] = payload_field
+            change_params[one.name] = trigger_parameter_names(config, one)["change_id"]
             # namespaced_event_name resolves when the flow is deployed, with the @project
             # branch of that deployment: the same function the sensor calls when it publishes.
             name = one.sensor["event_name"]
             if one.sensor.get("namespaced_events", True):
                 name = namespaced_event_name(name)
-            events.append({"name": name, "parameters": {key: key}})
+            events.append({"name": name, "parameters": mapping})
+        # self.sensor_changes(source=None) reads the changes_url Parameter of a source.
+        flow_cls = self._flow_cls
+        flow_cls._sensor_changes_params = {
+            one.name: trigger_parameter_names(config, one)["changes_url"] for one in watched
+        }
+        flow_cls.sensor_changes = _sensor_changes_method
+        attributes = {
+            "change_params": change_params,
+            "changes_params": dict(flow_cls._sensor_changes_params),
+            "once": bool(self._once),
+            "lease_seconds": self._lease_seconds,
+        }
+        for step_name, step in mutable_flow.steps:
+            if step_name == "start":
+                step.add_decorator(sensor_once_claim, deco_kwargs=attributes)
+            elif step_name == "end" and self._once:
+                step.add_decorator(sensor_once_done, deco_kwargs=attributes)
         if len(events) == 1:
             mutable_flow.add_decorator(trigger, deco_kwargs={"event": events[0]})
         else:

@@ -39,7 +39,12 @@ def expected_rules(mf_branch):
     return [
         {
             "event": "mfns.%s.%s.%s" % (PROJECT, mf_branch, CONFIG["sensor"]["event_name"]),
-            "parameters": {KEY: KEY},
+            # The payload key, and what @sensor_trigger adds: the change id and manifest.
+            "parameters": {
+                KEY: KEY,
+                "sensor_change_id": "change_id",
+                "sensor_changes_url": "changes_url",
+            },
             "required": [],  # the Parameter has a default: an absent key keeps it
         }
     ]
@@ -185,14 +190,23 @@ def test_a_two_source_flow_compiles_one_sensor_requiring_both_events(
         "orders_version": "name == '%s'" % orders,
         "events_version": "name == '%s'" % events,
     }
+
+    def mapping(source):
+        return {
+            "%s_version" % source: "%s_version" % source,
+            "%s_change_id" % source: "change_id",
+            "%s_changes_url" % source: "changes_url",
+        }
+
     assert trigger_rules(sensor) == [
-        {"event": events, "parameters": {"events_version": "events_version"}, "required": []},
-        {"event": orders, "parameters": {"orders_version": "orders_version"}, "required": []},
+        {"event": events, "parameters": mapping("events"), "required": []},
+        {"event": orders, "parameters": mapping("orders"), "required": []},
     ]
     assert (
         "compiled Argo Events Sensor: starts when each has arrived since its last start: "
-        "%s (events_version <- events_version) AND %s (orders_version <- orders_version)"
-        % (events, orders)
+        "%s (events_change_id <- change_id, events_changes_url <- changes_url, events_version "
+        "<- events_version) AND %s (orders_change_id <- change_id, orders_changes_url <- "
+        "changes_url, orders_version <- orders_version)" % (events, orders)
     ) in proc.stdout
 
 

@@ -250,14 +250,31 @@ def test_the_two_source_flow_gets_one_trigger_with_both_events_each_mapping_its_
     description = loop.discover()["two_source_flow.py"]
     assert description["project"] == "testproject"
     assert description["branch"] == "user.tester"
-    assert sorted(description["parameters"]) == ["events_version", "orders_version"]
+    assert sorted(description["parameters"]) == [
+        "events_change_id",
+        "events_changes_url",
+        "events_version",
+        "orders_change_id",
+        "orders_changes_url",
+        "orders_version",
+    ]
+
+    def mapping(source):
+        return {
+            "%s_version" % source: "%s_version" % source,
+            "%s_change_id" % source: "change_id",
+            "%s_changes_url" % source: "changes_url",
+        }
+
     assert description["rules"] == [
-        {"event": EVENTS, "parameters": {"events_version": "events_version"}, "required": []},
-        {"event": ORDERS, "parameters": {"orders_version": "orders_version"}, "required": []},
+        {"event": EVENTS, "parameters": mapping("events"), "required": []},
+        {"event": ORDERS, "parameters": mapping("orders"), "required": []},
     ]
     assert rules_summary(description["rules"]) == (
-        "starts when each has arrived since its last start: %s (events_version <- "
-        "events_version) AND %s (orders_version <- orders_version)" % (EVENTS, ORDERS)
+        "starts when each has arrived since its last start: %s (events_change_id <- "
+        "change_id, events_changes_url <- changes_url, events_version <- events_version) AND "
+        "%s (orders_change_id <- change_id, orders_changes_url <- changes_url, orders_version "
+        "<- orders_version)" % (EVENTS, ORDERS)
     )
 
 
@@ -332,6 +349,15 @@ def publish_next(tmp_path, *events):
     (tmp_path / "publish.json").write_text(json.dumps(list(events)))
 
 
+def versions(argv):
+    """The ``--<source>_version value`` options of a run's command line, in order."""
+    found = []
+    for option, value in zip(argv, argv[1:], strict=False):
+        if option.startswith("--") and option.endswith("_version"):
+            found += [option, value]
+    return found
+
+
 def event(name, key, value):
     return {"name": name, "payload": {key: value, "change_id": "c-" + value}}
 
@@ -380,7 +406,7 @@ def test_a_flow_waiting_for_two_sources_starts_once_both_arrived_across_invocati
         loop.reap(wait=True)
         (run,) = loop.runs
         assert run.returncode == 0, open(run.log_path).read()
-        assert run.argv[-4:] == ["--events_version", "e1", "--orders_version", "o1"]
+        assert versions(run.argv) == ["--events_version", "e1", "--orders_version", "o1"]
         # Forgotten once started: the next orders change alone starts nothing.
         publish_next(tmp_path, event(ORDERS, "orders_version", "o2"))
         loop.check(2)
@@ -388,7 +414,10 @@ def test_a_flow_waiting_for_two_sources_starts_once_both_arrived_across_invocati
         assert len(loop.runs) == 1
     second = timeline.read_text()
     assert "TwoSourceFlow waits for events_updated (orders_updated received at " in second
-    assert "-> started TwoSourceFlow --events_version e1 --orders_version o1" in second
+    assert (
+        "-> started TwoSourceFlow --events_change_id c-e1 --events_version e1 "
+        "--orders_change_id c-o1 --orders_version o1"
+    ) in second
     assert "%s succeeded" % run.pathspec in second
     log = open(run.log_path).read()
     assert "Training on orders = 'o1'" in log and "Training on events = 'e1'" in log
@@ -468,7 +497,13 @@ def test_the_real_sensor_starts_a_two_source_flow_once_both_sources_announced(
     (run,) = runs
     orders_value = orders["payload"]["orders_version"]
     events_value = events["payload"]["events_version"]
-    assert run.argv[-4:] == ["--events_version", events_value, "--orders_version", orders_value]
+    assert versions(run.argv) == [
+        "--events_version",
+        events_value,
+        "--orders_version",
+        orders_value,
+    ]
+    assert "--events_change_id" in run.argv and "--orders_changes_url" in run.argv
     assert run.returncode == 0, open(run.log_path).read()
     log = open(run.log_path).read()
     assert "Training on orders = %r" % orders_value in log
