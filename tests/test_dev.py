@@ -161,6 +161,13 @@ def processes_with(marker):
     return pids
 
 
+def interruptible():
+    """In the child, before exec: Ctrl-C (SIGINT) as in a terminal. A test run started in the
+    background by a non-interactive shell inherits SIGINT ignored, and Python then installs no
+    KeyboardInterrupt handler, so the dev loop would never see the test's Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.e2e
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc to find processes")
 def test_ctrl_c_stops_every_run_it_started(dev_env, s3_client, bucket):
@@ -170,7 +177,12 @@ def test_ctrl_c_stops_every_run_it_started(dev_env, s3_client, bucket):
     argv = [sys.executable, "-m", "flowproject", "dev", "--config", flow_runner.config_path]
     argv += ["--root", REPO, "--every", "600", "--logs", os.path.join(flow_runner.workdir, "logs")]
     proc = subprocess.Popen(
-        argv, cwd=flow_runner.workdir, env=flow_runner.env, stdout=subprocess.PIPE, text=True
+        argv,
+        cwd=flow_runner.workdir,
+        env=flow_runner.env,
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=interruptible,
     )
     try:
         for line in proc.stdout:
@@ -394,6 +406,7 @@ def interrupt_in_end(flow_runner, root):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=interruptible,
     )
     try:
         deadline = time.monotonic() + 300
