@@ -208,6 +208,9 @@ def runnable_blocks(text):
 
 
 RUNNABLE_DOCS = [name for name in DOCS if list(runnable_blocks(read(name)))]
+README_CONFIG = next(
+    code for target, _, _, code in runnable_blocks(read("README.md")) if target == "flowconfig.toml"
+)
 
 
 def test_runnable_blocks_are_found_and_exclude_the_demo_and_the_suite():
@@ -297,6 +300,10 @@ def test_every_runnable_block_runs_as_written(name, tmp_path, s3_server, webhook
     before = checkout_state()
     seed_bucket(s3_server)
     root = copy_repo(tmp_path / "repo")
+    # The docs' commands are written against the README's example config (bucket my-ml-data),
+    # never against the user's flowconfig.toml, which the copy brought along.
+    with open(os.path.join(root, "flowconfig.toml"), "w") as f:
+        f.write(README_CONFIG)
     (tmp_path / "tmp").mkdir()
     env = sensor_env(s3_server.endpoint_url, webhook.url, user="tester", workdir=root)
     env.update(

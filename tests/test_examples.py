@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO
+from conftest import REPO, s3_config
 
 from flowproject.testing import sensor_env
 
@@ -45,7 +45,12 @@ def run(argv, cwd, env, timeout=300):
 
 @pytest.fixture
 def repo_copy(tmp_path):
-    return copy_repo(tmp_path / "repo")
+    """A copy of the repository whose root flowconfig.toml is the test's own (one [data]
+    source), never the user's: the examples are written for a single-source config."""
+    root = copy_repo(tmp_path / "repo")
+    with open(os.path.join(root, "flowconfig.toml"), "w") as f:
+        f.write(s3_config("my-ml-data", "events/", "files_metadata"))
+    return root
 
 
 def test_an_example_flow_reads_the_repositorys_flowconfig(repo_copy, tmp_path):
