@@ -82,7 +82,7 @@ def payload_key_flow_problems(flow_cls, payload_key, step_names, setting="sensor
 
 def payload_key_setting(config, watched):
     """The flowconfig.toml key that names ``watched``'s payload key, for messages."""
-    if not is_multi_source(config):
+    if watched.name == DEFAULT_SOURCE:
         return "sensor.payload_key"
     return "sources.%s.payload_key" % watched.name
 
@@ -165,7 +165,7 @@ def trigger_parameter_names(config, watched):
     ``<source>_changes_url`` with ``[sources.<name>]`` tables; each maps the payload key of
     the same name (``change_id``, ``changes_url``).
     """
-    prefix = "sensor" if not is_multi_source(config) else watched.name
+    prefix = "sensor" if watched.name == DEFAULT_SOURCE else watched.name
     return {key: "%s_%s" % (prefix, key) for key in ("change_id", "changes_url")}
 
 
@@ -184,13 +184,13 @@ def added_parameter_problems(flow_cls, config, watched, step_names):
                         payload_key_setting(config, payload_keys[name]),
                         name,
                         key,
-                        "the source" if not is_multi_source(config) else repr(one.name),
+                        "the source" if one.name == DEFAULT_SOURCE else repr(one.name),
                     )
                 )
                 continue
             setting = "@sensor_trigger (%s of %s)" % (
                 key,
-                "the source" if not is_multi_source(config) else "source %r" % one.name,
+                "the source" if one.name == DEFAULT_SOURCE else "source %r" % one.name,
             )
             problems += [
                 p.replace("choose another name", "rename it in the flow")
