@@ -249,9 +249,8 @@ class BaseFlow(FlowSpec):
 
     def _single_source_views(self, checks, announcing=False):
         """With one ``[data]`` source, its entries under the documented single-source names."""
-        if list(self.decisions) + list(self.check_failures) != [DEFAULT_SOURCE]:
-            if set(self.checks) != {DEFAULT_SOURCE}:
-                return
+        if set(self.checks) != {DEFAULT_SOURCE}:  # every configured source was checked
+            return
         name = DEFAULT_SOURCE
         if not announcing:
             self.checked = self.checks[name]

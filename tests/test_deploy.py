@@ -509,7 +509,12 @@ def test_plain_event_names_when_namespaced_events_is_false(git_repo, deploy_env,
     assert proc.returncode == 0, proc.stderr
     annotations = json.loads(proc.stdout)["metadata"]["annotations"]
     assert json.loads(annotations["metaflow/triggers"]) == [{"name": EVENT, "type": "event"}]
-    assert list(json.loads(annotations["metaflow/parameters"])) == ["snapshot"]
+    # The payload key, and the change id and manifest @sensor_trigger maps next to it.
+    assert set(json.loads(annotations["metaflow/parameters"])) == {
+        "snapshot",
+        "sensor_change_id",
+        "sensor_changes_url",
+    }
 
 
 # ---------------------------------------------------------------------------------- teardown

@@ -342,7 +342,7 @@ def test_every_runnable_block_runs_as_written(name, tmp_path, s3_server, webhook
         assert "done: 1 check(s), 1 triggered run(s), all succeeded" in out
         assert os.path.exists(os.path.join(root, "deploy-out", "sensorflow.json"))
     if name == "docs/operations.md":
-        assert "Reset SensorFlow branch user.tester of project flowproject" in out
+        assert "Reset SensorFlow branch user.tester of project churn_model" in out
     if name == "docs/deploy.md":
         assert re.search(r"compiled: \S*deploy-out/sensorflow\.json", out), out[-3000:]
     if name == "docs/sources.md":
