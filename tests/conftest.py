@@ -12,6 +12,7 @@ tmp folders and on its own free ports, and a module-scoped fixture may be built 
 worker.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -101,6 +102,25 @@ class FlowRunner(object):
             text=True,
             timeout=timeout,
         )
+
+
+def client_data(flow_runner, expression):
+    """The JSON value of ``expression`` (Python, with ``Flow`` and ``json`` imported, every
+    namespace visible) read with Metaflow's client in the runner's folder, as a user would."""
+    code = (
+        "import json; from metaflow import Flow, namespace; namespace(None); "
+        "print(json.dumps(%s))" % expression
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=flow_runner.workdir,
+        env=flow_runner.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture

@@ -7,16 +7,16 @@ one read of the backlog would take 15 s); a smaller backlog on the loopback moto
 the same through real requests.
 """
 
-import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+# The log a writer appending and compacting leaves: the benchmark's, so both read one log.
+from bench.delta_backlog_bench import TABLE_ID, changes_data, commit_text
 from flowproject.exceptions import SourceIncomplete
 from flowproject.sources import delta
 
-TABLE_ID = "5485e822-4b5a-4c38-9c2b-1f0d1d2a0b7e"
 BACKLOG = 1500
 
 
@@ -26,38 +26,6 @@ def s3_endpoint(s3_server, monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-
-
-def changes_data(version):
-    """Two appends, then a compaction (``dataChange: false``), and again."""
-    return version == 0 or version % 3 != 0
-
-
-def commit_text(version):
-    """A commit as a writer leaves it: commitInfo, (at 0) protocol and metaData, one file."""
-    actions = [
-        {
-            "commitInfo": {
-                "timestamp": 1_700_000_000_000 + version,
-                "operation": "WRITE" if changes_data(version) else "OPTIMIZE",
-            }
-        }
-    ]
-    if version == 0:
-        actions.append({"protocol": {"minReaderVersion": 1, "minWriterVersion": 2}})
-        actions.append({"metaData": {"id": TABLE_ID, "format": {"provider": "parquet"}}})
-    actions.append(
-        {
-            "add": {
-                "path": "part-%05d.parquet" % version,
-                "size": 100,
-                "modificationTime": 0,
-                "dataChange": changes_data(version),
-                "stats": json.dumps({"numRecords": 1}),
-            }
-        }
-    )
-    return "\n".join(json.dumps(a) for a in actions) + "\n"
 
 
 def write_commits(client, bucket, versions, workers=8):

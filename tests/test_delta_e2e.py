@@ -1,11 +1,8 @@
 """SensorFlow watching a Delta table end to end: the events the webhook received, and the
 requests a check made (the ``checked`` artifact)."""
 
-import json
-import subprocess
-import sys
-
 import pytest
+from conftest import client_data
 from test_delta_source import Table, config_text
 
 pytestmark = pytest.mark.e2e
@@ -24,20 +21,10 @@ def check(flow_runner, webhook):
 
 def last_check_requests(flow_runner):
     """The requests of the latest run's check, read with Metaflow's client."""
-    code = (
-        "import json; from metaflow import Flow, namespace; namespace(None); "
-        "print(json.dumps(Flow('SensorFlow').latest_run['start'].task['checked'].data))"
+    checked = client_data(
+        flow_runner, "Flow('SensorFlow').latest_run['start'].task['checked'].data"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=flow_runner.workdir,
-        env=flow_runner.env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert out.returncode == 0, out.stderr
-    return [r["request"] for r in json.loads(out.stdout.strip().splitlines()[-1])["requests"]]
+    return [r["request"] for r in checked["requests"]]
 
 
 def test_sensorflow_announces_data_versions_and_skips_compaction(

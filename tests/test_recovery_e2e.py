@@ -9,12 +9,10 @@ the events a recording webhook received.
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
-from conftest import s3_config
+from conftest import client_data, s3_config
 from test_iceberg_source import catalog  # noqa: F401 (fixture)
 from test_s3_faults import faulty_proxy, proxy  # noqa: F401 (fixtures)
 
@@ -194,22 +192,11 @@ def test_every_check_that_writes_the_state_records_it_in_its_step(
     s3_client.put_object(Bucket=bucket, Key="events/a.csv", Body=b"a")
     run_sensor(flow_runner, webhook)
     run_sensor(flow_runner, webhook)  # unchanged: recorded by start
-    code = (
-        "import json; from metaflow import Flow, namespace; namespace(None); "
-        "runs = list(Flow('SensorFlow').runs()); "
-        "print(json.dumps([{s.id: sorted((s.task['sensor_records'].data or {})) "
-        "for s in r if 'sensor_records' in s.task} for r in runs]))"
+    unchanged, announced = client_data(
+        flow_runner,
+        "[{s.id: sorted((s.task['sensor_records'].data or {})) "
+        "for s in r if 'sensor_records' in s.task} for r in Flow('SensorFlow').runs()]",
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=flow_runner.workdir,
-        env=flow_runner.env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert out.returncode == 0, out.stderr
-    unchanged, announced = json.loads(out.stdout.strip().splitlines()[-1])
     assert unchanged == {"start": ["default"], "end": ["default"]}
     assert announced["announce_change"] == ["default"]
     with open(state_file(flow_runner, "recovery")) as f:
