@@ -17,6 +17,7 @@ from .exceptions import (
     PublishError,
     ReplayError,
     SourceError,
+    SourceIncomplete,
     SourcesFailed,
     StateConflict,
     StateError,
@@ -25,6 +26,7 @@ from .exceptions import (
 from .once import ProcessedOnce
 from .operations import find_states, replay_last, reset_branch, status_of
 from .sensor import Decision, SensorState, advance, change_id, decide
+from .source_check import SourceCheck
 from .sources import Observation
 from .triggers import sensor_trigger
 
@@ -41,7 +43,9 @@ __all__ = [
     "PublishError",
     "ReplayError",
     "SensorState",
+    "SourceCheck",
     "SourceError",
+    "SourceIncomplete",
     "SourcesFailed",
     "StateConflict",
     "StateError",
