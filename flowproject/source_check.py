@@ -16,12 +16,12 @@ other sources or to ``end`` in that run.
 import dataclasses
 import os
 import sys
-import threading
 import time
 
 from .changes import announcement_manifest
 from .events import event_name, publish
 from .exceptions import PublishError, SourceIncomplete, StateConflict, StateError
+from .lines import say
 from .sensor import SKIP, advance, decide, decision_options
 from .sources import failure_text, observe, source_identity, watched_source
 from .sources.s3_listing import diff_listings, pack_listing, read_listing_file, unpack_listing
@@ -43,9 +43,6 @@ QUIET_KINDS = ("unchanged", "reverted")
 # A source reading a long log stops this long before its time is up, to commit its progress.
 DEADLINE_MARGIN = 0.1  # of source_timeout, at most MAX_DEADLINE_MARGIN seconds
 MAX_DEADLINE_MARGIN = 30.0
-
-# Lines of several sources' checks, printed from threads, never interleave within a line.
-_print_lock = threading.Lock()
 
 
 def decide_options(watched, project, force=False):
@@ -206,11 +203,7 @@ class SourceCheck(object):
 
     def say(self, text, file=None):
         """Print ``text`` as whole lines, naming the source when the sensor has several."""
-        text = ("%s: %s" % (self.name, text)) if self.named else text
-        stream = file or sys.stdout
-        with _print_lock:
-            stream.write(text + "\n")
-            stream.flush()
+        say(("%s: %s" % (self.name, text)) if self.named else text, file)
 
     # ------------------------------------------------------------------ the deciding step
 

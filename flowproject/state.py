@@ -65,6 +65,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from .exceptions import StateConflict, StateError, StateFormatError
+from .lines import say
 from .schema_check import surely_valid
 from .sensor import DEFAULT_SOURCE, Baseline, SensorState
 from .sources.observation import fingerprint
@@ -363,11 +364,11 @@ class UnconditionalStateObject(object):
     def write(self, body, expected_version):
         if not UnconditionalStateObject.warned:
             UnconditionalStateObject.warned = True
-            print(
+            say(
                 "Sensor state: the %s datastore has no conditional write here, so overlapping "
                 "runs of one branch may publish a change twice (last writer wins)"
                 % getattr(self.storage, "TYPE", "current"),
-                file=sys.stderr,
+                sys.stderr,
             )
         self.storage.save_bytes([(self.path, io.BytesIO(body))], overwrite=True)
         return None
@@ -433,7 +434,7 @@ def datastore_storage(flow=None):
         said = datastore_storage.__dict__.setdefault("said", set())
         if where not in said:
             said.add(where)
-            print("Sensor state: %s" % where)
+            say("Sensor state: %s" % where)
         return storage
     from metaflow.metaflow_config import DEFAULT_DATASTORE
     from metaflow.plugins import DATASTORES
@@ -484,14 +485,14 @@ class StateStore(object):
         if state.scope is not None:
             state.scope = dict(state.scope, source=self.source)
         if not quiet:
-            print(
+            say(
                 "Sensor state: source %r carries over the baseline of %s (same source: %s)"
                 % (
                     self.source,
                     legacy.path,
                     ", ".join("%s=%r" % kv for kv in self.identity.items()),
                 ),
-                file=sys.stderr,
+                sys.stderr,
             )
         return state
 
@@ -555,10 +556,10 @@ class StateStore(object):
                 state.claim = Claim.from_dict(doc.get("claim"))
                 if state.reset is not None and state.baseline is None and not quiet:
                     # The marker stands in for the runs before it: nothing is recovered.
-                    print(
+                    say(
                         "Sensor state: reset at %s by %s; this is a first check"
                         % (state.reset.get("at"), state.reset.get("by")),
-                        file=sys.stderr,
+                        sys.stderr,
                     )
                 return state, version
             carried = self._carried_over(quiet)
@@ -579,7 +580,7 @@ class StateStore(object):
             named = () if self.source == DEFAULT_SOURCE else (self.source,)
             state = recover_from_runs(self.flow_name, self.project, self.branch, *named)
         if not quiet:
-            print("Sensor state: %s; %s" % (why, _recovery_text(state)), file=sys.stderr)
+            say("Sensor state: %s; %s" % (why, _recovery_text(state)), sys.stderr)
         return state, version
 
     def save(self, state, expected_version, claim=None):
