@@ -19,6 +19,7 @@ import os
 
 from .config import DEFAULT_SOURCE, configured_sources, source_named
 from .exceptions import PublishError, ReplayError, StateConflict, StateError
+from .schema_check import json_type
 from .sensor import SensorState, advance, decide, utc_now
 from .state import (
     Claim,
@@ -233,21 +234,14 @@ _HISTORY_FIELDS = {
     "bytes": ("integer",),
 }
 _RESET_FIELDS = {"at": ("string",), "by": ("string", "null"), "to_current": ("boolean",)}
-_JSON_TYPES = {
-    "string": str,
-    "null": type(None),
-    "boolean": bool,
-    "integer": int,
-}
 
 
 def _json_type(value):
-    if isinstance(value, bool):
-        return "boolean"
-    for name, kind in _JSON_TYPES.items():
-        if isinstance(value, kind):
-            return name
-    return {dict: "object", list: "array", float: "number"}.get(type(value), "unknown")
+    found = json_type(value)
+    return found if found in _JSON_NAMES else "unknown"
+
+
+_JSON_NAMES = ("null", "boolean", "integer", "number", "string", "array", "object")
 
 
 def shape_problems(fields, entry, where):

@@ -18,6 +18,21 @@ _TYPES = {
     "null": lambda v: v is None,
 }
 
+
+def is_integer(value):
+    """A JSON integer: an ``int`` that is not a boolean (JSON ``true`` loads as ``True``)."""
+    return _TYPES["integer"](value)
+
+
+def json_type(value):
+    """The JSON Schema name of ``value``'s type (``integer`` for an int, ``number`` for a
+    float), for messages naming what a document holds; the Python name for anything else."""
+    for name in ("null", "boolean", "integer", "number", "string", "array", "object"):
+        if _TYPES[name](value):
+            return name
+    return type(value).__name__
+
+
 # Keywords that never make a document invalid.
 _ANNOTATIONS = {"title", "description", "default", "examples", "$schema", "$comment"}
 

@@ -31,6 +31,8 @@ every check.
 
 import json
 
+from ..schema_check import is_integer, json_type
+
 # Versions are 20 digits in the log's file names.
 MAX_VERSION = 10**20 - 1
 
@@ -60,26 +62,24 @@ class LogFormatError(ValueError):
         self.problem = problem
 
 
+# ``json_type`` names as these messages say them.
+_TYPE_NAMES = {
+    "boolean": "a boolean",
+    "integer": "a number",
+    "number": "a number",
+    "string": "a string",
+    "array": "a list",
+    "object": "an object",
+}
+
+
 def type_name(value):
     """The JSON name of ``value``'s type, for messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
+    found = json_type(value)
+    return _TYPE_NAMES.get(found, found)
 
 
-def is_int(value):
-    """An integer that is not a boolean (JSON ``true`` loads as ``True``, an int)."""
-    return isinstance(value, int) and not isinstance(value, bool)
+is_int = is_integer
 
 
 def decode(body):

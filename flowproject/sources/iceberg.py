@@ -65,6 +65,7 @@ from contextlib import contextmanager
 from urllib.parse import unquote
 
 from ..exceptions import SourceError
+from ..schema_check import is_integer
 from . import s3
 from .iceberg_metadata import VERSION_HINT, choose_metadata, parse_metadata, table_snapshots
 from .observation import Observation
@@ -489,7 +490,7 @@ def _summary_dict(summary):
 
 def _snapshot_id(value):
     """A snapshot id from a cursor (int) or a baseline (text), or None."""
-    if isinstance(value, int) and not isinstance(value, bool):
+    if is_integer(value):
         return value
     if isinstance(value, str) and re.match(r"^-?[0-9]{1,20}$", value):
         return int(value)

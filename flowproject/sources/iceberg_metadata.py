@@ -32,6 +32,7 @@ import re
 import zlib
 
 from ..exceptions import SourceError
+from ..schema_check import is_integer, json_type
 
 VERSION_HINT = "version-hint.text"
 
@@ -155,17 +156,9 @@ def parse_metadata(body, where):
 
 
 def _json_type(value):
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "list"
-    return "object"
+    """``json_type`` in this module's words: any number is a number, an array a list."""
+    found = json_type(value)
+    return {"integer": "number", "array": "list"}.get(found, found)
 
 
 def _wrong(where, field, expected, value):
@@ -181,8 +174,7 @@ def _wrong(where, field, expected, value):
     return SourceError("%s: field %s: expected %s, found %s" % (where, field, expected, shown))
 
 
-def _is_long(value):
-    return isinstance(value, int) and not isinstance(value, bool)
+_is_long = is_integer
 
 
 def _optional_long(doc, key, where, field):
