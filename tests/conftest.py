@@ -20,6 +20,15 @@ import textwrap
 import uuid
 
 import pytest
+import tomllib
+from configs import s3_config  # noqa: F401  (the tests import it from here)
+from deployment import (  # noqa: F401  (session fixtures: one repository, one compile)
+    compiled,
+    deploy_env,
+    git_repo,
+    sensor_schema,
+    workflow_template_schema,
+)
 
 from flowproject.testing import MotoS3Server, WebhookReceiver, sensor_env
 
@@ -72,16 +81,25 @@ def webhook():
 
 
 class FlowRunner(object):
-    """Runs a flow file of the repository as a user would, in a private working folder."""
+    """Runs a flow file of the repository as a user would, in a private working folder.
 
-    def __init__(self, workdir, env):
+    Unless the test is marked ``@pytest.mark.cards`` (it reads a card), the configs it writes
+    get ``[sensor] card = false`` where they do not say: a card is drawn in a process of its
+    own, about a second per announcing run, and most tests never look at one.
+    """
+
+    def __init__(self, workdir, env, cards=False):
         self.workdir = str(workdir)
         self.env = env
+        self.cards = cards
         self.config_path = os.path.join(self.workdir, "flowconfig.toml")
 
     def write_config(self, text):
+        text = textwrap.dedent(text)
+        if not self.cards:
+            text = without_cards(text)
         with open(self.config_path, "w") as f:
-            f.write(textwrap.dedent(text))
+            f.write(text)
         return self.config_path
 
     def run(self, *args, flow="sensorflow.py", top_args=(), env=None, timeout=300):
@@ -123,8 +141,25 @@ def client_data(flow_runner, expression):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def without_cards(text):
+    """``text`` (a flowconfig.toml) with ``card = false`` in its ``[sensor]`` table, unless the
+    table sets ``card`` or the text is not valid TOML (then it is the test's to be wrong)."""
+    try:
+        sensor = tomllib.loads(text).get("sensor")
+    except tomllib.TOMLDecodeError:
+        return text
+    if not isinstance(sensor, dict) or "card" in sensor:
+        return text
+    lines = text.splitlines(keepends=True)
+    for i, line in enumerate(lines):
+        if line.strip() == "[sensor]":
+            lines.insert(i + 1, "card = false\n")
+            return "".join(lines)
+    return text  # [sensor] written another way (inline, dotted keys): leave it
+
+
 @pytest.fixture
-def flow_runner(tmp_path, s3_server, webhook):
+def flow_runner(request, tmp_path, s3_server, webhook):
     # The tests name the user branch: user.tester, whatever METAFLOW_USER CI has set.
     env = sensor_env(
         s3_server.endpoint_url,
@@ -134,24 +169,4 @@ def flow_runner(tmp_path, s3_server, webhook):
         workdir=str(tmp_path),
     )
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-    return FlowRunner(tmp_path, env)
-
-
-def s3_config(bucket, key, check_mode, project="testproject", extra_data="", extra_sensor=""):
-    """A flowconfig.toml text for an S3 sensor."""
-    return textwrap.dedent(
-        """\
-        project_name = "%s"
-        [data]
-        type = "s3"
-        bucket = "s3://%s"
-        key = "%s"
-        check_mode = "%s"
-        %s
-        [sensor]
-        cron_schedule = "*/5 * * * *"
-        event_name = "data_updated"
-        payload_key = "data_version"
-        %s
-        """
-    ) % (project, bucket, key, check_mode, extra_data, extra_sensor)
+    return FlowRunner(tmp_path, env, cards=request.node.get_closest_marker("cards") is not None)

@@ -1,35 +1,31 @@
 """The Argo Events Sensor of a triggered flow: compiled by ``./deploy --dry-run``, validated
 against the Argo Events schema, and matched with what ``flowproject dev`` delivers.
 
-Reuses ``tests/test_deploy.py``'s throwaway git repository and loopback S3 datastore.
+Uses the session's throwaway git repository, loopback S3 datastore and compile
+(tests/deployment.py).
 """
 
-import copy
 import json
 import os
 import shutil
 
 import pytest
-from test_deploy import (  # noqa: F401  (module fixtures)
+from deployment import (
     CONFIG,
     FEATURE_BRANCH,
     FEATURE_MF_BRANCH,
     PROJECT,
-    REPO,
     _git,
     _ok,
     _prune_nulls,
-    deploy_env,
-    git_repo,
+    load_sensor,
     run_deploy,
-    workflow_template_schema,
 )
 from test_multi_trigger import EXAMPLE, two_source_config
 
 from flowproject.argo_sensor import trigger_rules
 from flowproject.devloop import DevLoop
 
-EVENTS_SCHEMA = os.path.join(os.path.dirname(REPO), "shared", "argo-events", "events-schema.json")
 BRANCHES = [("main", None, "prod"), ("feature", FEATURE_BRANCH, "test." + FEATURE_MF_BRANCH)]
 KEY = CONFIG["sensor"]["payload_key"]
 
@@ -50,44 +46,14 @@ def expected_rules(mf_branch):
     ]
 
 
-@pytest.fixture(scope="module")
-def compiled_sensors(git_repo, deploy_env, tmp_path_factory):
-    """``./deploy --dry-run`` on main and on a feature branch: {label: (proc, out dir)}."""
-    results = {}
-    for label, branch, _ in BRANCHES:
-        if branch:
-            _git(git_repo, "checkout", "-q", "-b", branch)
-        out = tmp_path_factory.mktemp("sensors-%s" % label)
-        results[label] = (run_deploy(git_repo, deploy_env, "--dry-run", "--out", str(out)), out)
-    _git(git_repo, "checkout", "-q", "main")
-    return results
-
-
-@pytest.fixture(scope="module")
-def sensor_schema():
-    if not os.path.exists(EVENTS_SCHEMA):
-        pytest.skip(
-            "Argo Events schema not found at %s (beside the checkout in CI)" % EVENTS_SCHEMA
-        )
-    with open(EVENTS_SCHEMA) as f:
-        definitions = copy.deepcopy(json.load(f)["definitions"])
-    definitions["io.k8s.apimachinery.pkg.util.intstr.IntOrString"] = {"type": ["string", "integer"]}
-    return {"$ref": "#/definitions/io.argoproj.events.v1alpha1.Sensor", "definitions": definitions}
-
-
-def load_sensor(out):
-    with open(os.path.join(str(out), "starterflow.sensor.json")) as f:
-        return json.load(f)
-
-
 @pytest.mark.e2e
 @pytest.mark.parametrize("label, mf_branch", [(b[0], b[2]) for b in BRANCHES])
 def test_compiled_sensor_validates_and_maps_the_branch_event_to_the_parameter(
-    compiled_sensors, sensor_schema, label, mf_branch
+    compiled, sensor_schema, label, mf_branch
 ):
     from jsonschema import Draft202012Validator
 
-    proc, out = compiled_sensors[label]
+    proc, out = compiled[label]
     _ok(proc)
     sensor = load_sensor(out)
     errors = [
@@ -118,8 +84,8 @@ def test_compiled_sensor_validates_and_maps_the_branch_event_to_the_parameter(
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("label, mf_branch", [(b[0], b[2]) for b in BRANCHES])
-def test_dev_loop_and_compiled_sensor_agree(compiled_sensors, git_repo, tmp_path, label, mf_branch):
-    proc, out = compiled_sensors[label]
+def test_dev_loop_and_compiled_sensor_agree(compiled, git_repo, tmp_path, label, mf_branch):
+    proc, out = compiled[label]
     _ok(proc)
     expectation = expected_rules(mf_branch)
     assert trigger_rules(load_sensor(out)) == expectation

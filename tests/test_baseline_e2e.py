@@ -13,7 +13,8 @@ import re
 import pytest
 from conftest import s3_config
 
-pytestmark = pytest.mark.e2e
+# Every test reads the card, or needs it drawn (a chart that once crashed).
+pytestmark = [pytest.mark.e2e, pytest.mark.cards]
 
 
 def check(flow_runner, webhook, **kwargs):

@@ -210,6 +210,7 @@ def test_one_colour_per_outcome_on_every_card():
 
 
 @pytest.mark.e2e
+@pytest.mark.cards
 def test_a_runs_card_shows_the_watched_source_and_the_key_as_text(
     flow_runner, webhook, s3_client, bucket
 ):

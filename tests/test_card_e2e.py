@@ -16,7 +16,7 @@ import sys
 import pytest
 from test_delta_source import Table, config_text
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.cards]
 
 pytest.importorskip("deltalake")
 

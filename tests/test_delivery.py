@@ -21,7 +21,7 @@ import re
 import pytest
 from conftest import s3_config
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.cards]
 
 FLOW = "SensorFlow"
 USER_BRANCH = "user.tester"

@@ -14,16 +14,7 @@ import subprocess
 import sys
 
 import pytest
-from test_argo_sensor import load_sensor, sensor_schema  # noqa: F401  (module fixture)
-from test_deploy import (  # noqa: F401  (module fixtures)
-    BIN,
-    _ok,
-    _prune_nulls,
-    flow_files,
-    git_repo,
-    load_templates,
-    workflow_template_schema,
-)
+from deployment import BIN, _ok, _prune_nulls, flow_files, load_sensor, load_templates
 
 # What a real deploy needs that a bare clone lacks, and the placeholder of each.
 PLACEHOLDERS = {

@@ -60,7 +60,7 @@ def three_sources(events_bucket, features_bucket, table, extra_sensor=""):
 
 
 @pytest.fixture
-def runner(tmp_path, proxy, webhook, snowflake_home):
+def runner(request, tmp_path, proxy, webhook, snowflake_home):
     env = sensor_env(
         proxy.endpoint_url,
         webhook.url,
@@ -71,7 +71,7 @@ def runner(tmp_path, proxy, webhook, snowflake_home):
     env = {k: v for k, v in env.items() if not k.startswith("SNOWFLAKE_")}
     env["SNOWFLAKE_HOME"] = str(snowflake_home)
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-    return FlowRunner(tmp_path, env)
+    return FlowRunner(tmp_path, env, cards=request.node.get_closest_marker("cards") is not None)
 
 
 @pytest.fixture
@@ -117,6 +117,7 @@ def insert_order(warehouse, n):
     warehouse.insert((n, "o%d" % n, decimal.Decimal("1.00"), datetime.datetime(2024, 1, n)))
 
 
+@pytest.mark.cards
 def test_each_source_announces_its_own_changes_and_one_failure_does_not_stop_the_others(
     runner, webhook, proxy, s3_client, two_buckets, warehouse
 ):
