@@ -27,6 +27,7 @@ from .state import (
     check_state_document,
     claim_of_another_run,
     datastore_storage,
+    list_folder,
     state_path,
 )
 
@@ -130,10 +131,9 @@ def find_states(storage=None, flow=None, project=None, branch=None, source=None)
 
     def names(prefix):
         try:
-            entries = storage.list_content([prefix])
+            return list_folder(storage, prefix)
         except Exception:
             return []
-        return sorted((e.path.rstrip("/").split("/")[-1], e.is_file) for e in entries)
 
     def json_name(file_name, is_file):
         return file_name[: -len(".json")] if is_file and file_name.endswith(".json") else None

@@ -384,6 +384,32 @@ def state_object(storage, path):
     return UnconditionalStateObject(storage, path)
 
 
+def list_folder(storage, folder, page_size=1000):
+    """``[(name, is_file)]`` one level below ``folder`` (relative to the datastore root), sorted.
+
+    On S3 one ``ListObjectsV2`` call per page, with the client the state objects use: Metaflow's
+    own listing starts a helper process per call (about 0.7 s), and ``find_states`` lists a
+    folder per flow, project and branch. Elsewhere Metaflow's ``list_content``.
+    """
+    if getattr(storage, "TYPE", None) == "s3":
+        bucket, _, prefix = storage.full_uri(folder)[len("s3://") :].partition("/")
+        prefix = prefix.rstrip("/") + "/" if prefix.strip("/") else ""
+        client, _ = metaflow_s3_client()
+        found = []
+        for page in client.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=prefix, Delimiter="/", PaginationConfig={"PageSize": page_size}
+        ):
+            found += [
+                (p["Prefix"][len(prefix) :].rstrip("/"), False)
+                for p in page.get("CommonPrefixes", ())
+            ]
+            found += [(o["Key"][len(prefix) :], True) for o in page.get("Contents", ())]
+        return sorted(entry for entry in found if entry[0])
+    return sorted(
+        (e.path.rstrip("/").split("/")[-1], e.is_file) for e in storage.list_content([folder])
+    )
+
+
 def _recovery_text(state):
     """What a recovery from past runs found, for the log."""
     baseline, found = state.baseline, state.recovered_from

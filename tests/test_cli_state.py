@@ -280,6 +280,37 @@ def test_status_and_reset_on_the_s3_datastore(tmp_path, s3_server, s3_client, bu
     assert marker["pending"] is None
 
 
+def test_listing_a_folder_on_s3_agrees_with_metaflows_listing(
+    s3_server, s3_client, bucket, monkeypatch
+):
+    """find_states lists S3 folders with one ListObjectsV2 call per page (Metaflow's listing
+    starts a helper process per call): the same names and kinds as Metaflow's, page by page."""
+    from metaflow.plugins.datastores.s3_storage import S3Storage
+
+    from flowproject.state import list_folder
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_server.endpoint_url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    keys = ["mf/F/sensor_state/p/b%d.json" % i for i in range(5)]
+    keys += ["mf/F/sensor_state/p/two/<b>one</b>.json", "mf/F/sensor_state/p/two/x y.json"]
+    keys += ["mf/F/1/start/0.json", "mf/G/sensor_state/_/main.json", "mf/top.json", "other/k"]
+    for key in keys:
+        s3_client.put_object(Bucket=bucket, Key=key, Body=b"{}")
+    storage = S3Storage("s3://%s/mf" % bucket)
+    for folder in ["", "F/sensor_state/p", "F/sensor_state/p/two/", "no"]:
+        theirs = sorted(
+            (e.path.rstrip("/").split("/")[-1], e.is_file) for e in storage.list_content([folder])
+        )
+        assert list_folder(storage, folder) == theirs, folder
+        assert list_folder(storage, folder, page_size=2) == theirs, folder  # several pages
+    assert list_folder(storage, "F/sensor_state/p", page_size=2) == [
+        ("b%d.json" % i, True) for i in range(5)
+    ] + [("two", False)]
+    assert list_folder(storage, "") == [("F", False), ("G", False), ("top.json", True)]
+
+
 def test_a_reset_marker_is_honoured_without_recovering_from_runs(tmp_path, monkeypatch):
     import flowproject.state as state_module
     from flowproject.operations import reset_marker

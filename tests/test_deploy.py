@@ -722,15 +722,27 @@ def test_teardown_fails_naming_the_flow_when_argo_refuses(
 SCOPE_BRANCH = "feature/Scope"  # issue 18 #4: a branch of its own, nothing else uses it
 
 
+def local_datastore(workdir):
+    """Settings that put Metaflow's datastore and metadata in ``workdir``: a run there costs a
+    third of one on the S3 datastore (each artifact a helper process), and what the teardown
+    test shows (which flows' state a teardown resets) does not depend on the datastore; the
+    S3 deletion has its own tests above."""
+    return {
+        "METAFLOW_DEFAULT_DATASTORE": "local",
+        "METAFLOW_DEFAULT_METADATA": "local",
+        "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(workdir),
+    }
+
+
 def run_sensor(git_repo, deploy_env, webhook, config, workdir):
-    """One real ``sensorflow.py run`` on SCOPE_BRANCH's @project branch, on the S3 datastore
-    ./deploy --teardown resets; returns the events the webhook received during the run."""
+    """One real ``sensorflow.py run`` on SCOPE_BRANCH's @project branch, on the local datastore
+    in ``workdir`` (``local_datastore(workdir)``, which the teardowns of the test use too);
+    returns the events the webhook received during the run."""
     base, ensure_bucket = deploy_env
     ensure_bucket()
     env = dict(
         base,
-        METAFLOW_DEFAULT_METADATA="local",
-        METAFLOW_DATASTORE_SYSROOT_LOCAL=str(workdir),
+        **local_datastore(workdir),
         METAFLOW_ARGO_EVENTS_WEBHOOK_URL=webhook.url,
         METAFLOW_SERVICE_RETRY_COUNT="1",
         AWS_ENDPOINT_URL_S3=base["METAFLOW_S3_ENDPOINT_URL"],
@@ -773,7 +785,7 @@ def test_teardown_of_one_flow_keeps_the_baseline_of_the_flows_still_deployed(
     starter = _deployment("StarterFlow", mf_branch)
     sensor = _deployment("SensorFlow", mf_branch)
     with ArgoStandIn(starter | sensor) as argo:
-        env = {"KUBECONFIG": argo.kubeconfig(tmp_path)}
+        env = dict(local_datastore(workdir), KUBECONFIG=argo.kubeconfig(tmp_path))
         proc = run_deploy(
             git_repo, deploy_env, "--teardown", SCOPE_BRANCH, "--flow", "starterflow.py", env=env
         )
