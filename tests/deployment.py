@@ -162,20 +162,22 @@ def _ok(proc):
     assert proc.returncode == 0, "deploy failed:\n%s\n%s" % (proc.stdout, proc.stderr)
 
 
-@pytest.fixture(scope="session")
-def workflow_template_schema():
-    """The Argo schema for WorkflowTemplate, with the two relaxations of its README."""
-    if not os.path.exists(ARGO_SCHEMA):
-        pytest.skip(
-            "Argo Workflows schema not found at %s (it is beside the checkout in CI)" % ARGO_SCHEMA
-        )
-    with open(ARGO_SCHEMA) as f:
+def argo_schema(path, definition):
+    """The JSON schema of ``definition`` in the Argo schema file ``path``, with the
+    IntOrString relaxation of its README; skips the test where the file is absent (it is beside
+    the checkout in CI)."""
+    if not os.path.exists(path):
+        pytest.skip("Argo schema not found at %s (it is beside the checkout in CI)" % path)
+    with open(path) as f:
         definitions = copy.deepcopy(json.load(f)["definitions"])
     definitions["io.k8s.apimachinery.pkg.util.intstr.IntOrString"] = {"type": ["string", "integer"]}
-    return {
-        "$ref": "#/definitions/io.argoproj.workflow.v1alpha1.WorkflowTemplate",
-        "definitions": definitions,
-    }
+    return {"$ref": "#/definitions/%s" % definition, "definitions": definitions}
+
+
+@pytest.fixture(scope="session")
+def workflow_template_schema():
+    """The Argo Workflows schema of a WorkflowTemplate."""
+    return argo_schema(ARGO_SCHEMA, "io.argoproj.workflow.v1alpha1.WorkflowTemplate")
 
 
 def _prune_nulls(value):
@@ -188,14 +190,8 @@ def _prune_nulls(value):
 
 @pytest.fixture(scope="session")
 def sensor_schema():
-    if not os.path.exists(EVENTS_SCHEMA):
-        pytest.skip(
-            "Argo Events schema not found at %s (beside the checkout in CI)" % EVENTS_SCHEMA
-        )
-    with open(EVENTS_SCHEMA) as f:
-        definitions = copy.deepcopy(json.load(f)["definitions"])
-    definitions["io.k8s.apimachinery.pkg.util.intstr.IntOrString"] = {"type": ["string", "integer"]}
-    return {"$ref": "#/definitions/io.argoproj.events.v1alpha1.Sensor", "definitions": definitions}
+    """The Argo Events schema of a Sensor."""
+    return argo_schema(EVENTS_SCHEMA, "io.argoproj.events.v1alpha1.Sensor")
 
 
 def load_sensor(out):
