@@ -180,6 +180,17 @@ def workflow_template_schema():
     return argo_schema(ARGO_SCHEMA, "io.argoproj.workflow.v1alpha1.WorkflowTemplate")
 
 
+def schema_errors(schema, document):
+    """``"path: message"`` for each way ``document`` (nulls pruned: Argo omits them) fails the
+    JSON ``schema``; ``[]`` when it validates."""
+    from jsonschema import Draft202012Validator
+
+    return [
+        "%s: %s" % ("/".join(map(str, e.absolute_path)), e.message[:200])
+        for e in Draft202012Validator(schema).iter_errors(_prune_nulls(document))
+    ]
+
+
 def _prune_nulls(value):
     if isinstance(value, dict):
         return {k: _prune_nulls(v) for k, v in value.items() if v is not None}

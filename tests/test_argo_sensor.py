@@ -17,9 +17,9 @@ from deployment import (
     PROJECT,
     _git,
     _ok,
-    _prune_nulls,
     load_sensor,
     run_deploy,
+    schema_errors,
 )
 from test_multi_trigger import EXAMPLE, two_source_config
 
@@ -51,15 +51,10 @@ def expected_rules(mf_branch):
 def test_compiled_sensor_validates_and_maps_the_branch_event_to_the_parameter(
     compiled, sensor_schema, label, mf_branch
 ):
-    from jsonschema import Draft202012Validator
-
     proc, out = compiled[label]
     _ok(proc)
     sensor = load_sensor(out)
-    errors = [
-        "%s: %s" % ("/".join(map(str, e.absolute_path)), e.message[:200])
-        for e in Draft202012Validator(sensor_schema).iter_errors(_prune_nulls(sensor))
-    ]
+    errors = schema_errors(sensor_schema, sensor)
     assert errors == [], "\n".join(errors[:20])
     assert sensor["kind"] == "Sensor"
     # The schema forbids no unknown keys: assert the fields that decide what starts.
@@ -119,16 +114,11 @@ def two_source_sensor(git_repo, deploy_env, tmp_path_factory):
 def test_a_two_source_flow_compiles_one_sensor_requiring_both_events(
     two_source_sensor, sensor_schema
 ):
-    from jsonschema import Draft202012Validator
-
     proc, out = two_source_sensor
     _ok(proc)
     with open(os.path.join(str(out), "two_source_flow.sensor.json")) as f:
         sensor = json.load(f)
-    errors = [
-        "%s: %s" % ("/".join(map(str, e.absolute_path)), e.message[:200])
-        for e in Draft202012Validator(sensor_schema).iter_errors(_prune_nulls(sensor))
-    ]
+    errors = schema_errors(sensor_schema, sensor)
     assert errors == [], "\n".join(errors[:20])
     # One trigger, no conditions: Argo Events then waits for every dependency.
     (trigger,) = sensor["spec"]["triggers"]
@@ -182,16 +172,11 @@ def test_the_multi_source_sensor_compiles_to_a_valid_template(
 ):
     """SensorFlow with two [sources.<name>]: one WorkflowTemplate, valid for Argo, whose start
     step checks both sources (one deployment, not one per source)."""
-    from jsonschema import Draft202012Validator
-
     proc, out = two_source_sensor
     _ok(proc)
     with open(os.path.join(str(out), "sensorflow.json")) as f:
         template = json.load(f)
-    errors = [
-        "%s: %s" % ("/".join(map(str, e.absolute_path)), e.message[:200])
-        for e in Draft202012Validator(workflow_template_schema).iter_errors(_prune_nulls(template))
-    ]
+    errors = schema_errors(workflow_template_schema, template)
     assert errors == [], "\n".join(errors[:20])
     assert template["metadata"]["annotations"]["metaflow/flow_name"] == "SensorFlow"
     (dag,) = [t["dag"] for t in template["spec"]["templates"] if t.get("dag")]

@@ -28,10 +28,10 @@ from deployment import (
     REPO,
     _git,
     _ok,
-    _prune_nulls,
     flow_files,
     load_templates,
     run_deploy,
+    schema_errors,
 )
 
 from flowproject.deploy_support import branch_name, delete_state, flow_name, project_args
@@ -177,16 +177,10 @@ def test_starter_flow_listens_to_the_namespaced_event_of_its_branch(compiled, la
 
 @pytest.mark.parametrize("label", ["main", "feature"])
 def test_templates_validate_against_the_argo_schema(compiled, workflow_template_schema, label):
-    from jsonschema import Draft202012Validator
-
     proc, out = compiled[label]
     _ok(proc)
-    validator = Draft202012Validator(workflow_template_schema)
     for flow, template in load_templates(out).items():
-        errors = [
-            "%s: %s" % ("/".join(map(str, e.absolute_path)), e.message[:200])
-            for e in validator.iter_errors(_prune_nulls(template))
-        ]
+        errors = schema_errors(workflow_template_schema, template)
         assert errors == [], "%s does not validate:\n%s" % (flow, "\n".join(errors[:20]))
 
 

@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 import pytest
-from deployment import BIN, _ok, _prune_nulls, flow_files, load_sensor, load_templates
+from deployment import BIN, _ok, flow_files, load_sensor, load_templates, schema_errors
 
 # What a real deploy needs that a bare clone lacks, and the placeholder of each.
 PLACEHOLDERS = {
@@ -99,31 +99,20 @@ def test_a_dry_run_on_a_bare_clone_compiles_every_flow_naming_each_placeholder(b
 def test_the_bare_dry_runs_templates_validate_against_the_argo_schema(
     bare_dry_run, workflow_template_schema
 ):
-    from jsonschema import Draft202012Validator
-
     proc, out = bare_dry_run
     _ok(proc)
-    validator = Draft202012Validator(workflow_template_schema)
     for flow, template in load_templates(out).items():
-        errors = [
-            "%s: %s" % ("/".join(map(str, e.absolute_path)), e.message[:200])
-            for e in validator.iter_errors(_prune_nulls(template))
-        ]
+        errors = schema_errors(workflow_template_schema, template)
         assert errors == [], "%s does not validate:\n%s" % (flow, "\n".join(errors[:20]))
 
 
 def test_the_bare_dry_runs_sensor_validates_against_the_argo_events_schema(
     bare_dry_run, sensor_schema
 ):
-    from jsonschema import Draft202012Validator
-
     proc, out = bare_dry_run
     _ok(proc)
     sensor = load_sensor(out)
-    errors = [
-        "%s: %s" % ("/".join(map(str, e.absolute_path)), e.message[:200])
-        for e in Draft202012Validator(sensor_schema).iter_errors(_prune_nulls(sensor))
-    ]
+    errors = schema_errors(sensor_schema, sensor)
     assert errors == [], "\n".join(errors[:20])
     (dependency,) = sensor["spec"]["dependencies"]
     assert dependency["eventName"] == PLACEHOLDERS["METAFLOW_ARGO_EVENTS_EVENT"]
