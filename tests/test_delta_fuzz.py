@@ -16,6 +16,7 @@ import json
 import random
 
 import pytest
+from json_paths import paths
 from test_delta_source import Table, config_text
 
 from flowproject.config import parse_flowconfig
@@ -65,17 +66,6 @@ def random_value(rng):
             "a" * 5000,
         ]
     )
-
-
-def paths(value, prefix=()):
-    """Every path into a JSON value (dict keys and list indexes), the empty one first."""
-    yield prefix
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield from paths(item, prefix + (key,))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from paths(item, prefix + (index,))
 
 
 def edit(value, path, how, rng):

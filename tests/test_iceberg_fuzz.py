@@ -20,6 +20,7 @@ import sqlite3
 import uuid
 
 import pytest
+from json_paths import at, paths
 from test_iceberg_metadata import docs  # noqa: F401 (fixture)
 from test_iceberg_source import CATALOG, Sensor, catalog  # noqa: F401 (fixture)
 
@@ -54,23 +55,6 @@ HOSTILE_VALUES = [
     [1, 2],
     {"operation": "append"},
 ]
-
-
-def paths(value, prefix=()):
-    """Every path (tuple of keys and indexes) inside a JSON value."""
-    yield prefix
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield from paths(item, prefix + (key,))
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            yield from paths(item, prefix + (i,))
-
-
-def at(doc, path):
-    for step in path:
-        doc = doc[step]
-    return doc
 
 
 def hostile(rng, doc):

@@ -13,6 +13,7 @@ import json
 import random
 
 import pytest
+from json_paths import at, paths
 from test_source_check import SENSOR, LogSource
 
 from flowproject import sources as sources_mod
@@ -62,25 +63,12 @@ def a_check(storage, run):
     return SourceCheck(watched, FLOW, PROJECT, BRANCH, run, storage)
 
 
-def paths(doc, prefix=()):
-    """Every path to a value inside ``doc``."""
-    yield prefix
-    if isinstance(doc, dict):
-        for key, value in doc.items():
-            yield from paths(value, prefix + (key,))
-    elif isinstance(doc, list):
-        for i, value in enumerate(doc):
-            yield from paths(value, prefix + (i,))
-
-
 def variant(doc, rng):
     """``doc`` with one to three values replaced, removed or retyped."""
     doc = copy.deepcopy(doc)
     for _ in range(rng.randint(1, 3)):
         where = rng.choice([p for p in paths(doc) if p])
-        parent = doc
-        for step in where[:-1]:
-            parent = parent[step]
+        parent = at(doc, where[:-1])
         if isinstance(parent, dict) and rng.random() < 0.25:
             parent.pop(where[-1], None)
         else:
