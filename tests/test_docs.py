@@ -242,20 +242,14 @@ def seed_bucket(s3_server):
         client.put_object(Bucket="my-ml-data", Key=key, Body=b"a,b\n%d,2\n" % part)
     deltalake = pytest.importorskip("deltalake")
     pa = pytest.importorskip("pyarrow")
-    options = {
-        "AWS_ENDPOINT_URL": s3_server.endpoint_url,
-        "AWS_ALLOW_HTTP": "true",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_REGION": "us-east-1",
-        "AWS_S3_ALLOW_UNSAFE_RENAME": "true",
-    }
+    from test_delta_source import storage_options
+
     for values in ([1, 2], [3]):
         deltalake.write_deltalake(
             "s3://my-ml-data/tables/events",
             pa.table({"a": values}),
             mode="append",
-            storage_options=options,
+            storage_options=storage_options(s3_server),
         )
 
 
