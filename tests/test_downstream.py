@@ -16,6 +16,7 @@ import time
 import pytest
 from conftest import REPO, s3_config
 from test_iceberg_source import catalog  # noqa: F401  (a fixture)
+from test_starterflow import starter_rejecting
 
 from flowproject.changes import Changes, write_manifest
 from flowproject.devloop import DevLoop
@@ -234,17 +235,7 @@ def test_once_false_processes_every_delivery(flow_runner, tmp_path):
 def test_a_payload_key_that_is_an_added_parameter_stops_the_flow_loading(
     flow_runner, payload_key, expected
 ):
-    flow_runner.write_config(
-        s3_config("some-bucket", "events/", "files_metadata").replace(
-            'payload_key = "data_version"', 'payload_key = "%s"' % payload_key
-        )
-    )
-    proc = flow_runner.run(flow="starterflow.py")
-    output = proc.stdout + proc.stderr
-    assert proc.returncode != 0
-    assert "Invalid flowconfig.toml" in output
-    assert expected in output
-    assert "Task is starting" not in output
+    assert expected in starter_rejecting(flow_runner, payload_key)
 
 
 def test_a_flow_artifact_named_like_an_added_parameter_stops_the_flow_loading(

@@ -46,6 +46,22 @@ def test_the_parameter_name_follows_the_config(flow_runner, bucket):
     assert "Training on snapshot = 'latest'" in proc.stdout
 
 
+def starter_rejecting(flow_runner, payload_key):
+    """The output of ``starterflow.py run`` with ``[sensor] payload_key = payload_key``, which
+    must stop the flow loading: a config error, before any task starts."""
+    flow_runner.write_config(
+        s3_config("some-bucket", "events/", "files_metadata").replace(
+            'payload_key = "data_version"', 'payload_key = "%s"' % payload_key
+        )
+    )
+    proc = flow_runner.run(flow="starterflow.py")
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "Invalid flowconfig.toml" in output
+    assert "Task is starting" not in output
+    return output
+
+
 @pytest.mark.parametrize(
     "payload_key, expected",
     [
@@ -56,18 +72,9 @@ def test_the_parameter_name_follows_the_config(flow_runner, bucket):
     ],
 )
 def test_payload_key_taken_by_the_flow_stops_it_loading(flow_runner, payload_key, expected):
-    flow_runner.write_config(
-        s3_config("some-bucket", "events/", "files_metadata").replace(
-            'payload_key = "data_version"', 'payload_key = "%s"' % payload_key
-        )
-    )
-    proc = flow_runner.run(flow="starterflow.py")
-    output = proc.stdout + proc.stderr
-    assert proc.returncode != 0
-    assert "Invalid flowconfig.toml" in output
+    output = starter_rejecting(flow_runner, payload_key)
     headline = "sensor.payload_key: '%s' cannot be a Parameter of StarterFlow: " % payload_key
     assert headline + expected in output
-    assert "Task is starting" not in output
 
 
 @pytest.mark.parametrize(
