@@ -23,12 +23,19 @@ def run_flow(flow_file, cwd, env, *args):
     )
 
 
-def test_the_flow_reads_the_flowconfig_next_to_it_from_another_folder(tmp_path):
+def flow_and_another_folder(tmp_path, bucket="my-ml-data"):
+    """``(flows, elsewhere)``: a copy of sensorflow.py with its flowconfig.toml (watching
+    ``data.csv`` in ``bucket``) in ``tmp_path/flows``, and an empty folder to run it from."""
     flows, elsewhere = tmp_path / "flows", tmp_path / "elsewhere"
     flows.mkdir()
     elsewhere.mkdir()
     shutil.copy(os.path.join(REPO, "sensorflow.py"), flows)
-    (flows / "flowconfig.toml").write_text(s3_config("my-ml-data", "data.csv", "etag"))
+    (flows / "flowconfig.toml").write_text(s3_config(bucket, "data.csv", "etag"))
+    return flows, elsewhere
+
+
+def test_the_flow_reads_the_flowconfig_next_to_it_from_another_folder(tmp_path):
+    flows, elsewhere = flow_and_another_folder(tmp_path)
     env = sensor_env(workdir=str(tmp_path), user="tester")
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
     result = run_flow(flows / "sensorflow.py", elsewhere, env, "show")
@@ -51,11 +58,7 @@ def test_without_a_flowconfig_next_to_the_flow_the_error_names_the_path_tried(tm
 def test_a_run_from_another_folder_uses_the_flowconfig_next_to_the_flow(
     tmp_path, s3_server, s3_client, bucket, webhook
 ):
-    flows, elsewhere = tmp_path / "flows", tmp_path / "elsewhere"
-    flows.mkdir()
-    elsewhere.mkdir()
-    shutil.copy(os.path.join(REPO, "sensorflow.py"), flows)
-    (flows / "flowconfig.toml").write_text(s3_config(bucket, "data.csv", "etag"))
+    flows, elsewhere = flow_and_another_folder(tmp_path, bucket)
     s3_client.put_object(Bucket=bucket, Key="data.csv", Body=b"a,b")
     env = sensor_env(s3_server.endpoint_url, webhook.url, user="tester", workdir=str(elsewhere))
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")

@@ -2,12 +2,12 @@
 folder, so a run started from another folder never re-announces old data as a first check."""
 
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
-from conftest import REPO, s3_config
+from conftest import REPO
+from test_newcomer import flow_and_another_folder
 
 from flowproject.environment import flow_file_of_main, local_datastore_parent
 from flowproject.testing import sensor_env
@@ -54,11 +54,7 @@ def _above(path):
 def test_a_run_from_another_folder_uses_the_state_next_to_the_flow(
     tmp_path, s3_server, s3_client, bucket, webhook
 ):
-    flows, elsewhere = tmp_path / "flows", tmp_path / "elsewhere"
-    flows.mkdir()
-    elsewhere.mkdir()
-    shutil.copy(os.path.join(REPO, "sensorflow.py"), flows)
-    (flows / "flowconfig.toml").write_text(s3_config(bucket, "data.csv", "etag"))
+    flows, elsewhere = flow_and_another_folder(tmp_path, bucket)
     s3_client.put_object(Bucket=bucket, Key="data.csv", Body=b"a,b")
     # No METAFLOW_DATASTORE_SYSROOT_LOCAL: where the state lives is the flow's choice.
     env = sensor_env(s3_server.endpoint_url, webhook.url, str(tmp_path / "home"), user="tester")
