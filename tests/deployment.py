@@ -41,6 +41,19 @@ PROJECT = CONFIG["project_name"]
 EVENT = CONFIG["sensor"]["event_name"]
 
 
+# The Kubernetes and Argo Events settings of a real deployment (no cluster is reached).
+CLUSTER_SETTINGS = {
+    "METAFLOW_KUBERNETES_NAMESPACE": "jobs-default",
+    "METAFLOW_KUBERNETES_SERVICE_ACCOUNT": "default-editor",
+    "METAFLOW_ARGO_EVENTS_EVENT": "metaflow-event",
+    "METAFLOW_ARGO_EVENTS_EVENT_BUS": "default",
+    "METAFLOW_ARGO_EVENTS_EVENT_SOURCE": "argo-events-webhook",
+    "METAFLOW_ARGO_EVENTS_SERVICE_ACCOUNT": "operate-workflow-sa",
+    "METAFLOW_ARGO_EVENTS_SENSOR_NAMESPACE": "jobs-default",
+    "METAFLOW_ARGO_EVENTS_WEBHOOK_URL": "http://argo-events-webhook:12000/metaflow-event",
+}
+
+
 def _git(repo, *args):
     subprocess.run(
         ["git", "-c", "user.name=test", "-c", "user.email=test@example.com"] + list(args),
@@ -77,14 +90,7 @@ def deploy_env(moto_server, tmp_path_factory):
             "AWS_ACCESS_KEY_ID": "testing",
             "AWS_SECRET_ACCESS_KEY": "testing",
             "AWS_DEFAULT_REGION": "us-east-1",
-            "METAFLOW_KUBERNETES_NAMESPACE": "jobs-default",
-            "METAFLOW_KUBERNETES_SERVICE_ACCOUNT": "default-editor",
-            "METAFLOW_ARGO_EVENTS_EVENT": "metaflow-event",
-            "METAFLOW_ARGO_EVENTS_EVENT_BUS": "default",
-            "METAFLOW_ARGO_EVENTS_EVENT_SOURCE": "argo-events-webhook",
-            "METAFLOW_ARGO_EVENTS_SERVICE_ACCOUNT": "operate-workflow-sa",
-            "METAFLOW_ARGO_EVENTS_SENSOR_NAMESPACE": "jobs-default",
-            "METAFLOW_ARGO_EVENTS_WEBHOOK_URL": "http://argo-events-webhook:12000/metaflow-event",
+            **CLUSTER_SETTINGS,
         }
     )
 

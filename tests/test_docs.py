@@ -13,6 +13,7 @@ import sys
 
 import pytest
 from conftest import REPO
+from deployment import CLUSTER_SETTINGS
 from test_examples import copy_repo
 
 from flowproject.testing import sensor_env
@@ -268,12 +269,7 @@ def deploy_env(env, root, s3_server):
         METAFLOW_DEFAULT_DATASTORE="s3",
         METAFLOW_DATASTORE_SYSROOT_S3="s3://deploy-docs/metaflow",
         METAFLOW_S3_ENDPOINT_URL=s3_server.endpoint_url,
-        METAFLOW_KUBERNETES_NAMESPACE="jobs-default",
-        METAFLOW_KUBERNETES_SERVICE_ACCOUNT="default-editor",
-        METAFLOW_ARGO_EVENTS_EVENT="metaflow-event",
-        METAFLOW_ARGO_EVENTS_EVENT_BUS="default",
-        METAFLOW_ARGO_EVENTS_EVENT_SOURCE="argo-events-webhook",
-        METAFLOW_ARGO_EVENTS_SERVICE_ACCOUNT="operate-workflow-sa",
+        **CLUSTER_SETTINGS,
     )
     return env
 

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 from conftest import REPO
+from deployment import CLUSTER_SETTINGS
 
 SCRIPTS = ["scripts/setup", "scripts/test", "scripts/demo", ".ci/run", "deploy"]
 
@@ -167,12 +168,7 @@ def test_the_runtime_installs_runs_and_deploys_on_python_3_10(tmp_path, request)
         AWS_ACCESS_KEY_ID="testing",
         AWS_SECRET_ACCESS_KEY="testing",
         AWS_DEFAULT_REGION="us-east-1",
-        METAFLOW_KUBERNETES_NAMESPACE="jobs-default",
-        METAFLOW_ARGO_EVENTS_EVENT="metaflow-event",
-        METAFLOW_ARGO_EVENTS_EVENT_BUS="default",
-        METAFLOW_ARGO_EVENTS_EVENT_SOURCE="argo-events-webhook",
-        METAFLOW_ARGO_EVENTS_SERVICE_ACCOUNT="operate-workflow-sa",
-        METAFLOW_ARGO_EVENTS_WEBHOOK_URL="http://argo-events-webhook:12000/metaflow-event",
+        **CLUSTER_SETTINGS,
     )
     out = tmp_path / "deploy-out"
     deploy = subprocess.run(
