@@ -158,6 +158,51 @@ def without_cards(text):
     return text  # [sensor] written another way (inline, dotted keys): leave it
 
 
+READ_STARTER_RUNS = textwrap.dedent(
+    """\
+    import json
+    from metaflow import Flow, namespace
+    namespace(None)
+    runs = []
+    try:
+        flow = Flow("StarterFlow")
+    except Exception:  # no run yet
+        flow = []
+    for run in flow:
+        data = run.data if run.successful else None
+        runs.append({
+            "id": run.id,
+            "successful": run.successful,
+            "tags": sorted(run.tags),
+            "data_version": getattr(data, "data_version", None),
+            "trained_on": getattr(data, "trained_on_value", None),
+            "sensor_duplicate": getattr(data, "sensor_duplicate", None),
+            "objects_read": getattr(data, "objects_read", None),
+            "change_id": getattr(data, "sensor_change_id", None),
+        })
+    print(json.dumps(runs))
+    """
+)
+
+
+def starter_runs(flow_runner, branch=None):
+    """The StarterFlow runs in the runner's folder (of one @project ``branch``, if given),
+    oldest first, read with Metaflow's client: id, outcome, tags and what the run recorded."""
+    proc = subprocess.run(
+        [sys.executable, "-c", READ_STARTER_RUNS],
+        cwd=flow_runner.workdir,
+        env=flow_runner.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    runs = json.loads(proc.stdout)
+    if branch is not None:
+        runs = [r for r in runs if "project_branch:%s" % branch in r["tags"]]
+    return sorted(runs, key=lambda r: int(r["id"]))
+
+
 @pytest.fixture
 def flow_runner(request, tmp_path, s3_server, webhook):
     # The tests name the user branch: user.tester, whatever METAFLOW_USER CI has set.

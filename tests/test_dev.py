@@ -14,32 +14,10 @@ import textwrap
 import time
 
 import pytest
-from conftest import REPO, s3_config
+from conftest import REPO, s3_config, starter_runs
 
 from flowproject.argo_sensor import trigger_rules
 from flowproject.devloop import DevLoop, payload_arguments
-
-READ_RUNS = textwrap.dedent(
-    """\
-    import json
-    from metaflow import Flow, namespace
-    namespace(None)
-    runs = []
-    try:
-        flow = Flow("StarterFlow")
-    except Exception:
-        flow = []
-    for run in flow:
-        runs.append({
-            "id": run.id,
-            "successful": run.successful,
-            "tags": sorted(run.tags),
-            "data_version": run.data.data_version if run.successful else None,
-            "trained_on": run.data.trained_on_value if run.successful else None,
-        })
-    print(json.dumps(runs))
-    """
-)
 
 
 def dev(flow_runner, *args):
@@ -54,20 +32,6 @@ def dev(flow_runner, *args):
         text=True,
         timeout=600,
     )
-
-
-def starter_runs(flow_runner, branch="user.tester"):
-    """The StarterFlow runs of one @project branch, oldest first."""
-    proc = subprocess.run(
-        [sys.executable, "-c", READ_RUNS],
-        cwd=flow_runner.workdir,
-        env=flow_runner.env,
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 0, proc.stderr
-    runs = [r for r in json.loads(proc.stdout) if "project_branch:%s" % branch in r["tags"]]
-    return sorted(runs, key=lambda r: int(r["id"]))
 
 
 @pytest.fixture
@@ -90,7 +54,7 @@ def test_each_announced_value_starts_one_starter_run_with_that_value(
     flow_runner.write_config(s3_config(bucket, "events/", "files_metadata"))
 
     out = _ok(dev(flow_runner, "--checks", "1"))
-    (first,) = starter_runs(flow_runner)
+    (first,) = starter_runs(flow_runner, "user.tester")
     assert first["successful"]
     assert first["data_version"].startswith("sha256:")
     assert first["trained_on"] == first["data_version"]
@@ -102,12 +66,12 @@ def test_each_announced_value_starts_one_starter_run_with_that_value(
     assert "StarterFlow/%s succeeded" % first["id"] in out
 
     out = _ok(dev(flow_runner, "--checks", "1"))
-    assert len(starter_runs(flow_runner)) == 1
+    assert len(starter_runs(flow_runner, "user.tester")) == 1
     assert "decided: unchanged" in out and "no event" in out
 
     s3_client.put_object(Bucket=bucket, Key="events/part-1.parquet", Body=b"rows-1")
     _ok(dev(flow_runner, "--checks", "1"))
-    first_again, second = starter_runs(flow_runner)
+    first_again, second = starter_runs(flow_runner, "user.tester")
     assert first_again == first
     assert second["successful"]
     assert second["data_version"].startswith("sha256:")
@@ -143,7 +107,7 @@ def test_a_failing_check_exits_non_zero_naming_it(dev_env):
     proc = dev(flow_runner, "--checks", "1")
     assert proc.returncode == 1
     assert "FAILED: check 1 (SensorFlow/" in proc.stdout
-    assert starter_runs(flow_runner) == []
+    assert starter_runs(flow_runner, "user.tester") == []
 
 
 def processes_with(marker):
@@ -448,7 +412,7 @@ def test_an_event_received_before_ctrl_c_is_delivered_by_the_next_dev(
     assert "interrupted: stopping every run the dev loop started" in out
     assert "not delivered: mfns.testproject.user.tester.data_updated" in out
     assert "started StarterFlow" not in out
-    assert starter_runs(flow_runner) == []
+    assert starter_runs(flow_runner, "user.tester") == []
     (record,) = received_records(flow_runner)
     assert record["delivered_at"] is None and record["event"]["name"].endswith("data_updated")
     value = record["event"]["payload"]["data_version"]
@@ -462,7 +426,7 @@ def test_an_event_received_before_ctrl_c_is_delivered_by_the_next_dev(
         in out
     )
     assert "decided: unchanged" in out
-    (run,) = starter_runs(flow_runner)
+    (run,) = starter_runs(flow_runner, "user.tester")
     assert run["successful"] and run["data_version"] == value
     (record,) = received_records(flow_runner)
     assert record["delivered_at"] and record["started"] == ["StarterFlow"]
@@ -470,7 +434,7 @@ def test_an_event_received_before_ctrl_c_is_delivered_by_the_next_dev(
     # Delivered once: the dev after that has nothing left to deliver.
     out = _ok(dev(flow_runner, "--checks", "1"))
     assert "never delivered" not in out and "no event" in out
-    assert len(starter_runs(flow_runner)) == 1
+    assert len(starter_runs(flow_runner, "user.tester")) == 1
 
     # A new value, interrupted again; --drop-undelivered drops it, saying so.
     s3_client.put_object(Bucket=bucket, Key="events/part-1.parquet", Body=b"rows-1")
@@ -479,11 +443,11 @@ def test_an_event_received_before_ctrl_c_is_delivered_by_the_next_dev(
     assert "1 event(s) received by an earlier flowproject dev were never delivered" in out
     assert "dropped (--drop-undelivered), no flow started: mfns.testproject" in out
     assert "decided: unchanged" in out
-    assert len(starter_runs(flow_runner)) == 1
+    assert len(starter_runs(flow_runner, "user.tester")) == 1
     assert [bool(r["dropped_at"]) for r in received_records(flow_runner)] == [False, True]
     out = _ok(dev(flow_runner, "--checks", "1"))
     assert "never delivered" not in out
-    assert len(starter_runs(flow_runner)) == 1
+    assert len(starter_runs(flow_runner, "user.tester")) == 1
 
 
 @pytest.mark.e2e
@@ -514,7 +478,7 @@ def test_replay_after_a_reset_finds_the_new_announcement_also_of_a_run_stopped_i
     _ok(dev(flow_runner, "--checks", "1"))
     assert cli("reset", "--yes").returncode == 0
     out = _ok(dev(flow_runner, "--checks", "1"))
-    assert "decided: first check" in out and len(starter_runs(flow_runner)) == 2
+    assert "decided: first check" in out and len(starter_runs(flow_runner, "user.tester")) == 2
     change = state()["baseline"]["change_id"]
     proc = cli("replay")
     assert proc.returncode == 0, proc.stdout + proc.stderr

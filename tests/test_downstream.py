@@ -14,7 +14,7 @@ import textwrap
 import time
 
 import pytest
-from conftest import REPO, s3_config
+from conftest import REPO, s3_config, starter_runs
 from test_iceberg_source import catalog  # noqa: F401  (a fixture)
 from test_starterflow import starter_rejecting
 
@@ -23,37 +23,6 @@ from flowproject.devloop import DevLoop
 from flowproject.once import ProcessedOnce
 from flowproject.state import state_object
 from flowproject.testing import sensor_env
-
-READ_STARTER_RUNS = textwrap.dedent(
-    """\
-    import json
-    from metaflow import Flow, namespace
-    namespace(None)
-    runs = []
-    for run in Flow("StarterFlow"):
-        data = run.data if run.successful else None
-        runs.append({
-            "id": run.id,
-            "successful": run.successful,
-            "sensor_duplicate": getattr(data, "sensor_duplicate", None),
-            "objects_read": getattr(data, "objects_read", None),
-            "change_id": getattr(data, "sensor_change_id", None),
-        })
-    print(json.dumps(sorted(runs, key=lambda r: int(r["id"]))))
-    """
-)
-
-
-def starter_runs(flow_runner):
-    proc = subprocess.run(
-        [sys.executable, "-c", READ_STARTER_RUNS],
-        cwd=flow_runner.workdir,
-        env=flow_runner.env,
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
 
 
 @pytest.fixture
