@@ -6,6 +6,7 @@ tested", "Runnable blocks").
 """
 
 import glob
+import hashlib
 import os
 import re
 import subprocess
@@ -274,6 +275,27 @@ def deploy_env(env, root, s3_server):
     return env
 
 
+def assert_setup_is_current(venv):
+    """Fail unless ``venv`` was set up from this checkout's pyproject.toml and constraints.txt.
+
+    The blocks run ``source scripts/setup`` in the test's copy of the repository, with this
+    venv. Were its stamp stale (pyproject.toml edited, pytest run without scripts/test),
+    that setup would reinstall flowproject into the venv from the copy, in editable mode:
+    once pytest deletes the copy, ``import flowproject`` fails outside the checkout."""
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+        wanted = f.read()
+    with open(os.path.join(REPO, "constraints.txt"), "rb") as f:
+        wanted = hashlib.sha256(wanted + f.read()).hexdigest()
+    stamp = os.path.join(venv, ".flowproject-installed")
+    installed = open(stamp).read().strip() if os.path.exists(stamp) else None
+    if installed != wanted:
+        pytest.fail(
+            "%s is not set up from this checkout's pyproject.toml and constraints.txt: run "
+            "`source scripts/setup` (or ./scripts/test), then this test again. Run as it is, "
+            "the README's `source scripts/setup` would reinstall it from the test's copy." % venv
+        )
+
+
 LEFT_BEHIND = [".metaflow", "deploy-out", "examples/.metaflow", "other.toml"]
 
 
@@ -305,6 +327,7 @@ def test_every_runnable_block_runs_as_written(name, tmp_path, s3_server, webhook
     )
     if not os.path.exists(os.path.join(REPO, ".venv", "bin", "python")):
         env["FLOWPROJECT_VENV"] = os.path.dirname(os.path.dirname(sys.executable))
+    assert_setup_is_current(env["FLOWPROJECT_VENV"])
     output = []
     for target, env_name, _, code in runnable_blocks(read(name)):
         if target:
