@@ -21,7 +21,7 @@ import uuid
 
 import pytest
 import tomllib
-from configs import s3_config  # noqa: F401  (the tests import it from here)
+from configs import local_metaflow_home, s3_config  # noqa: F401  (tests import s3_config)
 from deployment import (  # noqa: F401  (session fixtures: one repository, one compile)
     compiled,
     deploy_env,
@@ -209,7 +209,7 @@ def flow_runner(request, tmp_path, s3_server, webhook):
     env = sensor_env(
         s3_server.endpoint_url,
         webhook.url,
-        str(tmp_path / "metaflow-home"),
+        local_metaflow_home(tmp_path / "metaflow-home"),
         user="tester",
         workdir=str(tmp_path),
     )

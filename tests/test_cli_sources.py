@@ -13,6 +13,7 @@ import sys
 import textwrap
 
 import pytest
+from configs import local_metaflow_home
 from conftest import REPO
 
 from flowproject.sensor import Baseline, Pending, SensorState
@@ -98,7 +99,8 @@ class Workdir(object):
 
 @pytest.fixture
 def workdir(tmp_path):
-    env = sensor_env(metaflow_home=str(tmp_path / "metaflow-home"), user="tester", workdir=tmp_path)
+    home = local_metaflow_home(tmp_path / "metaflow-home")
+    env = sensor_env(metaflow_home=home, user="tester", workdir=tmp_path)
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
     env.pop("METAFLOW_OWNER", None)
     work = Workdir(tmp_path, env)

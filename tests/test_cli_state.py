@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+from configs import local_metaflow_home
 from conftest import REPO, s3_config
 
 EVENT = "mfns.testproject.user.tester.data_updated"
@@ -239,7 +240,7 @@ def test_status_and_reset_on_the_s3_datastore(tmp_path, s3_server, s3_client, bu
         METAFLOW_DEFAULT_DATASTORE="s3",
         METAFLOW_DATASTORE_SYSROOT_S3="s3://%s/metaflow" % bucket,
         METAFLOW_S3_ENDPOINT_URL=s3_server.endpoint_url,
-        METAFLOW_HOME=str(tmp_path / "metaflow-home"),
+        METAFLOW_HOME=local_metaflow_home(tmp_path / "metaflow-home"),
         METAFLOW_USER="tester",
         AWS_ACCESS_KEY_ID="testing",
         AWS_SECRET_ACCESS_KEY="testing",

@@ -14,6 +14,7 @@ import textwrap
 import time
 
 import pytest
+from configs import local_metaflow_home
 from conftest import REPO, s3_config, starter_runs
 
 from flowproject.argo_sensor import trigger_rules
@@ -178,7 +179,7 @@ def test_the_readme_consumer_skips_a_change_it_already_processed(tmp_path):
     env = dict(
         os.environ,
         METAFLOW_USER="tester",
-        METAFLOW_HOME=str(tmp_path / "home"),
+        METAFLOW_HOME=local_metaflow_home(tmp_path / "home"),
         METAFLOW_DATASTORE_SYSROOT_LOCAL=str(work),
     )
     loop = DevLoop(root=str(root), env=env, cwd=str(work), log_dir=str(tmp_path / "logs"))

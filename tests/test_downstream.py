@@ -14,6 +14,7 @@ import textwrap
 import time
 
 import pytest
+from configs import local_metaflow_home
 from conftest import REPO, s3_config, starter_runs
 from test_iceberg_source import catalog  # noqa: F401  (a fixture)
 from test_starterflow import starter_rejecting
@@ -437,7 +438,9 @@ def test_100k_added_objects_reach_the_triggered_run_through_the_dev_loop(tmp_pat
     work.mkdir()
     (work / "flowconfig.toml").write_text(s3_config("big", "events/", "files_metadata"))
     with SeededMoto(spec) as server:
-        env = sensor_env(server.endpoint_url, None, str(tmp_path / "home"), workdir=str(work))
+        env = sensor_env(
+            server.endpoint_url, None, local_metaflow_home(tmp_path / "home"), workdir=str(work)
+        )
         env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
         env["METAFLOW_USER"] = "tester"
         with DevLoop(

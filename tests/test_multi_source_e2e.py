@@ -11,6 +11,7 @@ import os
 import textwrap
 
 import pytest
+from configs import local_metaflow_home
 from conftest import REPO, FlowRunner, s3_config
 from conftest_snowflake import fakesnow_server, snowflake_home, warehouse  # noqa: F401
 from test_card import card_data, leaves
@@ -64,7 +65,7 @@ def runner(request, tmp_path, proxy, webhook, snowflake_home):
     env = sensor_env(
         proxy.endpoint_url,
         webhook.url,
-        str(tmp_path / "metaflow-home"),
+        local_metaflow_home(tmp_path / "metaflow-home"),
         user="tester",
         workdir=str(tmp_path),
     )

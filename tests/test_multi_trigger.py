@@ -14,6 +14,7 @@ import sys
 import textwrap
 
 import pytest
+from configs import local_metaflow_home
 from conftest import REPO, s3_config
 
 from flowproject import parse_flowconfig
@@ -188,7 +189,7 @@ def flow_env(tmp_path):
     return dict(
         os.environ,
         METAFLOW_USER="tester",
-        METAFLOW_HOME=str(tmp_path / "home"),
+        METAFLOW_HOME=local_metaflow_home(tmp_path / "home"),
         METAFLOW_DATASTORE_SYSROOT_LOCAL=str(tmp_path),
         PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
     )
@@ -459,7 +460,11 @@ def test_the_real_sensor_starts_a_two_source_flow_once_both_sources_announced(
     # events' first check takes its data as the baseline: check 1 announces orders only.
     config.write_text(two_source_config(bucket, events_extra='on_first_check = "accept"'))
     env = sensor_env(
-        s3_server.endpoint_url, None, str(tmp_path / "home"), user="tester", workdir=str(work)
+        s3_server.endpoint_url,
+        None,
+        local_metaflow_home(tmp_path / "home"),
+        user="tester",
+        workdir=str(work),
     )
     s3_client.put_object(Bucket=bucket, Key="orders/part-0.parquet", Body=b"orders-0")
     s3_client.put_object(Bucket=bucket, Key="events/part-0.parquet", Body=b"events-0")

@@ -7,6 +7,7 @@ server the way a misbehaving S3-compatible store or proxy does (with a 200 statu
 import os
 
 import pytest
+from configs import local_metaflow_home
 from conftest import REPO, FlowRunner, s3_config
 
 from flowproject.exceptions import SourceError
@@ -131,7 +132,9 @@ def test_malformed_page_fails_the_run_and_the_next_healthy_run_publishes_nothing
     tmp_path, proxy, webhook, s3_client, bucket
 ):
     put(s3_client, bucket, ["events/a.csv", "events/b.csv", "events/c.csv"])
-    env = sensor_env(proxy.endpoint_url, webhook.url, str(tmp_path / "metaflow-home"), user="t")
+    env = sensor_env(
+        proxy.endpoint_url, webhook.url, local_metaflow_home(tmp_path / "metaflow-home"), user="t"
+    )
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
     runner = FlowRunner(tmp_path, env)
     runner.write_config(s3_config(bucket, "events/", "files_metadata"))

@@ -9,6 +9,7 @@ import os
 import textwrap
 
 import pytest
+from configs import local_metaflow_home
 from conftest import REPO, FlowRunner
 from conftest_snowflake import fakesnow_server, snowflake_home, warehouse  # noqa: F401
 
@@ -42,7 +43,7 @@ def snowflake_config(data_lines, params):
 def runner(tmp_path, webhook, snowflake_home):
     env = sensor_env(
         webhook_url=webhook.url,
-        metaflow_home=str(tmp_path / "metaflow-home"),
+        metaflow_home=local_metaflow_home(tmp_path / "metaflow-home"),
         user="tester",
         workdir=str(tmp_path),
     )
