@@ -34,7 +34,7 @@ from flowproject import BaseFlow, sensor_trigger
 
 def read_delta_version(uri, value):
     """The rows of the Delta table ``uri`` at the version in ``value`` (``"12@<table id>"``)."""
-    from deltalake import DeltaTable
+    from deltalake import DeltaTable, QueryBuilder
 
     version, _, table_id = value.partition("@")
     table = DeltaTable(uri, version=int(version), storage_options=delta_storage_options())
@@ -43,7 +43,10 @@ def read_delta_version(uri, value):
             "%s was re-created since version %s was announced (table id %s, announced %s)"
             % (uri, version, table.metadata().id, table_id)
         )
-    return table.to_pyarrow_table()
+    # deltalake's own reader (DataFusion, in Rust). Not to_pyarrow_table(): pyarrow's threads
+    # reading through deltalake's Python filesystem aborted the process at exit now and then
+    # ("terminate called without an active exception"), after the rows were read.
+    return QueryBuilder().register("announced", table).execute("SELECT * FROM announced").read_all()
 
 
 def delta_storage_options(env=None):
@@ -79,7 +82,6 @@ def read_new_delta_rows(uri, changes):
     which the manifest lists as ``removed``).
     """
     import pyarrow as pa
-    import pyarrow.dataset as ds
     from deltalake import DeltaTable
 
     first, last = changes.versions
@@ -88,10 +90,40 @@ def read_new_delta_rows(uri, changes):
         return pa.table(table.load_cdf(starting_version=first + 1, ending_version=last))
     added = tuple(change.key for change in changes if change.kind == "added")
     dataset = table.to_pyarrow_dataset()
-    fragments = [f for f in dataset.get_fragments() if f.path.endswith(added)]
-    return ds.FileSystemDataset(
-        fragments, dataset.schema, dataset.format, dataset.filesystem
-    ).to_table()
+    parts = [
+        _read_data_file(dataset, fragment)
+        for fragment in dataset.get_fragments()
+        if fragment.path.endswith(added)
+    ]
+    if not parts:
+        return dataset.schema.empty_table()
+    return pa.concat_tables(parts, promote_options="default")
+
+
+def _read_data_file(dataset, fragment):
+    """One data file of a Delta ``dataset``, with the dataset's columns (partition values
+    filled in, columns the file predates as nulls).
+
+    Read in this thread, without pre-buffering: a scan on pyarrow's I/O threads through
+    deltalake's Python filesystem aborted the process at exit now and then ("terminate
+    called without an active exception"), after the rows were read.
+    """
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    with dataset.filesystem.open_input_file(fragment.path) as f:
+        rows = pq.read_table(f, pre_buffer=False, use_threads=False)
+    partition = ds.get_partition_keys(fragment.partition_expression)
+    columns = []
+    for field in dataset.schema:
+        if field.name in rows.column_names:
+            columns.append(rows.column(field.name))
+        elif field.name in partition:
+            columns.append(pa.array([partition[field.name]] * rows.num_rows, field.type))
+        else:
+            columns.append(pa.nulls(rows.num_rows, field.type))
+    return pa.Table.from_arrays(columns, names=dataset.schema.names)
 
 
 def iceberg_table(data):
