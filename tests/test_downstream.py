@@ -14,6 +14,7 @@ import textwrap
 import time
 
 import pytest
+from claim_worker import claim_in_process
 from configs import local_metaflow_home
 from conftest import REPO, s3_config, starter_runs
 from test_iceberg_source import catalog  # noqa: F401  (a fixture)
@@ -241,19 +242,12 @@ def _local_storage(root):
     return LocalStorage(os.path.join(str(root), ".metaflow"))
 
 
-def _claim_in_process(root, run, barrier, answers):
-    storage = _local_storage(root)
-    barrier.wait()
-    verdict = ProcessedOnce(storage, "TrainFlow", "p", "user.t", {"default": "c1"}).claim(run)
-    answers.put((run, verdict.proceed))
-
-
 def test_of_eight_processes_claiming_one_change_at_once_exactly_one_proceeds(tmp_path):
     context = multiprocessing.get_context("spawn")
     barrier, answers = context.Barrier(8), context.Queue()
     workers = [
         context.Process(
-            target=_claim_in_process, args=(tmp_path, "TrainFlow/%d" % i, barrier, answers)
+            target=claim_in_process, args=(tmp_path, "TrainFlow/%d" % i, barrier, answers)
         )
         for i in range(8)
     ]
