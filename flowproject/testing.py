@@ -642,6 +642,13 @@ def sensor_env(
     return env
 
 
+# The connector's first login in a process probes the AWS, GCP and Azure metadata services
+# (for its telemetry); 0 skips the probes. On loopback there is no cloud to find, and the DNS
+# lookup of metadata.google.internal stalled the login 5 s now and then on a machine without
+# internet access.
+NO_PLATFORM_DETECTION = 0.0
+
+
 class FakesnowServer(ServerProcess):
     """fakesnow's server mode (``fakesnow -s``): a Snowflake HTTP endpoint on 127.0.0.1.
 
@@ -677,6 +684,7 @@ class FakesnowServer(ServerProcess):
             "session_parameters": {"CLIENT_OUT_OF_BAND_TELEMETRY_ENABLED": False},
             "network_timeout": 5,
             "login_timeout": 5,
+            "platform_detection_timeout_seconds": NO_PLATFORM_DETECTION,
         }
         params.update(extra)
         return params
@@ -716,6 +724,7 @@ class FakesnowServer(ServerProcess):
             "account": self.ACCOUNT,
             "user": self.USER,
             "password": self.PASSWORD if password is None else password,
+            "platform_detection_timeout_seconds": NO_PLATFORM_DETECTION,
         }
         entry.update(extra)
         lines = ["[%s]" % name]

@@ -1,8 +1,9 @@
 """Fixtures for the Snowflake tests: a loopback fakesnow server and a seeded table.
 
 Imported by ``test_snowflake_*.py`` (``from conftest_snowflake import ...``), so the S3 tests
-never start fakesnow. fakesnow's server shares one in-memory database between connections:
-each test gets its own database name, so tests cannot see each other's tables.
+never start fakesnow. One server per session (per xdist worker), not one per file that uses
+it. fakesnow's server shares one in-memory database between connections: each test gets its
+own database name, so tests cannot see each other's tables.
 """
 
 import os
@@ -13,7 +14,7 @@ import pytest
 from flowproject.testing import FakesnowServer
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # one per xdist worker, started by the first test using it
 def fakesnow_server(tmp_path_factory):
     log = tmp_path_factory.mktemp("fakesnow") / "fakesnow.log"
     with FakesnowServer(log_path=str(log)) as server:
