@@ -126,14 +126,25 @@ def find_states(storage=None, flow=None, project=None, branch=None, source=None)
     -------
     list of StateStore
         Sorted by flow, project, branch and source (the single-source form's object first).
+
+    Raises
+    ------
+    StateError
+        If the store refused a listing or answered it with something unreadable.
     """
     storage = storage or datastore_storage()
 
     def names(prefix):
+        # A folder that does not exist lists as empty. A listing the store refused or answered
+        # with something unreadable is not "no state": status would say so, and a teardown
+        # would delete nothing and report nothing to delete.
         try:
             return list_folder(storage, prefix)
-        except Exception:
-            return []
+        except Exception as e:
+            raise StateError(
+                "Could not list the sensor states in %s: %s"
+                % (storage.full_uri(prefix), " ".join(str(e).split()) or type(e).__name__)
+            ) from None
 
     def json_name(file_name, is_file):
         return file_name[: -len(".json")] if is_file and file_name.endswith(".json") else None

@@ -389,9 +389,12 @@ def list_folder(storage, folder, page_size=1000):
 
     On S3 one ``ListObjectsV2`` call per page, with the client the state objects use: Metaflow's
     own listing starts a helper process per call (about 0.7 s), and ``find_states`` lists a
-    folder per flow, project and branch. Elsewhere Metaflow's ``list_content``.
+    folder per flow, project and branch. Elsewhere Metaflow's ``list_content``. A folder that
+    does not exist is empty; a page that is not a well-formed answer raises ``ValueError``.
     """
     if getattr(storage, "TYPE", None) == "s3":
+        from .sources.s3 import page_problem
+
         bucket, _, prefix = storage.full_uri(folder)[len("s3://") :].partition("/")
         prefix = prefix.rstrip("/") + "/" if prefix.strip("/") else ""
         client, _ = metaflow_s3_client()
@@ -399,6 +402,11 @@ def list_folder(storage, folder, page_size=1000):
         for page in client.get_paginator("list_objects_v2").paginate(
             Bucket=bucket, Prefix=prefix, Delimiter="/", PaginationConfig={"PageSize": page_size}
         ):
+            # A page not understood (an empty or cut 200 from a proxy) must not pass for the
+            # end of the listing: the folder would look emptier than it is.
+            problem = page_problem(page, delimiter="/")
+            if problem:
+                raise ValueError("the store answered with %s" % problem)
             found += [
                 (p["Prefix"][len(prefix) :].rstrip("/"), False)
                 for p in page.get("CommonPrefixes", ())

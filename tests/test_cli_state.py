@@ -12,6 +12,7 @@ import sys
 import pytest
 from configs import local_metaflow_home
 from conftest import REPO, s3_config
+from test_s3_faults import faulty_proxy, proxy  # noqa: F401  (fixtures)
 
 EVENT = "mfns.testproject.user.tester.data_updated"
 STATE = ".metaflow/SensorFlow/sensor_state/testproject/user.tester.json"
@@ -314,6 +315,64 @@ def test_listing_a_folder_on_s3_agrees_with_metaflows_listing(
         ("b%d.json" % i, True) for i in range(5)
     ] + [("two", False)]
     assert list_folder(storage, "") == [("F", False), ("G", False), ("top.json", True)]
+
+
+def test_a_listing_the_store_refuses_or_spoils_is_an_error_not_an_empty_datastore(
+    proxy, s3_client, bucket, tmp_path, monkeypatch
+):
+    """status (and a teardown's delete-state) must not take a failed listing for "no state"."""
+    from metaflow.plugins.datastores.s3_storage import S3Storage
+
+    from flowproject.exceptions import StateError
+    from flowproject.operations import find_states
+
+    for name, value in dict(
+        AWS_ENDPOINT_URL_S3=proxy.endpoint_url,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+    ).items():
+        monkeypatch.setenv(name, value)
+    key = "mf/SensorFlow/sensor_state/p/test.x.json"
+    s3_client.put_object(Bucket=bucket, Key=key, Body=b"{}")
+    storage = S3Storage("s3://%s/mf" % bucket)
+    assert [s.path for s in find_states(storage)] == [key[len("mf/") :]]
+
+    proxy.deny(bucket)  # the role lost s3:ListBucket
+    with pytest.raises(StateError) as denied:
+        find_states(storage)
+    assert str(denied.value).startswith("Could not list the sensor states in s3://%s/mf" % bucket)
+    assert "AccessDenied" in str(denied.value)
+    env = dict(os.environ, METAFLOW_HOME=local_metaflow_home(tmp_path / "home"))
+    env.update(
+        METAFLOW_DEFAULT_DATASTORE="s3",
+        METAFLOW_DATASTORE_SYSROOT_S3="s3://%s/mf" % bucket,
+        METAFLOW_USER="tester",
+        PYTHONPATH=REPO + os.pathsep + env.get("PYTHONPATH", ""),
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "flowproject", "status", "--project", "p"],
+        cwd=str(tmp_path),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Could not list the sensor states in s3://%s/mf" % bucket in proc.stderr
+    assert "Traceback" not in proc.stderr and "No sensor state" not in proc.stdout
+
+    proxy.allow(bucket)
+    spoiled_pages = 0
+    for fault in ("empty_body", "no_is_truncated", "wrong_key_count", "truncated_without_token"):
+        proxy.inject(fault)  # a 200 that is no ListObjectsV2 answer, as a proxy may send
+        with pytest.raises(StateError) as spoiled:
+            find_states(storage)
+        assert str(spoiled.value).startswith("Could not list the sensor states in s3://")
+        assert "the store answered with " in str(spoiled.value), fault
+        spoiled_pages += proxy.spoiled
+    assert spoiled_pages == 4
+    assert [s.path for s in find_states(storage)] == [key[len("mf/") :]]
 
 
 def test_a_reset_marker_is_honoured_without_recovering_from_runs(tmp_path, monkeypatch):
