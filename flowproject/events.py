@@ -142,6 +142,10 @@ def origin(url):
     return "%s://%s%s" % (parts.scheme or "?", host, ":%d" % port if port else "")
 
 
+# Seconds the attempt's socket may outlive its deadline (see ``_post_once``).
+SOCKET_GRACE = 5
+
+
 def _post_once(opener, request, seconds):
     """POST ``request``; return the 2xx status or raise ``_RetryableError``/``_FinalError``.
 
@@ -152,7 +156,9 @@ def _post_once(opener, request, seconds):
 
     def post():
         try:
-            with opener.open(request, timeout=seconds) as response:
+            # The join below decides when the attempt is over. A socket timeout as long as
+            # the join raced it: a webhook that hangs was reported either way, at random.
+            with opener.open(request, timeout=seconds + SOCKET_GRACE) as response:
                 outcome["status"] = response.status
         except BaseException as e:  # handed to the caller's thread
             outcome["error"] = e
