@@ -116,7 +116,7 @@ def payloads(webhook, branch=USER_BRANCH):
 def test_at_least_once_and_branch_isolation(flow_runner, s3_client, bucket, webhook):
     # A failing publish is retried until publish_timeout: keep the failing checks short.
     flow_runner.write_config(
-        s3_config(bucket, "events/", "files_metadata", extra_sensor="publish_timeout = 3")
+        s3_config(bucket, "events/", "files_metadata", extra_sensor="publish_timeout = 1")
     )
     put(s3_client, bucket, "events/a.csv")
     put(s3_client, bucket, "events/b.csv")
