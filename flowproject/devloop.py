@@ -209,8 +209,9 @@ class DevLoop(object):
         self.python = python or sys.executable
         self.cwd = cwd  # where the runs keep .metaflow; the current folder by default
         self.console = console or Console(highlight=False, soft_wrap=True)
-        self.log_dir = log_dir or tempfile.mkdtemp(prefix="flowproject-dev-")
-        os.makedirs(self.log_dir, exist_ok=True)
+        self._log_dir = log_dir
+        if log_dir:
+            os.makedirs(log_dir, exist_ok=True)
         self.env = dict(os.environ if env is None else env)
         self.env["PYTHONUNBUFFERED"] = "1"
         # The flows import flowproject from the root; `-m flowproject.argo_sensor` needs this
@@ -234,6 +235,14 @@ class DevLoop(object):
         self._seen_events = 0
 
     # ------------------------------------------------------------------ set-up
+
+    @property
+    def log_dir(self):
+        """The folder of the logs: ``log_dir``, else a temporary folder made when the first
+        log is written (a loop that never starts, e.g. on an invalid config, leaves none)."""
+        if self._log_dir is None:
+            self._log_dir = tempfile.mkdtemp(prefix="flowproject-dev-")
+        return self._log_dir
 
     def flowconfig(self):
         path = self.config or os.path.join(self.root, "flowconfig.toml")

@@ -214,16 +214,18 @@ def test_help_on_every_command():
 def test_an_invalid_config_exits_2_with_its_problems(tmp_path):
     config = tmp_path / "flowconfig.toml"
     config.write_text('project_name = "p"\n[data]\ntype = "ftp"\n')
+    (tmp_path / "tmp").mkdir()
     proc = subprocess.run(
         [sys.executable, "-m", "flowproject", "dev", "--config", str(config), "--root", REPO],
         cwd=str(tmp_path),
-        env=dict(os.environ, PYTHONPATH=REPO),
+        env=dict(os.environ, PYTHONPATH=REPO, TMPDIR=str(tmp_path / "tmp")),
         capture_output=True,
         text=True,
     )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "Invalid flowconfig.toml" in proc.stderr
     assert "data.type" in proc.stderr
+    assert os.listdir(tmp_path / "tmp") == []  # no empty log folder left behind
 
 
 # ------------------------------------------------------------------ Metaflow's mapping rules
