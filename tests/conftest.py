@@ -129,6 +129,12 @@ def client_data(flow_runner, expression):
         "import json; from metaflow import Flow, namespace; namespace(None); "
         "print(json.dumps(%s))" % expression
     )
+    return client_json(flow_runner, code)
+
+
+def client_json(flow_runner, code):
+    """Run the Python ``code`` in the runner's folder and environment (a process of its own,
+    as a user's script); the JSON value its last line of output printed."""
     out = subprocess.run(
         [sys.executable, "-c", code],
         cwd=flow_runner.workdir,
@@ -188,16 +194,7 @@ READ_STARTER_RUNS = textwrap.dedent(
 def starter_runs(flow_runner, branch=None):
     """The StarterFlow runs in the runner's folder (of one @project ``branch``, if given),
     oldest first, read with Metaflow's client: id, outcome, tags and what the run recorded."""
-    proc = subprocess.run(
-        [sys.executable, "-c", READ_STARTER_RUNS],
-        cwd=flow_runner.workdir,
-        env=flow_runner.env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, proc.stderr
-    runs = json.loads(proc.stdout)
+    runs = client_json(flow_runner, READ_STARTER_RUNS)
     if branch is not None:
         runs = [r for r in runs if "project_branch:%s" % branch in r["tags"]]
     return sorted(runs, key=lambda r: int(r["id"]))
