@@ -14,7 +14,7 @@ import textwrap
 import time
 
 import pytest
-from claim_worker import claim_in_process
+from claim_worker import claim_in_process, local_storage
 from configs import local_metaflow_home
 from conftest import REPO, s3_config, starter_runs
 from test_iceberg_source import catalog  # noqa: F401  (a fixture)
@@ -236,12 +236,6 @@ def test_a_flow_artifact_named_like_an_added_parameter_stops_the_flow_loading(
 # ------------------------------------------------------------------ the claim, unit by unit
 
 
-def _local_storage(root):
-    from metaflow.plugins.datastores.local_storage import LocalStorage
-
-    return LocalStorage(os.path.join(str(root), ".metaflow"))
-
-
 def test_of_eight_processes_claiming_one_change_at_once_exactly_one_proceeds(tmp_path):
     context = multiprocessing.get_context("spawn")
     barrier, answers = context.Barrier(8), context.Queue()
@@ -262,7 +256,7 @@ def test_of_eight_processes_claiming_one_change_at_once_exactly_one_proceeds(tmp
 def test_a_claim_whose_run_died_is_taken_over_after_its_lease(tmp_path):
     from datetime import datetime, timedelta, timezone
 
-    storage = _local_storage(tmp_path)
+    storage = local_storage(tmp_path)
     marker = ProcessedOnce(storage, "TrainFlow", "p", "user.t", {"default": "c1"})
     now = datetime.now(timezone.utc)
     assert marker.claim("TrainFlow/1", lease_seconds=60, now=now).proceed
@@ -285,7 +279,7 @@ def test_deciding_among_many_processed_changes_reads_only_that_changes_objects(
     never the markers of the other changes: as cheap after 300 changes as after one."""
     import flowproject.once as once
 
-    storage = _local_storage(tmp_path)
+    storage = local_storage(tmp_path)
     reads = []
 
     def counted(storage, path):
@@ -319,7 +313,7 @@ def test_a_value_that_comes_back_is_processed_again_and_then_is_a_duplicate(
 ):
     """A, B, A: the second A is new. With manifests (S3, tables) its changes_url differs from
     the first A's; without (Snowflake), B was processed last."""
-    storage = _local_storage(tmp_path)
+    storage = local_storage(tmp_path)
     announced = {"A": 0}
 
     def marker(change_id):
@@ -342,7 +336,7 @@ def test_a_value_that_comes_back_is_processed_again_and_then_is_a_duplicate(
 
 
 def test_several_sources_are_one_change_together(tmp_path):
-    storage = _local_storage(tmp_path)
+    storage = local_storage(tmp_path)
     pair = {"orders": "o1", "events": "e1"}
     assert ProcessedOnce(storage, "F", None, "b", pair).claim("F/1").proceed
     assert not ProcessedOnce(storage, "F", None, "b", dict(pair)).claim("F/2").proceed
@@ -354,7 +348,7 @@ def test_several_sources_are_one_change_together(tmp_path):
 
 def test_a_manifest_streams_100k_records_in_flat_memory(tmp_path):
     """The reader holds one line at a time: its peak memory does not grow with the manifest."""
-    storage = _local_storage(tmp_path)
+    storage = local_storage(tmp_path)
     urls = {}
     for count in (1_000, 100_000):
         records = (
