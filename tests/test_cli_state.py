@@ -223,24 +223,16 @@ def test_project_branch_names_the_branch_as_metaflow_does(monkeypatch):
     assert project_branch("test.feature_x") == "test.feature_x"
 
 
-def test_status_and_reset_on_the_s3_datastore(tmp_path, s3_server, s3_client, bucket):
-    """The commands use the datastore of Metaflow's configuration: here S3."""
-    key = "metaflow/SensorFlow/sensor_state/testproject/test.x.json"
-    scope = {"flow": "SensorFlow", "project": "testproject", "branch": "test.x"}
-    baseline = {"value": "v1", "fingerprint": "f1", "change_id": "c1", "run": "SensorFlow/1"}
-    history = [
-        {"at": "2026-01-01T00:00:00+00:00", "kind": "first", "published": True},
-        {"at": "2026-01-01T00:05:00+00:00", "kind": "changed", "published": False, "failed": True},
-        {"at": "2026-01-01T00:10:00+00:00", "kind": "settling", "published": False},
-    ]
-    pending = {"value": "v2", "fingerprint": "f2", "seen": 1, "first_seen_at": "2026-01-01T00:10"}
-    doc = {"scope": scope, "baseline": baseline, "pending": pending, "history": history}
-    s3_client.put_object(Bucket=bucket, Key=key, Body=json.dumps(doc).encode())
+def cli_on_s3(tmp_path, datastore_root, endpoint_url):
+    """A function running ``python -m flowproject ARGS`` in ``tmp_path`` with Metaflow's
+    datastore on S3 at ``datastore_root``, reached at ``endpoint_url``; it returns the
+    finished process."""
     env = dict(
         os.environ,
         METAFLOW_DEFAULT_DATASTORE="s3",
-        METAFLOW_DATASTORE_SYSROOT_S3="s3://%s/metaflow" % bucket,
-        METAFLOW_S3_ENDPOINT_URL=s3_server.endpoint_url,
+        METAFLOW_DATASTORE_SYSROOT_S3=datastore_root,
+        METAFLOW_S3_ENDPOINT_URL=endpoint_url,
+        AWS_ENDPOINT_URL_S3=endpoint_url,
         METAFLOW_HOME=local_metaflow_home(tmp_path / "metaflow-home"),
         METAFLOW_USER="tester",
         AWS_ACCESS_KEY_ID="testing",
@@ -258,6 +250,24 @@ def test_status_and_reset_on_the_s3_datastore(tmp_path, s3_server, s3_client, bu
             text=True,
             timeout=120,
         )
+
+    return run
+
+
+def test_status_and_reset_on_the_s3_datastore(tmp_path, s3_server, s3_client, bucket):
+    """The commands use the datastore of Metaflow's configuration: here S3."""
+    key = "metaflow/SensorFlow/sensor_state/testproject/test.x.json"
+    scope = {"flow": "SensorFlow", "project": "testproject", "branch": "test.x"}
+    baseline = {"value": "v1", "fingerprint": "f1", "change_id": "c1", "run": "SensorFlow/1"}
+    history = [
+        {"at": "2026-01-01T00:00:00+00:00", "kind": "first", "published": True},
+        {"at": "2026-01-01T00:05:00+00:00", "kind": "changed", "published": False, "failed": True},
+        {"at": "2026-01-01T00:10:00+00:00", "kind": "settling", "published": False},
+    ]
+    pending = {"value": "v2", "fingerprint": "f2", "seen": 1, "first_seen_at": "2026-01-01T00:10"}
+    doc = {"scope": scope, "baseline": baseline, "pending": pending, "history": history}
+    s3_client.put_object(Bucket=bucket, Key=key, Body=json.dumps(doc).encode())
+    run = cli_on_s3(tmp_path, "s3://%s/metaflow" % bucket, s3_server.endpoint_url)
 
     proc = run("status", "--project", "testproject", "--json")
     assert proc.returncode == 0, proc.stderr
@@ -343,20 +353,8 @@ def test_a_listing_the_store_refuses_or_spoils_is_an_error_not_an_empty_datastor
         find_states(storage)
     assert str(denied.value).startswith("Could not list the sensor states in s3://%s/mf" % bucket)
     assert "AccessDenied" in str(denied.value)
-    env = dict(os.environ, METAFLOW_HOME=local_metaflow_home(tmp_path / "home"))
-    env.update(
-        METAFLOW_DEFAULT_DATASTORE="s3",
-        METAFLOW_DATASTORE_SYSROOT_S3="s3://%s/mf" % bucket,
-        METAFLOW_USER="tester",
-        PYTHONPATH=REPO + os.pathsep + env.get("PYTHONPATH", ""),
-    )
-    proc = subprocess.run(
-        [sys.executable, "-m", "flowproject", "status", "--project", "p"],
-        cwd=str(tmp_path),
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    proc = cli_on_s3(tmp_path, "s3://%s/mf" % bucket, proxy.endpoint_url)(
+        "status", "--project", "p"
     )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "Could not list the sensor states in s3://%s/mf" % bucket in proc.stderr
