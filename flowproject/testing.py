@@ -671,21 +671,27 @@ class FakesnowServer(ServerProcess):
             log_path=log_path,
         )
 
-    def connection_params(self, **extra):
-        """Keyword arguments for ``snowflake.connector.connect`` to reach this server."""
-        params = {
+    def _endpoint(self, password=None):
+        """What reaches this server: the keys a connection and a connections.toml entry share."""
+        return {
             "host": LOOPBACK,
             "port": self.port,
             "protocol": "http",
             "account": self.ACCOUNT,
             "user": self.USER,
-            "password": self.PASSWORD,
-            # fakesnow does not answer telemetry; and a dead server should fail fast.
-            "session_parameters": {"CLIENT_OUT_OF_BAND_TELEMETRY_ENABLED": False},
-            "network_timeout": 5,
-            "login_timeout": 5,
+            "password": self.PASSWORD if password is None else password,
             "platform_detection_timeout_seconds": NO_PLATFORM_DETECTION,
         }
+
+    def connection_params(self, **extra):
+        """Keyword arguments for ``snowflake.connector.connect`` to reach this server."""
+        params = self._endpoint()
+        params.update(
+            # fakesnow does not answer telemetry; and a dead server should fail fast.
+            session_parameters={"CLIENT_OUT_OF_BAND_TELEMETRY_ENABLED": False},
+            network_timeout=5,
+            login_timeout=5,
+        )
         params.update(extra)
         return params
 
@@ -717,15 +723,7 @@ class FakesnowServer(ServerProcess):
         str
             Path of the file written.
         """
-        entry = {
-            "host": LOOPBACK,
-            "port": self.port,
-            "protocol": "http",
-            "account": self.ACCOUNT,
-            "user": self.USER,
-            "password": self.PASSWORD if password is None else password,
-            "platform_detection_timeout_seconds": NO_PLATFORM_DETECTION,
-        }
+        entry = self._endpoint(password)
         entry.update(extra)
         lines = ["[%s]" % name]
         for key, value in entry.items():
