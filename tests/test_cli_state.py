@@ -54,7 +54,14 @@ def state_env(flow_runner):
 
 
 @pytest.mark.e2e
-def test_status_replay_and_reset_steer_a_real_sensor(state_env, webhook, s3_client, bucket):
+def test_status_replay_and_reset_steer_a_real_sensor_and_replay_advice_works(
+    state_env, webhook, s3_client, bucket
+):
+    """status (--json keeps values whole, the table fits 80 columns), replay (its no-webhook
+    advice is a command that works; the history records the whole value) and reset, on one
+    real sensor's state."""
+    import shlex
+
     flow_runner = state_env
     s3_client.put_object(Bucket=bucket, Key="events/part-0.parquet", Body=b"rows-0")
     flow_runner.write_config(s3_config(bucket, "events/", "files_metadata"))
@@ -62,6 +69,7 @@ def test_status_replay_and_reset_steer_a_real_sensor(state_env, webhook, s3_clie
     assert first["payload"]["previous_value"] == ""
     value, change = first["payload"]["data_version"], first["payload"]["change_id"]
     announcing_run = "SensorFlow/%s" % first["payload"]["run_id"]
+    assert len(value) > 40  # the sensor stores history values shortened to 40 characters
 
     # status --json: stable keys a script can rely on.
     (status,) = status_json(flow_runner)["states"]
@@ -80,8 +88,12 @@ def test_status_replay_and_reset_steer_a_real_sensor(state_env, webhook, s3_clie
     assert status["failed_publishes"] == []
     assert status["claim"] is None and status["reset"] is None
     assert [h["kind"] for h in status["history"]] == ["first"]
+    # JSON is for scripts: every value whole, as the baseline's is.
+    assert status["last_check"]["value"] == value
+    assert [h["value"] for h in status["history"]] == [value]
+    assert not any("value_shortened" in h for h in status["history"])
 
-    # The table for people.
+    # The table for people, which still fits 80 columns.
     proc = cli(flow_runner, "status", "--config", flow_runner.config_path)
     assert proc.returncode == 0, proc.stderr
     assert "SensorFlow  project testproject  branch user.tester" in proc.stdout
@@ -89,11 +101,31 @@ def test_status_replay_and_reset_steer_a_real_sensor(state_env, webhook, s3_clie
     assert "announced" in proc.stdout and announcing_run in proc.stdout
     assert "last check  first, published" in proc.stdout
     assert "decision" in proc.stdout  # the history table's header
+    (row,) = [line for line in proc.stdout.splitlines() if line.startswith("20")]
+    assert value[:17] + "..." in row and value not in row
 
     proc = cli(flow_runner, "replay", "--dry-run", "--config", flow_runner.config_path)
     assert proc.returncode == 0, proc.stderr
     assert "Dry run: would publish %s with" % EVENT in proc.stdout
     assert '"replayed": true' in proc.stdout and len(webhook.events) == 1
+
+    # No webhook: the advice is a command that works, not the flow's `--dry-run True`.
+    events = len(webhook.events)
+    env = {k: v for k, v in flow_runner.env.items() if k != "METAFLOW_ARGO_EVENTS_WEBHOOK_URL"}
+    argv = [sys.executable, "-m", "flowproject", "replay", "--config", flow_runner.config_path]
+    proc = subprocess.run(argv, cwd=flow_runner.workdir, env=env, capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Event not published: METAFLOW_ARGO_EVENTS_WEBHOOK_URL is not set" in proc.stderr
+    assert "--dry-run True" not in proc.stderr
+    advised = proc.stderr.strip().rpartition("without publishing: ")[2]
+    assert advised == "flowproject replay --dry-run --config %s" % shlex.quote(
+        flow_runner.config_path
+    )
+    argv = [sys.executable, "-m", "flowproject"] + shlex.split(advised)[1:]
+    proc = subprocess.run(argv, cwd=flow_runner.workdir, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Dry run: would publish %s" % EVENT in proc.stdout
+    assert len(webhook.events) == events
 
     # replay: the same event again, marked as a replay, recorded in the history.
     proc = cli(flow_runner, "replay", "--config", flow_runner.config_path)
@@ -111,6 +143,7 @@ def test_status_replay_and_reset_steer_a_real_sensor(state_env, webhook, s3_clie
     (status,) = status_json(flow_runner)["states"]
     assert [h["kind"] for h in status["history"]] == ["first", "replayed"]
     assert status["history"][-1]["by"] == "tester"
+    assert status["history"][-1]["value"] == value  # a replay records the whole value too
     assert status["last_check"]["kind"] == "first"  # a replay is not a check
     assert status["baseline"]["change_id"] == change  # a replay moves nothing
 
@@ -385,56 +418,6 @@ def test_a_reset_marker_is_honoured_without_recovering_from_runs(tmp_path, monke
     store.save(reset_marker("tester"), None)
     state, version = store.load_versioned()
     assert state.baseline is None and state.reset["by"] == "tester" and version
-
-
-@pytest.mark.e2e
-def test_replay_advice_works_and_status_json_keeps_values_whole(
-    state_env, webhook, s3_client, bucket
-):
-    import shlex
-
-    flow_runner = state_env
-    s3_client.put_object(Bucket=bucket, Key="events/part-0.parquet", Body=b"rows-0")
-    flow_runner.write_config(s3_config(bucket, "events/", "files_metadata"))
-    (first,) = check(flow_runner, webhook)
-    value = first["payload"]["data_version"]
-    assert len(value) > 40  # the sensor stores history values shortened to 40 characters
-
-    # JSON is for scripts: every value whole, as the baseline's is.
-    (status,) = status_json(flow_runner)["states"]
-    assert status["baseline"]["value"] == value
-    assert status["last_check"]["value"] == value
-    assert [h["value"] for h in status["history"]] == [value]
-    assert not any("value_shortened" in h for h in status["history"])
-    # The table for people still fits 80 columns.
-    proc = cli(flow_runner, "status", "--config", flow_runner.config_path)
-    (row,) = [line for line in proc.stdout.splitlines() if line.startswith("20")]
-    assert value[:17] + "..." in row and value not in row
-
-    # No webhook: the advice is a command that works, not the flow's `--dry-run True`.
-    events = len(webhook.events)
-    env = {k: v for k, v in flow_runner.env.items() if k != "METAFLOW_ARGO_EVENTS_WEBHOOK_URL"}
-    argv = [sys.executable, "-m", "flowproject", "replay", "--config", flow_runner.config_path]
-    proc = subprocess.run(argv, cwd=flow_runner.workdir, env=env, capture_output=True, text=True)
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "Event not published: METAFLOW_ARGO_EVENTS_WEBHOOK_URL is not set" in proc.stderr
-    assert "--dry-run True" not in proc.stderr
-    advised = proc.stderr.strip().rpartition("without publishing: ")[2]
-    assert advised == "flowproject replay --dry-run --config %s" % shlex.quote(
-        flow_runner.config_path
-    )
-    argv = [sys.executable, "-m", "flowproject"] + shlex.split(advised)[1:]
-    proc = subprocess.run(argv, cwd=flow_runner.workdir, env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "Dry run: would publish %s" % EVENT in proc.stdout
-    assert len(webhook.events) == events
-
-    # A replay records the whole value in the history too.
-    proc = cli(flow_runner, "replay", "--config", flow_runner.config_path)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    (status,) = status_json(flow_runner)["states"]
-    assert status["history"][-1]["kind"] == "replayed"
-    assert status["history"][-1]["value"] == value
 
 
 BAD_CONFIG = 'project_name = "p"\n[data]\ntype = "ftp"\n'
