@@ -3,6 +3,9 @@
 The tests assert on the events the webhook actually received.
 """
 
+import glob
+import os
+
 import pytest
 from conftest import s3_config
 
@@ -44,10 +47,13 @@ def test_files_metadata_each_change_one_event_and_none_when_unchanged(
     assert len(webhook.events) == 2
 
 
-def test_single_object_absent_to_present_and_same_size_overwrite(
+def test_single_object_absent_to_present_and_same_size_overwrite_and_card_turned_off(
     flow_runner, webhook, s3_client, bucket
 ):
-    flow_runner.write_config(s3_config(bucket, "features/latest.parquet", "etag"))
+    """Absent, then present: one event; with ``card = false`` the announcing run draws no card."""
+    flow_runner.write_config(
+        s3_config(bucket, "features/latest.parquet", "etag", extra_sensor="card = false")
+    )
 
     # A first check that finds nothing announces nothing (issue 9, promise 8): absent becomes
     # the baseline, so the object appearing is the first event.
@@ -59,6 +65,11 @@ def test_single_object_absent_to_present_and_same_size_overwrite(
     assert appeared["payload"]["previous_value"] == ""
     etag = s3_client.head_object(Bucket=bucket, Key="features/latest.parquet")["ETag"].strip('"')
     assert appeared["payload"]["data_version"] == etag
+    # The card can be turned off: the announcing run drew none.
+    cards = glob.glob(
+        os.path.join(flow_runner.workdir, ".metaflow", "mf.cards", "**", "*.html"), recursive=True
+    )
+    assert cards == []
     # Then unchanged (no event) and a same-size rewrite (one event, previous_value = this
     # etag): test_s3_source.py::test_etag_object_unchanged_then_same_size_rewrite, with the
     # flow's own decision (check_once); the flow's path from decision to event is shown above.
@@ -83,20 +94,6 @@ def test_unset_webhook_fails_clearly(flow_runner, webhook, s3_client, bucket):
     result = flow_runner.run()
     assert result.returncode != 0
     assert "METAFLOW_ARGO_EVENTS_WEBHOOK_URL is not set" in result.stdout + result.stderr
-
-
-def test_card_can_be_turned_off(flow_runner, webhook, s3_client, bucket):
-    import glob
-    import os
-
-    s3_client.put_object(Bucket=bucket, Key="a.csv", Body=b"a")
-    flow_runner.write_config(s3_config(bucket, "a.csv", "etag", extra_sensor="card = false"))
-    (event,) = check(flow_runner, webhook)
-    assert event["payload"]["state"] == "present"
-    cards = glob.glob(
-        os.path.join(flow_runner.workdir, ".metaflow", "mf.cards", "**", "*.html"), recursive=True
-    )
-    assert cards == []
 
 
 def test_first_check_can_be_accepted_without_an_event(flow_runner, webhook, s3_client, bucket):
