@@ -98,9 +98,11 @@ def test_a_source_announced_in_a_run_where_another_failed_is_recovered(
     assert published == []
 
 
-def test_a_failed_publish_is_not_taken_for_an_announcement_by_recovery(
+def test_a_failed_publish_is_not_taken_for_an_announcement_and_every_check_records_its_state(
     flow_runner, webhook, s3_client, bucket
 ):
+    """A failed publish is recorded, not taken for a baseline by recovery; and every check that
+    writes the state (announcing, unchanged) records it in the step that wrote it."""
     flow_runner.write_config(
         s3_config(
             bucket,
@@ -121,8 +123,20 @@ def test_a_failed_publish_is_not_taken_for_an_announcement_by_recovery(
     webhook.fail_events = {}
     _, published = run_sensor(flow_runner, webhook)
     assert len(published) == 1 and published[0]["previous_value"] == ""
-    _, published = run_sensor(flow_runner, webhook)
+    _, published = run_sensor(flow_runner, webhook)  # unchanged: recorded by start
     assert published == []
+
+    # What the two newest runs (announcing, then unchanged) recorded, step by step.
+    unchanged, announced = client_data(
+        flow_runner,
+        "[{s.id: sorted((s.task['sensor_records'].data or {})) "
+        "for s in r if 'sensor_records' in s.task} for r in list(Flow('SensorFlow').runs())[:2]]",
+    )
+    assert unchanged == {"start": ["default"], "end": ["default"]}
+    assert announced["announce_change"] == ["default"]
+    with open(state_file(flow_runner, "recovery")) as f:
+        stored = json.load(f)
+    assert stored["baseline"]["run"].startswith("SensorFlow/")
 
 
 # ------------------------------------------------------------------ table sources' cursors
@@ -180,28 +194,6 @@ def test_iceberg_state_lost_after_a_compaction_publishes_nothing(
     out, published = run_sensor(flow_runner, webhook, env=env)
     assert published == [], out
     assert "unchanged since the last announcement: %d" % appended in out
-
-
-# ------------------------------------------------------------------ what the runs recorded
-
-
-def test_every_check_that_writes_the_state_records_it_in_its_step(
-    flow_runner, webhook, s3_client, bucket
-):
-    flow_runner.write_config(s3_config(bucket, "events/", "files_metadata", project="recovery"))
-    s3_client.put_object(Bucket=bucket, Key="events/a.csv", Body=b"a")
-    run_sensor(flow_runner, webhook)
-    run_sensor(flow_runner, webhook)  # unchanged: recorded by start
-    unchanged, announced = client_data(
-        flow_runner,
-        "[{s.id: sorted((s.task['sensor_records'].data or {})) "
-        "for s in r if 'sensor_records' in s.task} for r in Flow('SensorFlow').runs()]",
-    )
-    assert unchanged == {"start": ["default"], "end": ["default"]}
-    assert announced["announce_change"] == ["default"]
-    with open(state_file(flow_runner, "recovery")) as f:
-        stored = json.load(f)
-    assert stored["baseline"]["run"].startswith("SensorFlow/")
 
 
 # ------------------------------------------------------------------ a backlog past the timeout
