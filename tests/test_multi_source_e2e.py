@@ -1,7 +1,7 @@
 """One SensorFlow run watching three sources (two S3 prefixes, one Snowflake table), end to end.
 
 S3 goes through ``FaultyS3Proxy`` in front of moto (to deny one bucket as S3 does), Snowflake
-through fakesnow's server, events to a loopback webhook. Each run costs seconds: 11 runs here.
+through fakesnow's server, events to a loopback webhook. Each run costs seconds: 16 runs here.
 """
 
 import datetime
@@ -173,14 +173,25 @@ def test_each_source_announces_its_own_changes_and_one_failure_does_not_stop_the
     assert quiet == {}
 
 
-def test_webhook_down_for_one_event_fails_the_run_and_only_that_event_is_published_again(
+def test_webhook_down_for_one_event_only_that_event_is_published_again_dry_run_and_force(
     runner, webhook, s3_client, two_buckets, warehouse
 ):
+    """A dry run reports every source and moves no baseline; the webhook refusing one event
+    fails the run and only that event is published again; a lost state object of one source
+    is recovered; --force-trigger re-publishes every source with its change id."""
     events_bucket, features_bucket = two_buckets
     insert_order(warehouse, 1)
     runner.write_config(three_sources(events_bucket, features_bucket, warehouse.table))
-    webhook.fail_events = {PREFIX + "orders_updated": 400}
 
+    dry = runner.run("--dry-run", "True")
+    assert dry.returncode == 0, output(dry)
+    assert webhook.events == []
+    for name in ("events", "features", "orders"):
+        assert "%s: Dry run: would publish %s%s_updated" % (name, PREFIX, name) in output(dry)
+
+    # The dry run moved no baseline: the next check publishes events and features, and
+    # orders (refused by the webhook) once it is back, each as a first check.
+    webhook.fail_events = {PREFIX + "orders_updated": 400}
     result, first = check(runner, webhook, ok=False)
     assert result.returncode != 0
     assert sorted(first) == ["events", "features"]
@@ -197,6 +208,17 @@ def test_webhook_down_for_one_event_fails_the_run_and_only_that_event_is_publish
     result, recovered = check(runner, webhook)
     assert recovered == {}
     assert "recovered the baseline from run SensorFlow/" in output(result)
+
+    # A forced check re-publishes every source with the change id it was announced with.
+    before = len(webhook.events)
+    forced = runner.run("--force-trigger", "True")
+    assert forced.returncode == 0, output(forced)
+    again = {e["payload"]["source"]: e["payload"] for e in webhook.events[before:]}
+    assert sorted(again) == ["events", "features", "orders"]
+    announced = dict(first, **retried)
+    assert {n: p["change_id"] for n, p in again.items()} == {
+        n: p["change_id"] for n, p in announced.items()
+    }
 
 
 def test_single_source_baseline_carries_over_to_the_same_named_source(
@@ -245,29 +267,3 @@ def test_a_source_that_hangs_fails_after_source_timeout_and_the_others_publish(
     proxy.allow(features_bucket)
     _, after = check(runner, webhook)
     assert sorted(after) == ["features"]
-
-
-def test_dry_run_and_force_trigger_apply_to_every_source(
-    runner, webhook, s3_client, two_buckets, warehouse
-):
-    events_bucket, features_bucket = two_buckets
-    insert_order(warehouse, 1)
-    runner.write_config(three_sources(events_bucket, features_bucket, warehouse.table))
-
-    dry = runner.run("--dry-run", "True")
-    assert dry.returncode == 0, output(dry)
-    assert webhook.events == []
-    for name in ("events", "features", "orders"):
-        assert "%s: Dry run: would publish %s%s_updated" % (name, PREFIX, name) in output(dry)
-
-    _, first = check(runner, webhook)  # the dry run moved no baseline
-    assert sorted(first) == ["events", "features", "orders"]
-
-    before = len(webhook.events)
-    forced = runner.run("--force-trigger", "True")
-    assert forced.returncode == 0, output(forced)
-    again = {e["payload"]["source"]: e["payload"] for e in webhook.events[before:]}
-    assert sorted(again) == ["events", "features", "orders"]
-    assert {n: p["change_id"] for n, p in again.items()} == {
-        n: p["change_id"] for n, p in first.items()
-    }
