@@ -64,9 +64,12 @@ def manifest(url):
 
 
 @pytest.mark.e2e
-def test_s3_manifest_reaches_the_triggered_run_and_a_redelivery_is_skipped(
+def test_s3_manifests_reach_the_runs_one_of_two_simultaneous_deliveries_proceeds_a_redelivery_skips(
     flow_runner, loop, s3_client, bucket
 ):
+    """Each check's manifest (first check; then added, modified, removed, one excluded) reaches
+    the triggered run. The second check's event delivered twice at once starts two runs and
+    exactly one proceeds; the same event delivered again afterwards is skipped, saying so."""
     s3_client.put_object(Bucket=bucket, Key="events/part-0.parquet", Body=b"rows-0")
     s3_client.put_object(Bucket=bucket, Key="events/part-1.parquet", Body=b"rows-1")
     flow_runner.write_config(
@@ -92,7 +95,13 @@ def test_s3_manifest_reaches_the_triggered_run_and_a_redelivery_is_skipped(
     s3_client.put_object(Bucket=bucket, Key="events/part-0.parquet", Body=b"rows-0, fixed")
     s3_client.delete_object(Bucket=bucket, Key="events/part-1.parquet")
     s3_client.put_object(Bucket=bucket, Key="events/scratch.tmp", Body=b"ignored")
-    (event,) = check(loop, 2)
+    succeeded, (event,) = loop.check(2)  # delivers the event: StarterFlow starts
+    assert succeeded, open(os.path.join(loop.log_dir, "check-2.log")).read()
+    assert loop.deliver(event) == 1  # the same event again while that run is starting
+    simultaneous = loop.runs[1:]
+    assert len(simultaneous) == 2
+    assert all(run.process.poll() is None for run in simultaneous)  # both running at once
+    loop.reap(wait=True)
     payload = event["payload"]
     header, records = manifest(payload["changes_url"])
     assert header["kind"] == "changes" and header["complete"] is True
@@ -110,49 +119,39 @@ def test_s3_manifest_reaches_the_triggered_run_and_a_redelivery_is_skipped(
     assert payload["changes_url"].startswith(
         os.path.join(flow_runner.workdir, ".metaflow", "SensorFlow", "sensor_changes", "")
     )
-    second = loop.runs[1]
+    # Two simultaneous deliveries: two runs, exactly one proceeds, and it reads the manifest.
+    assert [run.returncode for run in simultaneous] == [0, 0]
+    outs = [log_of(run) for run in simultaneous]
+    proceeded = [out for out in outs if "Model trained on" in out]
+    skipped = [out for out in outs if "Nothing trained" in out]
+    assert len(proceeded) == 1 and len(skipped) == 1, outs
+    assert "claimed by" in proceeded[0]
+    assert "this run does nothing" in skipped[0]
+    (second,) = [run for run in simultaneous if "Model trained on" in log_of(run)]
     assert second.returncode == 0
     assert "Read 2 new or modified objects" in log_of(second)
 
     # The same event delivered again: a run starts, says so and does nothing.
     assert loop.deliver(event) == 1
     loop.reap(wait=True)
-    third = loop.runs[2]
+    third = loop.runs[3]
     assert third.returncode == 0
     out = log_of(third)
     assert "change %s was already processed by %s" % (payload["change_id"], second.pathspec) in out
     assert "Nothing trained" in out and "Read " not in out
 
     runs = starter_runs(flow_runner)
-    assert [(r["sensor_duplicate"], r["objects_read"]) for r in runs] == [
-        (False, 2),
+    assert len(runs) == 4
+    assert [(r["sensor_duplicate"], r["objects_read"]) for r in (runs[0], runs[3])] == [
         (False, 2),
         (True, None),
     ]
-    assert runs[2]["change_id"] == payload["change_id"]
-
-
-@pytest.mark.e2e
-def test_two_simultaneous_deliveries_start_two_runs_and_exactly_one_proceeds(
-    flow_runner, loop, s3_client, bucket
-):
-    s3_client.put_object(Bucket=bucket, Key="events/part-0.parquet", Body=b"rows-0")
-    flow_runner.write_config(s3_config(bucket, "events/", "files_metadata"))
-    loop.open()
-    succeeded, (event,) = loop.check(1)  # delivers the event: StarterFlow starts
-    assert succeeded
-    assert loop.deliver(event) == 1  # the same event again while that run is starting
-    assert all(run.process.poll() is None for run in loop.runs)  # both running at once
-    loop.reap(wait=True)
-    assert [run.returncode for run in loop.runs] == [0, 0]
-    outs = [log_of(run) for run in loop.runs]
-    proceeded = [out for out in outs if "Model trained on" in out]
-    skipped = [out for out in outs if "Nothing trained" in out]
-    assert len(proceeded) == 1 and len(skipped) == 1, outs
-    assert "claimed by" in proceeded[0]
-    assert "this run does nothing" in skipped[0]
-    runs = starter_runs(flow_runner)
-    assert sorted(r["sensor_duplicate"] for r in runs) == [False, True]
+    # The simultaneous pair, read with the client: one proceeded, one was a duplicate.
+    assert sorted((r["sensor_duplicate"], r["objects_read"]) for r in runs[1:3]) == [
+        (False, 2),
+        (True, None),
+    ]
+    assert runs[3]["change_id"] == payload["change_id"]
 
 
 @pytest.mark.e2e
