@@ -64,7 +64,7 @@ def manifest(url):
 
 
 @pytest.mark.e2e
-def test_s3_manifests_reach_the_runs_one_of_two_simultaneous_deliveries_proceeds_a_redelivery_skips(
+def test_s3_manifests_reach_the_runs_and_duplicate_deliveries_never_proceed(
     flow_runner, loop, s3_client, bucket
 ):
     """Each check's manifest (first check; then added, modified, removed, one excluded) reaches
