@@ -55,6 +55,15 @@ def moto_server(tmp_path_factory):
         yield server
 
 
+def use_loopback_s3(monkeypatch, endpoint_url):
+    """Point this test's own process (sources, state, ``check_once``) at the loopback S3
+    ``endpoint_url`` with test credentials, as ``sensor_env`` does for a flow's processes."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", endpoint_url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+
+
 @pytest.fixture
 def s3_server(moto_server):
     """The loopback S3 server, emptied before the test."""

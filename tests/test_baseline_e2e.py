@@ -11,7 +11,7 @@ import os
 import re
 
 import pytest
-from conftest import s3_config
+from conftest import s3_config, use_loopback_s3
 
 from flowproject.testing import check_once
 
@@ -73,8 +73,7 @@ def test_editing_the_key_starts_a_new_baseline_and_says_why(
         assert event["payload"]["previous_value"] == ""
         # The value of what events-v2/ holds now (not events/'s: the two objects' last-modified
         # times may fall in different seconds).
-        for name in ("AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-            monkeypatch.setenv(name, flow_runner.env[name])
+        use_loopback_s3(monkeypatch, flow_runner.env["AWS_ENDPOINT_URL_S3"])
         observation, _, _ = check_once(s3_config(bucket, "events-v2/", "files_metadata"))
         assert event["payload"]["data_version"] == observation.value
 

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 from configs import local_metaflow_home
-from conftest import REPO, s3_config
+from conftest import REPO, s3_config, use_loopback_s3
 from test_s3_faults import faulty_proxy, proxy  # noqa: F401  (fixtures)
 
 EVENT = "mfns.testproject.user.tester.data_updated"
@@ -334,10 +334,7 @@ def test_listing_a_folder_on_s3_agrees_with_metaflows_listing(
 
     from flowproject.state import list_folder
 
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_server.endpoint_url)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    use_loopback_s3(monkeypatch, s3_server.endpoint_url)
     keys = ["mf/F/sensor_state/p/b%d.json" % i for i in range(5)]
     keys += ["mf/F/sensor_state/p/two/<b>one</b>.json", "mf/F/sensor_state/p/two/x y.json"]
     keys += ["mf/F/1/start/0.json", "mf/G/sensor_state/_/main.json", "mf/top.json", "other/k"]

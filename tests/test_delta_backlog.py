@@ -11,6 +11,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from conftest import use_loopback_s3
 
 # The log a writer appending and compacting leaves: the benchmark's, so both read one log.
 from bench.delta_backlog_bench import TABLE_ID, changes_data, commit_text
@@ -22,10 +23,7 @@ BACKLOG = 1500
 
 @pytest.fixture(autouse=True)
 def s3_endpoint(s3_server, monkeypatch):
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_server.endpoint_url)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    use_loopback_s3(monkeypatch, s3_server.endpoint_url)
 
 
 def write_commits(client, bucket, versions, workers=8):

@@ -8,6 +8,7 @@ import json
 import time
 
 import pytest
+from conftest import use_loopback_s3
 from test_delta_source import Sensor, Table, config_text
 
 from flowproject.config import parse_flowconfig
@@ -22,10 +23,7 @@ LOG = "tables/events/_delta_log/"
 
 @pytest.fixture(autouse=True)
 def s3_endpoint(s3_server, monkeypatch):
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_server.endpoint_url)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    use_loopback_s3(monkeypatch, s3_server.endpoint_url)
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ end runs SensorFlow and asserts on what the webhook received.
 import textwrap
 
 import pytest
+from conftest import use_loopback_s3
 
 from flowproject.config import FlowConfigError, parse_flowconfig
 from flowproject.sensor import SensorState
@@ -20,10 +21,7 @@ deltalake = pytest.importorskip("deltalake")
 
 @pytest.fixture(autouse=True)
 def s3_endpoint(s3_server, monkeypatch):
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_server.endpoint_url)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    use_loopback_s3(monkeypatch, s3_server.endpoint_url)
 
 
 def storage_options(s3_server):

@@ -8,6 +8,7 @@ import threading
 import time
 
 import pytest
+from conftest import use_loopback_s3
 
 from flowproject import FlowConfigError, parse_flowconfig
 from flowproject.bounded import JobTimeout, run_bounded
@@ -279,10 +280,7 @@ def two_prefixes(bucket):
 
 
 def test_check_once_walks_one_named_source(s3_server, s3_client, bucket, monkeypatch):
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_server.endpoint_url)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    use_loopback_s3(monkeypatch, s3_server.endpoint_url)
     from flowproject.testing import check_once
 
     s3_client.put_object(Bucket=bucket, Key="raw/a.csv", Body=b"a")

@@ -8,7 +8,7 @@ import os
 
 import pytest
 from configs import local_metaflow_home
-from conftest import REPO, FlowRunner, s3_config
+from conftest import REPO, FlowRunner, s3_config, use_loopback_s3
 
 from flowproject.exceptions import SourceError
 from flowproject.sources import s3
@@ -38,10 +38,7 @@ def proxy(faulty_proxy, s3_server):
 
 @pytest.fixture
 def through_proxy(proxy, monkeypatch):
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", proxy.endpoint_url)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    use_loopback_s3(monkeypatch, proxy.endpoint_url)
     return proxy
 
 

@@ -10,6 +10,7 @@ import sys
 import textwrap
 
 import pytest
+from conftest import use_loopback_s3
 
 from flowproject.sources import s3
 
@@ -30,10 +31,7 @@ LAYOUT = (
 
 @pytest.fixture
 def s3_env(s3_server, monkeypatch):
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_server.endpoint_url)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    use_loopback_s3(monkeypatch, s3_server.endpoint_url)
     return s3_server
 
 

@@ -4,6 +4,7 @@ import time
 
 import pytest
 from botocore.stub import Stubber
+from conftest import use_loopback_s3
 
 from flowproject import SourceError
 from flowproject.sources import s3
@@ -11,10 +12,7 @@ from flowproject.sources import s3
 
 @pytest.fixture(autouse=True)
 def s3_endpoint(s3_server, monkeypatch):
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_server.endpoint_url)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    use_loopback_s3(monkeypatch, s3_server.endpoint_url)
 
 
 def data_for(bucket, key, mode, **extra):
