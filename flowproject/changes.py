@@ -283,6 +283,26 @@ def delta_commit_records(text, version):
                 }
 
 
+def delta_range_records(session, data, from_version, to_version):
+    """``(records, complete)``: the data files the commits after ``from_version`` up to
+    ``to_version`` added and removed, in order, each commit read as a check reads the log
+    (many at once: one at a time, a backlog of commits would cost a round trip each).
+    ``([], False)`` when one of the commits was cleaned up: the range cannot be listed."""
+    from .sources import delta
+
+    def commit_records(session, data, version):
+        body = delta._get(session, data, delta.commit_name(version))
+        return None if body is None else list(delta_commit_records(body.decode("utf-8"), version))
+
+    versions = list(range(from_version + 1, to_version + 1))
+    records = []
+    for each in delta.read_each_commit(session, data, versions, commit_records):
+        if each is None:
+            return [], False
+        records.extend(each)
+    return records, True
+
+
 def delta_manifest(check):
     """``(url, count, range)`` of a Delta announcement's manifest: the data files added and
     removed by the commits after the previous announced version up to the new one.
@@ -311,12 +331,7 @@ def delta_manifest(check):
         complete = False  # a range of more commits than this is read as a whole table
     if complete:
         with delta.open_session(data) as session:
-            for version in range(from_version + 1, to_version + 1):
-                body = delta._get(session, data, delta.commit_name(version))
-                if body is None:  # cleaned up: the range cannot be listed
-                    records, complete = [], False
-                    break
-                records.extend(delta_commit_records(body.decode("utf-8"), version))
+            records, complete = delta_range_records(session, data, from_version, to_version)
     counts = {"added": 0, "modified": 0, "removed": 0}
     for record in records:
         counts[record["kind"]] += 1

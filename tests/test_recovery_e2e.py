@@ -200,10 +200,11 @@ def test_iceberg_state_lost_after_a_compaction_publishes_nothing(
 
 
 def test_a_delta_backlog_longer_than_source_timeout_clears_over_a_few_runs(
-    flow_runner, webhook, s3_client, bucket
+    proxied_runner, webhook, proxy, s3_client, bucket
 ):
     from test_delta_backlog import TABLE_ID, last_data_change, write_commits
 
+    flow_runner = proxied_runner
     write_commits(s3_client, bucket, [0])
     flow_runner.write_config(
         textwrap.dedent(
@@ -211,7 +212,7 @@ def test_a_delta_backlog_longer_than_source_timeout_clears_over_a_few_runs(
             project_name = "lake"
             [sensor]
             cron_schedule = "*/5 * * * *"
-            source_timeout = 3
+            source_timeout = 2
             [sources.events]
             type = "delta"
             uri = "s3://%s/tables/events"
@@ -224,8 +225,11 @@ def test_a_delta_backlog_longer_than_source_timeout_clears_over_a_few_runs(
     _, (first,) = run_sensor(flow_runner, webhook)
     assert first["data_version"] == "0@%s" % TABLE_ID
 
-    # 1,500 new commits: more than a check reads in 3 s on loopback moto (~100-300 a second).
-    write_commits(s3_client, bucket, range(1, 1501), workers=16)
+    # 200 new commits behind a store that answers each request after 0.2 s: a check reads at
+    # most 16 at a time (delta.READ_CONCURRENCY) for under 2 s, so at most 160 of them, on any
+    # machine; the backlog takes at least two runs.
+    write_commits(s3_client, bucket, range(1, 201), workers=16)
+    proxy.latency = 0.2
     outcomes = []
     for _ in range(12):
         result = flow_runner.run()
@@ -239,5 +243,5 @@ def test_a_delta_backlog_longer_than_source_timeout_clears_over_a_few_runs(
     else:
         pytest.fail("the backlog did not clear in 12 runs")
     assert len(outcomes) >= 1  # at least one run ran out of time and kept its progress
-    assert [p["data_version"] for p in published] == ["%d@%s" % (last_data_change(1500), TABLE_ID)]
+    assert [p["data_version"] for p in published] == ["%d@%s" % (last_data_change(200), TABLE_ID)]
     assert published[0]["previous_value"] == first["data_version"]

@@ -308,7 +308,7 @@ def _last_checkpoint(session, data):
         return None
 
 
-def _read_commits(session, data, versions, deadline, first=None, stop=None):
+def _read_commits(session, data, versions, deadline, first=None, stop=None, read=None):
     """Read the commits ``versions`` (in that order) by up to ``READ_CONCURRENCY`` threads
     sharing the session's client, ``2 * READ_CONCURRENCY`` requests in flight.
 
@@ -324,6 +324,9 @@ def _read_commits(session, data, versions, deadline, first=None, stop=None):
         usually stops at its first commit); ``2 * READ_CONCURRENCY`` by default.
     stop : callable, optional
         ``stop(summary)`` true ends the read after that commit.
+    read : callable, optional
+        ``read(session, data, version)``: what is kept of each commit, None when it does not
+        exist; ``read_commit`` (its summary) by default.
 
     Returns
     -------
@@ -335,6 +338,7 @@ def _read_commits(session, data, versions, deadline, first=None, stop=None):
     results = []
     if not versions:
         return results, True
+    read = read or read_commit
     # ``list_concurrency``, when the run's bound on threads sets it, caps the readers.
     workers = min(READ_CONCURRENCY, data.get("list_concurrency") or READ_CONCURRENCY)
     workers = max(1, min(workers, len(versions)))
@@ -349,7 +353,7 @@ def _read_commits(session, data, versions, deadline, first=None, stop=None):
             while submitted < len(versions) and len(pending) < window:
                 if late and submitted >= guaranteed:
                     break
-                pending[submitted] = pool.submit(read_commit, session, data, versions[submitted])
+                pending[submitted] = pool.submit(read, session, data, versions[submitted])
                 submitted += 1
             head = pending.pop(len(results), None)
             if head is None:
@@ -370,6 +374,14 @@ def _read_commits(session, data, versions, deadline, first=None, stop=None):
         return results, True
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+
+
+def read_each_commit(session, data, versions, read):
+    """``read(session, data, version)`` for each of ``versions``, in order, read as a check
+    reads the log (``READ_CONCURRENCY`` threads) but with no deadline; the list ends with the
+    first None (a commit that does not exist)."""
+    results, _ = _read_commits(session, data, versions, None, read=read)
+    return results
 
 
 def _contiguous(commits, after):
