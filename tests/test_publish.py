@@ -223,7 +223,7 @@ def test_flow_run_against_a_redirecting_webhook_fails_and_keeps_the_baseline(
     flow_runner, s3_client, bucket, webhook, target
 ):
     flow_runner.write_config(
-        s3_config(bucket, "model/weights.bin", "etag", extra_sensor="publish_timeout = 5")
+        s3_config(bucket, "model/weights.bin", "etag", extra_sensor="publish_timeout = 2")
     )
     s3_client.put_object(Bucket=bucket, Key="model/weights.bin", Body=b"v1")
     auth = {"METAFLOW_ARGO_EVENTS_WEBHOOK_AUTH": "service", "METAFLOW_SERVICE_AUTH_KEY": SECRET}
@@ -251,8 +251,8 @@ def test_flow_run_against_a_redirecting_webhook_fails_and_keeps_the_baseline(
     proc = flow_runner.run(env=auth)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, out
-    assert "no complete answer" in out and "publish_timeout = 5 s" in out
-    assert time.monotonic() - started < 120  # the run, not the webhook, decides (5 s + startup)
+    assert "no complete answer" in out and "publish_timeout = 2 s" in out
+    assert time.monotonic() - started < 120  # the run, not the webhook, decides (2 s + startup)
     assert len(webhook.events) == 1 and state_baseline(flow_runner) == baseline
 
     # The webhook fixed: the next check publishes the change against the old baseline.
