@@ -59,20 +59,29 @@ def fake_python(path, body):
     return path
 
 
-def run_setup(tmp_path, python=sys.executable, sourced=False):
+def run_setup(tmp_path, python=sys.executable, sourced=False, installer="pip"):
     """``scripts/setup`` run as a script (or sourced) with its venv in ``tmp_path/venv``."""
     venv = tmp_path / "venv"
     script = "source scripts/setup; echo status=$?" if sourced else "scripts/setup"
-    env = dict(os.environ, FLOWPROJECT_VENV=str(venv), PYTHON=str(python))
+    env = dict(
+        os.environ, FLOWPROJECT_VENV=str(venv), PYTHON=str(python), FLOWPROJECT_INSTALLER=installer
+    )
     result = subprocess.run(
         ["bash", "-c", script], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
     )
     return result, venv
 
 
-@pytest.mark.parametrize("sourced", [False, True], ids=["run", "sourced"])
-def test_a_failed_install_fails_setup_shows_pips_error_and_writes_no_stamp(tmp_path, sourced):
-    # The venv's python is real except for pip, which fails like a resolver error.
+@pytest.mark.parametrize(
+    "sourced, installer",
+    [(False, "pip"), (True, "pip"), (False, "uv")],
+    ids=["run", "sourced", "uv"],
+)
+def test_a_failed_install_fails_setup_shows_pips_error_and_writes_no_stamp(
+    tmp_path, sourced, installer
+):
+    # The venv's python is real except for pip, which fails like a resolver error (with uv,
+    # pip installing uv fails).
     fake_python(
         tmp_path / "venv" / "bin" / "python",
         'if [ "$1 $2" = "-m pip" ]; then\n'
@@ -80,14 +89,21 @@ def test_a_failed_install_fails_setup_shows_pips_error_and_writes_no_stamp(tmp_p
         "    exit 1\n"
         "fi",
     )
-    result, venv = run_setup(tmp_path, sourced=sourced)
+    result, venv = run_setup(tmp_path, sourced=sourced, installer=installer)
     if sourced:
         assert "status=1" in result.stdout, result.stdout + result.stderr
     else:
         assert result.returncode != 0, result.stdout + result.stderr
     assert "No matching distribution found for fakesnow==0.12.1" in result.stderr
-    assert "installing into %s failed" % venv in result.stderr
+    assert "installing into %s failed (%s's error is above)" % (venv, installer) in result.stderr
     assert not (venv / ".flowproject-installed").exists()
+
+
+def test_an_unknown_installer_is_named_before_anything_is_created(tmp_path):
+    result, venv = run_setup(tmp_path, installer="conda")
+    assert result.returncode != 0
+    assert "FLOWPROJECT_INSTALLER must be pip or uv, not 'conda'" in result.stderr
+    assert not venv.exists()
 
 
 def test_setup_on_python_3_10_says_the_demo_and_tests_need_3_11(tmp_path):
