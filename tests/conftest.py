@@ -48,6 +48,30 @@ def pytest_itemcollected(item):
         item.add_marker(pytest.mark.e2e)
 
 
+def checkout_runs():
+    """What the checkout's own ``.metaflow`` holds (a user's local runs and sensor state):
+    ``<flow>/<run or folder>`` paths."""
+    folder = os.path.join(REPO, ".metaflow")
+    if not os.path.isdir(folder):
+        return set()
+    return {
+        os.path.join(flow, entry)
+        for flow in os.listdir(folder)
+        if os.path.isdir(os.path.join(folder, flow))
+        for entry in os.listdir(os.path.join(folder, flow))
+    }
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_test_writes_the_checkouts_metaflow():
+    """A flow run without ``METAFLOW_DATASTORE_SYSROOT_LOCAL`` keeps its runs next to the flow
+    file: in the checkout, among the user's own. Every test's runs belong in its own folder."""
+    before = checkout_runs()
+    yield
+    added = sorted(checkout_runs() - before)
+    assert not added, "tests wrote into %s/.metaflow: %s" % (REPO, ", ".join(added[:5]))
+
+
 @pytest.fixture(scope="session")
 def moto_server(tmp_path_factory):
     log = tmp_path_factory.mktemp("moto") / "moto.log"

@@ -130,7 +130,11 @@ def test_malformed_page_fails_the_run_and_the_next_healthy_run_publishes_nothing
 ):
     put(s3_client, bucket, ["events/a.csv", "events/b.csv", "events/c.csv"])
     env = sensor_env(
-        proxy.endpoint_url, webhook.url, local_metaflow_home(tmp_path / "metaflow-home"), user="t"
+        proxy.endpoint_url,
+        webhook.url,
+        local_metaflow_home(tmp_path / "metaflow-home"),
+        user="t",
+        workdir=str(tmp_path),
     )
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
     runner = FlowRunner(tmp_path, env)
