@@ -50,10 +50,10 @@ def pytest_itemcollected(item):
 
 def checkout_runs():
     """What the checkout's own ``.metaflow`` holds (a user's local runs and sensor state):
-    ``<flow>/<run or folder>`` paths."""
+    ``<flow>/<run or folder>`` paths; None when there is no such folder."""
     folder = os.path.join(REPO, ".metaflow")
     if not os.path.isdir(folder):
-        return set()
+        return None
     return {
         os.path.join(flow, entry)
         for flow in os.listdir(folder)
@@ -68,7 +68,9 @@ def no_test_writes_the_checkouts_metaflow():
     file: in the checkout, among the user's own. Every test's runs belong in its own folder."""
     before = checkout_runs()
     yield
-    added = sorted(checkout_runs() - before)
+    after = checkout_runs()
+    assert before is not None or after is None, "tests created %s/.metaflow" % REPO
+    added = sorted((after or set()) - (before or set()))
     assert not added, "tests wrote into %s/.metaflow: %s" % (REPO, ", ".join(added[:5]))
 
 

@@ -86,10 +86,11 @@ def test_dev_loop_and_compiled_sensor_agree(compiled, git_repo, tmp_path, label,
     assert trigger_rules(load_sensor(out)) == expectation
 
     env = dict(os.environ, METAFLOW_USER="tester", METAFLOW_HOME=str(tmp_path / "home"))
+    where = dict(env=env, log_dir=str(tmp_path), cwd=str(tmp_path))
     if label == "main":
-        loop = DevLoop(root=str(git_repo), production=True, env=env, log_dir=str(tmp_path))
+        loop = DevLoop(root=str(git_repo), production=True, **where)
     else:
-        loop = DevLoop(root=str(git_repo), branch=FEATURE_MF_BRANCH, env=env, log_dir=str(tmp_path))
+        loop = DevLoop(root=str(git_repo), branch=FEATURE_MF_BRANCH, **where)
     flows = loop.discover()
     assert list(flows) == ["starterflow.py"]
     assert flows["starterflow.py"]["rules"] == expectation

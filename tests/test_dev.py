@@ -297,7 +297,9 @@ def test_the_dev_loop_reads_triggers_with_metaflows_own_processing(tmp_path):
         )
     )
     env = dict(os.environ, METAFLOW_USER="tester", METAFLOW_HOME=str(tmp_path / "home"))
-    loop = DevLoop(root=str(tmp_path), branch="alpha", env=env, log_dir=str(tmp_path))
+    loop = DevLoop(
+        root=str(tmp_path), branch="alpha", env=env, log_dir=str(tmp_path), cwd=str(tmp_path)
+    )
     (description,) = loop.discover().values()
     (rule,) = description["rules"]
     assert rule == {

@@ -246,7 +246,11 @@ def test_the_two_source_flow_gets_one_trigger_with_both_events_each_mapping_its_
     config = tmp_path / "flowconfig.toml"
     config.write_text(two_source_config())
     loop = DevLoop(
-        root=str(root), config=str(config), env=flow_env(tmp_path), log_dir=str(tmp_path / "l")
+        root=str(root),
+        config=str(config),
+        env=flow_env(tmp_path),
+        log_dir=str(tmp_path / "l"),
+        cwd=str(tmp_path),
     )
     description = loop.discover()["two_source_flow.py"]
     assert description["project"] == "testproject"
