@@ -8,7 +8,7 @@ event delivered twice) is skipped. Locally it runs like any flow:
     python starterflow.py run --data_version 3f2a9c...
 """
 
-from metaflow import card, config_expr, current, project, step
+from metaflow import config_expr, current, project, step
 
 from flowproject import BaseFlow, sensor_trigger
 
@@ -57,7 +57,6 @@ class StarterFlow(BaseFlow):
         self.model = {"trained_on": self.trained_on_value, "objects": self.objects_read}
         self.next(self.end)
 
-    @card(type="blank", id="starter")
     @step
     def end(self):
         if self.sensor_duplicate:
