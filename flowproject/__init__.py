@@ -52,45 +52,7 @@ _EXPORTS = {
     "sensor_trigger": "triggers",
 }
 
-__all__ = [
-    "BaseFlow",
-    "Changes",
-    "Decision",
-    "DevLoop",
-    "DevLoopError",
-    "FlowConfigError",
-    "Observation",
-    "ObjectChange",
-    "ProcessedOnce",
-    "PublishError",
-    "ReplayError",
-    "SensorState",
-    "SourceCheck",
-    "SourceError",
-    "SourceIncomplete",
-    "SourcesFailed",
-    "StateConflict",
-    "StateError",
-    "StateFormatError",
-    "UnknownSource",
-    "WatchedSource",
-    "advance",
-    "announcement",
-    "change_id",
-    "configured_sources",
-    "decide",
-    "find_states",
-    "load_flowconfig",
-    "parse_flowconfig",
-    "replay_last",
-    "reset_branch",
-    "s3",
-    "sensor_changes",
-    "sensor_trigger",
-    "snowflake",
-    "source",
-    "status_of",
-]
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name):
