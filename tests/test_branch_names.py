@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import REPO
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,8 +24,6 @@ from flowproject.deploy_support import (
     branch_name,
     project_args,
 )
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 PROPERTY = settings(
     derandomize=True,
