@@ -47,9 +47,12 @@ def _ok(proc):
 
 
 @pytest.mark.e2e
-def test_each_announced_value_starts_one_starter_run_with_that_value(
+def test_each_announced_value_starts_one_starter_run_with_that_value_in_its_branch_only(
     dev_env, webhook, s3_client, bucket
 ):
+    """One test for what were two, each starting from the same first check of a dev loop:
+    each announced value starts one StarterFlow run with that value, and an event of one
+    branch never starts another branch's flow."""
     flow_runner = dev_env
     s3_client.put_object(Bucket=bucket, Key="events/part-0.parquet", Body=b"rows-0")
     flow_runner.write_config(s3_config(bucket, "events/", "files_metadata"))
@@ -68,36 +71,31 @@ def test_each_announced_value_starts_one_starter_run_with_that_value(
     assert "data_version=%s" % first["data_version"] in announced
     assert "StarterFlow/%s succeeded" % first["id"] in out
     assert unchanged.startswith("unchanged") and "no event" in unchanged
+    assert starter_runs(flow_runner, "test.beta") == []
 
+    # Another branch's first check announces in that branch only: its own run starts, the
+    # user branch's flow does not. (That the user branch's baseline is untouched by it is
+    # also test_delivery.py::test_at_least_once_and_branch_isolation, steps 6 and 7.)
+    out_b = _ok(dev(flow_runner, "--checks", "1", "--branch", "beta"))
+    assert "event mfns.testproject.test.beta.data_updated" in out_b
+    assert "user.tester" not in out_b
+    (beta,) = starter_runs(flow_runner, "test.beta")
+    assert beta["successful"] and beta["data_version"] == first["data_version"]
+    assert starter_runs(flow_runner, "user.tester") == [first]
+
+    # A new value in the user branch: a change from its own baseline, one more run.
     s3_client.put_object(Bucket=bucket, Key="events/part-1.parquet", Body=b"rows-1")
-    _ok(dev(flow_runner, "--checks", "1"))
+    out = _ok(dev(flow_runner, "--checks", "1"))
+    assert "decided: changed from" in out
     first_again, second = starter_runs(flow_runner, "user.tester")
     assert first_again == first
     assert second["successful"]
     assert second["data_version"].startswith("sha256:")
     assert second["data_version"] != first["data_version"]
+    assert len(starter_runs(flow_runner, "test.beta")) == 1
 
     # The webhook of the conftest was never used: the dev loop brings its own.
     assert webhook.events == []
-
-
-@pytest.mark.e2e
-def test_a_branch_never_starts_the_other_branchs_flow(dev_env, s3_client, bucket):
-    flow_runner = dev_env
-    s3_client.put_object(Bucket=bucket, Key="events/part-0.parquet", Body=b"rows-0")
-    flow_runner.write_config(s3_config(bucket, "events/", "files_metadata"))
-
-    out_a = _ok(dev(flow_runner, "--checks", "1", "--branch", "alpha"))
-    assert "mfns.testproject.test.alpha.data_updated" in out_a
-    assert len(starter_runs(flow_runner, "test.alpha")) == 1
-    assert starter_runs(flow_runner, "test.beta") == []
-
-    # beta's first check announces in beta only; alpha has nothing new and starts nothing.
-    _ok(dev(flow_runner, "--checks", "1", "--branch", "beta"))
-    out_a = _ok(dev(flow_runner, "--checks", "1", "--branch", "alpha"))
-    assert "no event" in out_a
-    assert len(starter_runs(flow_runner, "test.alpha")) == 1
-    assert len(starter_runs(flow_runner, "test.beta")) == 1
 
 
 @pytest.mark.e2e
@@ -391,6 +389,19 @@ def interrupt_in_end(flow_runner, root):
     return out
 
 
+def left_for_the_next_dev(flow_runner):
+    """The events the next ``flowproject dev`` in the test's folder would deliver (or drop)
+    before its first check: ``DevLoop.undelivered()``, which its ``run()`` asks, in-process."""
+    loop = DevLoop(
+        root=REPO,
+        config=flow_runner.config_path,
+        env=flow_runner.env,
+        cwd=flow_runner.workdir,
+        log_dir=os.path.join(flow_runner.workdir, "logs"),
+    )
+    return [record["event"]["name"] for _, record in loop.undelivered()]
+
+
 def received_records(flow_runner):
     folder = os.path.join(
         flow_runner.workdir, ".metaflow", "flowproject-dev", "testproject", "user.tester"
@@ -420,6 +431,7 @@ def test_an_event_received_before_ctrl_c_is_delivered_by_the_next_dev(
     (record,) = received_records(flow_runner)
     assert record["delivered_at"] is None and record["event"]["name"].endswith("data_updated")
     value = record["event"]["payload"]["data_version"]
+    assert left_for_the_next_dev(flow_runner) == [record["event"]["name"]]
 
     # The next dev names the event, delivers it, and its check is unchanged.
     out = _ok(dev(flow_runner, "--checks", "1"))
@@ -435,10 +447,9 @@ def test_an_event_received_before_ctrl_c_is_delivered_by_the_next_dev(
     (record,) = received_records(flow_runner)
     assert record["delivered_at"] and record["started"] == ["StarterFlow"]
 
-    # Delivered once: the dev after that has nothing left to deliver.
-    out = _ok(dev(flow_runner, "--checks", "1"))
-    assert "never delivered" not in out and "no event" in out
-    assert len(starter_runs(flow_runner, "user.tester")) == 1
+    # Delivered once: nothing is left for the next dev to deliver. Asked in-process, not by a
+    # third dev: that one's unchanged check would only repeat the one above.
+    assert left_for_the_next_dev(flow_runner) == []
 
     # A new value, interrupted again; --drop-undelivered drops it, saying so.
     s3_client.put_object(Bucket=bucket, Key="events/part-1.parquet", Body=b"rows-1")
@@ -449,9 +460,7 @@ def test_an_event_received_before_ctrl_c_is_delivered_by_the_next_dev(
     assert "decided: unchanged" in out
     assert len(starter_runs(flow_runner, "user.tester")) == 1
     assert [bool(r["dropped_at"]) for r in received_records(flow_runner)] == [False, True]
-    out = _ok(dev(flow_runner, "--checks", "1"))
-    assert "never delivered" not in out
-    assert len(starter_runs(flow_runner, "user.tester")) == 1
+    assert left_for_the_next_dev(flow_runner) == []  # dropped once: not offered again
 
 
 @pytest.mark.e2e
@@ -479,10 +488,14 @@ def test_replay_after_a_reset_finds_the_new_announcement_also_of_a_run_stopped_i
         return one
 
     # The reported sequence: a first check, reset --yes, a first check that starts the flow.
-    _ok(dev(flow_runner, "--checks", "1"))
+    # The first check is set-up (a run that announced the value before the reset): a plain
+    # sensor run, to the test's webhook, without a dev loop and the StarterFlow run it starts.
+    first_check = flow_runner.run()
+    assert first_check.returncode == 0, first_check.stdout + first_check.stderr
+    assert len(webhook.events) == 1  # it announced
     assert cli("reset", "--yes").returncode == 0
     out = _ok(dev(flow_runner, "--checks", "1"))
-    assert "decided: first check" in out and len(starter_runs(flow_runner, "user.tester")) == 2
+    assert "decided: first check" in out and len(starter_runs(flow_runner, "user.tester")) == 1
     change = state()["baseline"]["change_id"]
     proc = cli("replay")
     assert proc.returncode == 0, proc.stdout + proc.stderr
