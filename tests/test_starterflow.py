@@ -23,12 +23,8 @@ class AssigningFlow(BaseFlow):
         pass
 
 
-def test_runs_with_the_payload_key_as_a_parameter(flow_runner, bucket):
-    flow_runner.write_config(s3_config(bucket, "events/", "files_metadata"))
-    proc = flow_runner.run("--data_version", "v42", flow="starterflow.py")
-    assert proc.returncode == 0, proc.stderr
-    assert "Training on data_version = 'v42'" in proc.stdout
-    assert "Model trained on 'v42'" in proc.stdout
+# A run with the default payload key, data_version, as its Parameter (twice, never skipped):
+# test_downstream.py::test_a_run_started_by_hand_is_never_skipped.
 
 
 def test_the_parameter_name_follows_the_config(flow_runner, bucket):
