@@ -17,6 +17,7 @@ import textwrap
 from http.server import BaseHTTPRequestHandler
 
 import pytest
+from configs import local_metaflow_home
 from conftest import s3_config
 from deployment import (
     BIN,
@@ -737,6 +738,8 @@ def run_sensor(git_repo, deploy_env, webhook, config, workdir):
     env = dict(
         base,
         **local_datastore(workdir),
+        # Only the plugins a local run uses (the teardowns keep the deployment's own home).
+        METAFLOW_HOME=local_metaflow_home(workdir.parent / "metaflow-home"),
         METAFLOW_ARGO_EVENTS_WEBHOOK_URL=webhook.url,
         METAFLOW_SERVICE_RETRY_COUNT="1",
         AWS_ENDPOINT_URL_S3=base["METAFLOW_S3_ENDPOINT_URL"],
@@ -756,12 +759,24 @@ def run_sensor(git_repo, deploy_env, webhook, config, workdir):
     return webhook.events[before:]
 
 
+def stored_files(folder):
+    """``{path relative to folder: bytes}`` of every file under ``folder`` (none: ``{}``)."""
+    found = {}
+    for root, _, files in os.walk(str(folder)):
+        for name in files:
+            path = os.path.join(root, name)
+            with open(path, "rb") as f:
+                found[os.path.relpath(path, str(folder))] = f.read()
+    return found
+
+
 @pytest.mark.e2e
 def test_teardown_of_one_flow_keeps_the_baseline_of_the_flows_still_deployed(
     git_repo, deploy_env, moto_server, webhook, tmp_path
 ):
     """issue 18 #4: ``--teardown BRANCH --flow starterflow.py`` deletes StarterFlow only; the
-    SensorFlow still deployed on the branch keeps its baseline and announces nothing anew."""
+    SensorFlow still deployed on the branch keeps its baseline (its state untouched), and
+    ``--flow sensor*`` then resets it: the next run announces the same data anew."""
     mf_branch = "test." + branch_name(SCOPE_BRANCH)
     bucket = "scope-%s" % os.path.basename(str(tmp_path)).replace("_", "-").lower()[-20:]
     client = moto_server.client()
@@ -769,7 +784,12 @@ def test_teardown_of_one_flow_keeps_the_baseline_of_the_flows_still_deployed(
     client.put_object(Bucket=bucket, Key="events/a.csv", Body=b"a")
     config = str(tmp_path / "flowconfig.toml")
     with open(config, "w") as f:
-        f.write(s3_config(bucket, "events/", "files_metadata", project=PROJECT))
+        # No card: none is read here, and an announcing run draws it in a process of its own.
+        f.write(
+            s3_config(
+                bucket, "events/", "files_metadata", project=PROJECT, extra_sensor="card = false"
+            )
+        )
     workdir = tmp_path / "run"
     workdir.mkdir()
 
@@ -778,6 +798,9 @@ def test_teardown_of_one_flow_keeps_the_baseline_of_the_flows_still_deployed(
 
     starter = _deployment("StarterFlow", mf_branch)
     sensor = _deployment("SensorFlow", mf_branch)
+    states = workdir / ".metaflow" / "SensorFlow" / "sensor_state"
+    announced = stored_files(states)
+    assert "%s/%s.json" % (PROJECT, mf_branch) in announced  # the baseline the run wrote
     with ArgoStandIn(starter | sensor) as argo:
         env = dict(local_datastore(workdir), KUBECONFIG=argo.kubeconfig(tmp_path))
         proc = run_deploy(
@@ -785,8 +808,10 @@ def test_teardown_of_one_flow_keeps_the_baseline_of_the_flows_still_deployed(
         )
         _ok(proc)
         assert set(argo.deleted) == starter and argo.resources == sensor
-        # The sensor still deployed: unchanged data is not announced again.
-        assert run_sensor(git_repo, deploy_env, webhook, config, workdir) == []
+        # The sensor still deployed keeps its state as its run wrote it, byte for byte, so its
+        # next check of unchanged data is an unchanged check (no event: shown through a run by
+        # every e2e file, e.g. test_multi_source_e2e.py's second check).
+        assert stored_files(states) == announced
         assert "deleted 0 object(s)" in proc.stdout.split("Summary")[1]
         assert "SensorFlow" not in proc.stdout
 
