@@ -7,7 +7,8 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, FlowRunner, s3_config
+from configs import local_metaflow_home
+from conftest import REPO, s3_config
 
 from flowproject.testing import sensor_env
 
@@ -25,12 +26,14 @@ def run_flow(flow_file, cwd, env, *args):
 
 def flow_and_another_folder(tmp_path, bucket="my-ml-data"):
     """``(flows, elsewhere)``: a copy of sensorflow.py with its flowconfig.toml (watching
-    ``data.csv`` in ``bucket``) in ``tmp_path/flows``, and an empty folder to run it from."""
+    ``data.csv`` in ``bucket``; no card: no test of it reads one, and an announcing run draws
+    it in a process of its own) in ``tmp_path/flows``, and an empty folder to run it from."""
     flows, elsewhere = tmp_path / "flows", tmp_path / "elsewhere"
     flows.mkdir()
     elsewhere.mkdir()
     shutil.copy(os.path.join(REPO, "sensorflow.py"), flows)
-    (flows / "flowconfig.toml").write_text(s3_config(bucket, "data.csv", "etag"))
+    config = s3_config(bucket, "data.csv", "etag", extra_sensor="card = false")
+    (flows / "flowconfig.toml").write_text(config)
     return flows, elsewhere
 
 
@@ -55,40 +58,35 @@ def test_without_a_flowconfig_next_to_the_flow_the_error_names_the_path_tried(tm
 
 
 @pytest.mark.e2e
-def test_a_run_from_another_folder_uses_the_flowconfig_next_to_the_flow(
+def test_a_run_from_another_folder_uses_the_flowconfig_next_to_the_flow_and_no_stray_metaflow(
     tmp_path, s3_server, s3_client, bucket, webhook
 ):
+    """One run shows both (each was a run of its own): the flow reads the flowconfig.toml next
+    to it when started from another folder, and a run with the tests' environment keeps its runs
+    in its own folder, whatever ``.metaflow`` lies higher up."""
     flows, elsewhere = flow_and_another_folder(tmp_path, bucket)
-    s3_client.put_object(Bucket=bucket, Key="data.csv", Body=b"a,b")
-    env = sensor_env(s3_server.endpoint_url, webhook.url, user="tester", workdir=str(elsewhere))
+    # What pytest's folders (or a laptop's home) may hold: a .metaflow above the test's folder,
+    # here above the flow file too (the nearest one, without the tests' environment).
+    stray = tmp_path / ".metaflow"
+    stray.mkdir()
+    # Present data: the first check publishes (issue 9, item 8).
+    s3_client.put_object(Bucket=bucket, Key="data.csv", Body=b"a,b\n1,2\n")
+    env = sensor_env(
+        s3_server.endpoint_url,
+        webhook.url,
+        local_metaflow_home(tmp_path / "metaflow-home"),  # only the plugins a local run uses
+        user="tester",
+        workdir=str(elsewhere),
+    )
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
     result = run_flow(flows / "sensorflow.py", elsewhere, env, "run")
     assert result.returncode == 0, result.stdout + result.stderr
     (event,) = webhook.events
+    # The project name and the watched object are the flowconfig.toml's next to the flow.
     assert event["name"] == "mfns.testproject.user.tester.data_updated"
     assert event["payload"]["state"] == "present"
-
-
-@pytest.mark.e2e
-def test_flow_runs_never_use_a_stray_metaflow_in_a_parent_folder(
-    tmp_path, s3_server, s3_client, bucket, webhook
-):
-    # What pytest's folders (or a laptop's home) may hold: a .metaflow above the test's folder.
-    stray = tmp_path / ".metaflow"
-    stray.mkdir()
-    workdir = tmp_path / "test-folder"
-    workdir.mkdir()
-    env = sensor_env(s3_server.endpoint_url, webhook.url, user="tester", workdir=str(workdir))
-    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-    runner = FlowRunner(workdir, env)
-    runner.write_config(s3_config(bucket, "data.csv", "etag"))
-    # Present data: a first check that finds nothing publishes nothing (issue 9, item 8).
-    s3_client.put_object(Bucket=bucket, Key="data.csv", Body=b"a,b\n1,2\n")
-    result = runner.run()
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert len(webhook.events) == 1
     assert os.listdir(stray) == []
-    assert os.path.isdir(workdir / ".metaflow" / "SensorFlow")
+    assert os.path.isdir(elsewhere / ".metaflow" / "SensorFlow")
 
 
 # The demo never uses a stray .metaflow above its folder: test_demo.py (its S3 part plants one).

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from configs import local_metaflow_home
 from conftest import REPO
 from test_newcomer import flow_and_another_folder
 
@@ -57,7 +58,8 @@ def test_a_run_from_another_folder_uses_the_state_next_to_the_flow(
     flows, elsewhere = flow_and_another_folder(tmp_path, bucket)
     s3_client.put_object(Bucket=bucket, Key="data.csv", Body=b"a,b")
     # No METAFLOW_DATASTORE_SYSROOT_LOCAL: where the state lives is the flow's choice.
-    env = sensor_env(s3_server.endpoint_url, webhook.url, str(tmp_path / "home"), user="tester")
+    home = local_metaflow_home(tmp_path / "home")  # only the plugins a local run uses
+    env = sensor_env(s3_server.endpoint_url, webhook.url, home, user="tester")
     for name in ("METAFLOW_DATASTORE_SYSROOT_LOCAL", "METAFLOW_CARD_LOCALROOT"):
         env.pop(name, None)
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
