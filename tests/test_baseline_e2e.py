@@ -13,6 +13,7 @@ import re
 import pytest
 from conftest import s3_config, use_loopback_s3
 
+from flowproject.state import check_state_document
 from flowproject.testing import check_once
 
 # Every test reads the card, or needs it drawn (a chart that once crashed).
@@ -50,35 +51,42 @@ def state_file(flow_runner):
     )
 
 
-@pytest.mark.parametrize("on_first_check", ["publish", "accept"])
 def test_editing_the_key_starts_a_new_baseline_and_says_why(
-    flow_runner, webhook, s3_client, bucket, on_first_check, monkeypatch
+    flow_runner, webhook, s3_client, bucket, monkeypatch
 ):
-    s3_client.put_object(Bucket=bucket, Key="events/a.csv", Body=b"a")
-    s3_client.put_object(Bucket=bucket, Key="events-v2/a.csv", Body=b"a")
-    option = 'on_first_check = "%s"' % on_first_check
-    flow_runner.write_config(s3_config(bucket, "events/", "files_metadata", extra_sensor=option))
-    first, _ = check(flow_runner, webhook)
+    """The key edited twice: under on_first_check = "publish", then under "accept".
 
-    flow_runner.write_config(s3_config(bucket, "events-v2/", "files_metadata", extra_sensor=option))
-    moved, output = check(flow_runner, webhook)
-    why = "the watched source changed from key='events/' to key='events-v2/'"
-    assert why in output
+    A first check as such (announced, or accepted without an event, then unchanged):
+    test_s3_e2e.py; here only what an edit adds."""
+    for key in ("events/", "events-v2/", "events-v3/"):
+        s3_client.put_object(Bucket=bucket, Key=key + "a.csv", Body=b"a")
+
+    def config(key, on_first_check, card="true"):
+        option = 'on_first_check = "%s"\ncard = %s' % (on_first_check, card)
+        return s3_config(bucket, key, "files_metadata", extra_sensor=option)
+
+    flow_runner.write_config(config("events/", "publish", card="false"))  # its card is not read
+    check(flow_runner, webhook)
+
+    # Edited under "publish": a first check of the new source, announced, compared with nothing.
+    flow_runner.write_config(config("events-v2/", "publish"))
+    (event,), output = check(flow_runner, webhook)
+    assert "the watched source changed from key='events/' to key='events-v2/'" in output
     assert "the watched source changed from key=" in newest_card(flow_runner)
-    if on_first_check == "accept":
-        assert first == [] and moved == []
-        assert "accepted as the baseline without an event" in output
-    else:
-        (event,) = moved  # a first check of the new source: announced, compared with nothing
-        assert event["payload"]["previous_value"] == ""
-        # The value of what events-v2/ holds now (not events/'s: the two objects' last-modified
-        # times may fall in different seconds).
-        use_loopback_s3(monkeypatch, flow_runner.env["AWS_ENDPOINT_URL_S3"])
-        observation, _, _ = check_once(s3_config(bucket, "events-v2/", "files_metadata"))
-        assert event["payload"]["data_version"] == observation.value
+    assert event["payload"]["previous_value"] == ""
+    # The value of what events-v2/ holds now (not events/'s: the two objects' last-modified
+    # times may fall in different seconds).
+    use_loopback_s3(monkeypatch, flow_runner.env["AWS_ENDPOINT_URL_S3"])
+    observation, _, _ = check_once(s3_config(bucket, "events-v2/", "files_metadata"))
+    assert event["payload"]["data_version"] == observation.value
 
-    unchanged, output = check(flow_runner, webhook)
-    assert unchanged == [] and "unchanged since the last announcement" in output
+    # Edited again, under "accept": the message names events-v2/, so the announcing run stored
+    # the new source as its baseline's; the next one is accepted without an event.
+    flow_runner.write_config(config("events-v3/", "accept"))
+    moved, output = check(flow_runner, webhook)
+    assert "the watched source changed from key='events-v2/' to key='events-v3/'" in output
+    assert "the watched source changed from key=" in newest_card(flow_runner)
+    assert moved == [] and "accepted as the baseline without an event" in output
 
 
 def test_a_typo_in_the_key_publishes_nothing_and_warns(flow_runner, webhook, s3_client, bucket):
@@ -121,7 +129,10 @@ def test_state_with_wrong_types_is_recovered_and_never_crashes(
     assert "recovered the baseline from run SensorFlow/" in output
     assert changed["payload"]["previous_value"] == first["payload"]["data_version"]
 
-    unchanged, _ = check(flow_runner, webhook)  # the state object was written whole again
-    assert unchanged == []
+    # The announcing run wrote the state object whole again: of the right shape, as the next
+    # check reads it (a well-formed state read: every other e2e test).
     with open(state_file(flow_runner)) as f:
-        assert isinstance(json.load(f)["history"], list)
+        doc = json.load(f)
+    check_state_document(doc)
+    assert isinstance(doc["history"], list)
+    assert doc["baseline"]["value"] == changed["payload"]["data_version"]
