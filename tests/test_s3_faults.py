@@ -124,18 +124,20 @@ def test_every_page_of_every_listing_path_is_checked(
     assert check_prefix(bucket, list_concurrency=concurrency).value == healthy.value
 
 
-def accept_current_value(tmp_path, config_text, branch):
-    """Make the source's current value the baseline, without an event, as
-    ``flowproject reset --to-current`` does (the same code, in this process)."""
+def accept_current_value(workdir, config_text, branch, source="default"):
+    """Make the source's current value the baseline of SensorFlow's ``branch`` in the local
+    datastore of ``workdir``, without an event, as ``flowproject reset --to-current`` does (the
+    same code, in this process; the source read through this process's S3 endpoint)."""
     from metaflow.plugins.datastores.local_storage import LocalStorage
 
     from flowproject import parse_flowconfig
     from flowproject.operations import reset_branch
     from flowproject.state import StateStore
 
-    storage = LocalStorage(str(tmp_path / ".metaflow"))
-    store = StateStore(storage, "SensorFlow", "testproject", branch)
-    return reset_branch(store, config=parse_flowconfig(config_text), to_current=True, by="test")
+    config = parse_flowconfig(config_text)
+    storage = LocalStorage(os.path.join(str(workdir), ".metaflow"))
+    store = StateStore(storage, "SensorFlow", config["project_name"], branch, source=source)
+    return reset_branch(store, config=config, to_current=True, by="test")
 
 
 @pytest.mark.e2e
