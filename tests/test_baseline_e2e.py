@@ -56,8 +56,8 @@ def test_editing_the_key_starts_a_new_baseline_and_says_why(
 ):
     """The key edited twice: under on_first_check = "publish", then under "accept".
 
-    A first check as such (announced, or accepted without an event, then unchanged):
-    test_s3_e2e.py; here only what an edit adds."""
+    A first check as such (announced, or accepted without an event) and the checks after it:
+    test_s3_e2e.py and test_sensor_logic.py; here only what an edit adds."""
     for key in ("events/", "events-v2/", "events-v3/"):
         s3_client.put_object(Bucket=bucket, Key=key + "a.csv", Body=b"a")
 
@@ -111,8 +111,12 @@ def test_state_with_wrong_types_is_recovered_and_never_crashes(
     flow_runner, webhook, s3_client, bucket
 ):
     s3_client.put_object(Bucket=bucket, Key="events/a.csv", Body=b"a")
-    flow_runner.write_config(s3_config(bucket, "events/", "files_metadata"))
+    # The first run's card is not read: only the run that reads the damaged state draws one.
+    flow_runner.write_config(
+        s3_config(bucket, "events/", "files_metadata", extra_sensor="card = false")
+    )
     (first,), _ = check(flow_runner, webhook)
+    flow_runner.write_config(s3_config(bucket, "events/", "files_metadata"))
 
     with open(state_file(flow_runner)) as f:
         doc = json.load(f)

@@ -109,7 +109,9 @@ def test_first_check_can_be_accepted_without_an_event(flow_runner, webhook, s3_c
         '"'
     )
 
-    assert check(flow_runner, webhook) == []  # the accepted value is the baseline
+    # The accepted value is the baseline: the next change is announced against it. (An
+    # unchanged check after it publishes nothing: the flow's decision in test_sensor_logic.py::
+    # test_first_value_can_be_accepted_without_an_event.)
     s3_client.put_object(Bucket=bucket, Key="features/latest.parquet", Body=b"v2")
     (changed,) = check(flow_runner, webhook)
     assert changed["payload"]["previous_value"] == first_etag
