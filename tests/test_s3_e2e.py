@@ -22,12 +22,12 @@ def check(flow_runner, webhook):
     return webhook.events[before:]
 
 
-def test_files_metadata_each_change_one_event_and_none_when_unchanged(
-    flow_runner, webhook, s3_client, bucket
-):
+def test_files_metadata_each_change_is_one_event(flow_runner, webhook, s3_client, bucket):
     # Each kind of listing change (nested add, delete, same-size overwrite) is one event:
     # test_s3_source.py::test_files_metadata_every_listing_change_is_one_announcement, with
-    # the flow's own decision (check_once). Here the real flow: event, nothing, event.
+    # the flow's own decision (check_once). Here the real flow: event, then event. A flow's
+    # unchanged check publishing nothing (and drawing no card, storing no listing):
+    # test_delivery.py::test_at_least_once_and_branch_isolation, step 2.
     s3_client.put_object(Bucket=bucket, Key="events/dt=2026-01-01/part-0.parquet", Body=b"rows-0")
     flow_runner.write_config(s3_config(bucket, "events/", "files_metadata"))
 
@@ -35,8 +35,6 @@ def test_files_metadata_each_change_one_event_and_none_when_unchanged(
     assert first["name"] == EVENT
     assert first["payload"]["data_version"].startswith("sha256:")
     assert first["payload"]["previous_value"] == ""
-
-    assert check(flow_runner, webhook) == []
 
     s3_client.put_object(Bucket=bucket, Key="events/dt=2026-01-01/part-1.parquet", Body=b"rows-1")
     (nested,) = check(flow_runner, webhook)
