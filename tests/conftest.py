@@ -235,6 +235,25 @@ def starter_runs(flow_runner, branch=None):
     return sorted(runs, key=lambda r: int(r["id"]))
 
 
+def accept_current_value(workdir, config_text, branch, source="default"):
+    """Make the source's current value the baseline of SensorFlow's ``branch`` in the local
+    datastore of ``workdir``, without an event: what ``flowproject reset --to-current`` does,
+    the same code (``reset_branch``), in this process, a fraction of a flow run's CPU. For a
+    test whose first check is set-up it never examines; the source is read through this
+    process's endpoint (``use_loopback_s3``, or the environment). Returns the new state."""
+    from metaflow.plugins.datastores.local_storage import LocalStorage
+
+    from flowproject import parse_flowconfig
+    from flowproject.operations import reset_branch, state_store
+
+    config = parse_flowconfig(config_text)
+    storage = LocalStorage(os.path.join(str(workdir), ".metaflow"))
+    store = state_store("SensorFlow", config["project_name"], branch, storage, source=source)
+    state = reset_branch(store, config=config, to_current=True, by="test")
+    assert state.baseline is not None and state.baseline.run is None
+    return state
+
+
 @pytest.fixture
 def flow_runner(request, tmp_path, s3_server, webhook):
     # The tests name the user branch: user.tester, whatever METAFLOW_USER CI has set.

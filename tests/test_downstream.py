@@ -16,7 +16,7 @@ import time
 import pytest
 from claim_worker import claim_in_process, local_storage
 from configs import local_metaflow_home
-from conftest import REPO, s3_config, starter_runs, use_loopback_s3
+from conftest import REPO, accept_current_value, s3_config, starter_runs, use_loopback_s3
 from test_iceberg_source import catalog  # noqa: F401  (a fixture)
 from test_starterflow import starter_rejecting
 
@@ -532,21 +532,6 @@ def read_parquet(url, s3_server):
     return pq.read_table(url[len("s3://") :], filesystem=filesystem).to_pydict()
 
 
-def accept_the_current_value(flow_runner, monkeypatch, s3_server, project):
-    """The source's current value made the user branch's baseline, without an event: the
-    code of ``flowproject reset --to-current`` (``reset_branch``), on the test's datastore."""
-    from metaflow.plugins.datastores.local_storage import LocalStorage
-
-    from flowproject.config import load_flowconfig
-    from flowproject.operations import reset_branch, state_store
-
-    use_loopback_s3(monkeypatch, s3_server.endpoint_url)
-    storage = LocalStorage(os.path.join(flow_runner.workdir, ".metaflow"))
-    store = state_store("SensorFlow", project, "user.tester", storage=storage)
-    state = reset_branch(store, load_flowconfig(flow_runner.config_path), to_current=True)
-    assert state.baseline is not None and state.baseline.run is None
-
-
 def run_example(flow_runner, *args, env=None):
     """``examples/table_version_flow.py run ARGS`` with the test's config."""
     result = flow_runner.run(*args, flow="examples/table_version_flow.py", env=env)
@@ -590,7 +575,9 @@ def test_the_table_example_reads_only_the_new_delta_rows(
     flow_runner.write_config(config_text(table.uri))
     # The baseline (version 0): taken as `flowproject reset --to-current` does, in-process,
     # instead of a first sensor run, whose event the test would not read.
-    accept_the_current_value(flow_runner, monkeypatch, s3_server, "lake")
+    use_loopback_s3(monkeypatch, s3_server.endpoint_url)
+    with open(flow_runner.config_path) as f:
+        accept_current_value(flow_runner.workdir, f.read(), "user.tester")
     assert webhook.events == []
     table.write([4])
     table.write([5, 6])

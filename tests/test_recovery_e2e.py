@@ -12,9 +12,9 @@ import os
 import textwrap
 
 import pytest
-from conftest import client_data, s3_config, use_loopback_s3
+from conftest import accept_current_value, client_data, s3_config, use_loopback_s3
 from test_iceberg_source import catalog  # noqa: F401 (fixture)
-from test_s3_faults import accept_current_value, faulty_proxy, proxy  # noqa: F401 (fixtures)
+from test_s3_faults import faulty_proxy, proxy  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.e2e
 

@@ -8,7 +8,7 @@ import os
 
 import pytest
 from configs import local_metaflow_home
-from conftest import REPO, FlowRunner, s3_config, use_loopback_s3
+from conftest import REPO, FlowRunner, accept_current_value, s3_config, use_loopback_s3
 
 from flowproject.exceptions import SourceError
 from flowproject.sources import s3
@@ -122,22 +122,6 @@ def test_every_page_of_every_listing_path_is_checked(
         assert through_proxy.spoiled == 1, "listing %d of %d was not spoiled" % (nth, requests)
     through_proxy.clear()
     assert check_prefix(bucket, list_concurrency=concurrency).value == healthy.value
-
-
-def accept_current_value(workdir, config_text, branch, source="default"):
-    """Make the source's current value the baseline of SensorFlow's ``branch`` in the local
-    datastore of ``workdir``, without an event, as ``flowproject reset --to-current`` does (the
-    same code, in this process; the source read through this process's S3 endpoint)."""
-    from metaflow.plugins.datastores.local_storage import LocalStorage
-
-    from flowproject import parse_flowconfig
-    from flowproject.operations import reset_branch
-    from flowproject.state import StateStore
-
-    config = parse_flowconfig(config_text)
-    storage = LocalStorage(os.path.join(str(workdir), ".metaflow"))
-    store = StateStore(storage, "SensorFlow", config["project_name"], branch, source=source)
-    return reset_branch(store, config=config, to_current=True, by="test")
 
 
 @pytest.mark.e2e
