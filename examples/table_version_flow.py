@@ -79,24 +79,44 @@ def read_new_delta_rows(uri, changes):
     With change data feed on (``delta.enableChangeDataFeed``): ``load_cdf`` over the range,
     inserts, updates and deletes, each row with its ``_change_type``. Without: the rows of the
     data files the range's commits added (appends; an update or a delete also removed files,
-    which the manifest lists as ``removed``).
+    which the manifest lists as ``removed``, and whose rows are then not read).
+
+    A compaction (OPTIMIZE) in the range rewrote some added files into others without
+    changing their rows: the last version no longer lists them, but they stay in storage until
+    a VACUUM, so they are read from the earlier versions that list them.
     """
     import pyarrow as pa
     from deltalake import DeltaTable
 
     first, last = changes.versions
-    table = DeltaTable(uri, version=last, storage_options=delta_storage_options())
+    options = delta_storage_options()
+    table = DeltaTable(uri, version=last, storage_options=options)
     if table.metadata().configuration.get("delta.enableChangeDataFeed") == "true":
         return pa.table(table.load_cdf(starting_version=first + 1, ending_version=last))
-    added = tuple(change.key for change in changes if change.kind == "added")
-    dataset = table.to_pyarrow_dataset()
-    parts = [
-        _read_data_file(dataset, fragment)
-        for fragment in dataset.get_fragments()
-        if fragment.path.endswith(added)
-    ]
+    removed = {change.key for change in changes if change.kind == "removed"}
+    wanted = [change.key for change in changes if change.kind == "added"]
+    wanted = [key for key in wanted if key not in removed]
+    parts = []
+    version = last
+    while wanted and version > first:
+        # One table load per earlier version, and only while some added file is not found:
+        # when nothing was compacted, the last version lists them all.
+        dataset = (
+            table if version == last else DeltaTable(uri, version, options)
+        ).to_pyarrow_dataset()
+        for fragment in dataset.get_fragments():
+            key = next((k for k in wanted if fragment.path.endswith(k)), None)
+            if key is not None:
+                parts.append(_read_data_file(dataset, fragment))
+                wanted.remove(key)
+        version -= 1
+    if wanted:
+        raise ValueError(
+            "%d data file(s) of versions %d to %d are no longer in %s (vacuumed?): %s"
+            % (len(wanted), first + 1, last, uri, ", ".join(wanted[:3]))
+        )
     if not parts:
-        return dataset.schema.empty_table()
+        return table.to_pyarrow_dataset().schema.empty_table()
     return pa.concat_tables(parts, promote_options="default")
 
 
