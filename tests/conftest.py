@@ -137,6 +137,19 @@ class FlowRunner(object):
             f.write(text)
         return self.config_path
 
+    def dev_loop(self):
+        """The ``DevLoop`` that ``flowproject dev`` run in this folder would be: the
+        repository's flows, this config and environment, its logs in ``logs``."""
+        from flowproject.devloop import DevLoop
+
+        return DevLoop(
+            root=REPO,
+            config=self.config_path,
+            env=self.env,
+            cwd=self.workdir,
+            log_dir=os.path.join(self.workdir, "logs"),
+        )
+
     def run(self, *args, flow="sensorflow.py", top_args=(), env=None, timeout=300):
         """``python <flow> --config flowconfig <config> [top_args] run [args]``."""
         argv = [

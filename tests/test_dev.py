@@ -392,14 +392,7 @@ def interrupt_in_end(flow_runner, root):
 def left_for_the_next_dev(flow_runner):
     """The events the next ``flowproject dev`` in the test's folder would deliver (or drop)
     before its first check: ``DevLoop.undelivered()``, which its ``run()`` asks, in-process."""
-    loop = DevLoop(
-        root=REPO,
-        config=flow_runner.config_path,
-        env=flow_runner.env,
-        cwd=flow_runner.workdir,
-        log_dir=os.path.join(flow_runner.workdir, "logs"),
-    )
-    return [record["event"]["name"] for _, record in loop.undelivered()]
+    return [record["event"]["name"] for _, record in flow_runner.dev_loop().undelivered()]
 
 
 def received_records(flow_runner):

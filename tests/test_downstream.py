@@ -30,13 +30,7 @@ from flowproject.testing import sensor_env
 @pytest.fixture
 def loop(flow_runner):
     flow_runner.env["METAFLOW_DATASTORE_SYSROOT_LOCAL"] = flow_runner.workdir
-    dev = DevLoop(
-        root=REPO,
-        config=flow_runner.config_path,
-        env=flow_runner.env,
-        cwd=flow_runner.workdir,
-        log_dir=os.path.join(flow_runner.workdir, "logs"),
-    )
+    dev = flow_runner.dev_loop()
     yield dev
     dev.close()
 
