@@ -52,19 +52,5 @@ def test_sensorflow_announces_data_versions_and_skips_compaction(
     assert last_check_requests(flow_runner) == ["ListObjectsV2"]
 
 
-def test_example_flow_reads_exactly_the_announced_version(flow_runner, s3_server, bucket):
-    table = Table(s3_server, "s3://%s/tables/events" % bucket)
-    table.write([1, 2])
-    table.write([3])  # version 1: three rows
-    table.write([4, 5, 6, 7])  # version 2, written after the announcement
-    flow_runner.write_config(config_text(table.uri))
-    announced = "1@%s" % table.open().metadata().id
-
-    result = flow_runner.run(
-        "--data_version",
-        announced,
-        flow="examples/table_version_flow.py",
-        env={"AWS_ENDPOINT_URL": s3_server.endpoint_url, "AWS_ALLOW_HTTP": "true"},
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "Read 3 rows of version %s" % announced in result.stdout
+# The example flow reading exactly the announced version, not a later one:
+# test_examples.py::test_the_table_version_example_reads_a_delta_table_on_loopback_s3.

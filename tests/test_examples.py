@@ -79,12 +79,14 @@ def test_a_flowconfig_next_to_the_flow_wins_over_the_repositorys(repo_copy, tmp_
 def test_the_table_version_example_reads_a_delta_table_on_loopback_s3(
     repo_copy, tmp_path, s3_server, bucket
 ):
+    """The example reads exactly the announced version (1), not the latest (2)."""
     pytest.importorskip("deltalake")
     from test_delta_source import Table, config_text
 
     table = Table(s3_server, "s3://%s/tables/events" % bucket)
     table.write([1, 2])
     table.write([3])  # version 1: three rows
+    table.write([4, 5, 6, 7])  # version 2, written after the announcement: not read
     with open(os.path.join(repo_copy, "flowconfig.toml"), "w") as f:
         f.write(config_text(table.uri))
     announced = "1@%s" % table.open().metadata().id
