@@ -7,7 +7,7 @@ import glob
 import os
 
 import pytest
-from conftest import s3_config
+from conftest import accept_current_value, s3_config, use_loopback_s3
 
 pytestmark = pytest.mark.e2e
 
@@ -43,17 +43,23 @@ def test_files_metadata_each_change_is_one_event(flow_runner, webhook, s3_client
     assert len(webhook.events) == 2
 
 
-def test_single_object_absent_to_present_and_same_size_overwrite_and_card_turned_off(
-    flow_runner, webhook, s3_client, bucket
+def test_single_object_absent_to_present_is_one_event_and_card_turned_off(
+    flow_runner, webhook, s3_client, bucket, monkeypatch
 ):
     """Absent, then present: one event; with ``card = false`` the announcing run draws no card."""
-    flow_runner.write_config(
+    config = flow_runner.write_config(
         s3_config(bucket, "features/latest.parquet", "etag", extra_sensor="card = false")
     )
 
-    # A first check that finds nothing announces nothing (issue 9, promise 8): absent becomes
-    # the baseline, so the object appearing is the first event.
-    assert check(flow_runner, webhook) == []
+    # Absent is the baseline (issue 9, promise 8), set here as `flowproject reset
+    # --to-current` does, in this process. A first check finding nothing announcing nothing:
+    # the flow's decision in test_baseline.py::test_first_check_finding_nothing_publishes_
+    # nothing_and_warns (publish and accept), and a flow run making it in test_baseline_e2e.py::
+    # test_a_typo_in_the_key_publishes_nothing_and_warns.
+    use_loopback_s3(monkeypatch, flow_runner.env["AWS_ENDPOINT_URL_S3"])
+    with open(config) as f:
+        state = accept_current_value(flow_runner.workdir, f.read(), "user.tester")
+    assert state.baseline.value is None  # absent
 
     s3_client.put_object(Bucket=bucket, Key="features/latest.parquet", Body=b"v1")
     (appeared,) = check(flow_runner, webhook)
