@@ -46,20 +46,37 @@ def _ok(proc):
     return proc.stdout
 
 
+def starter_run_folders(flow_runner):
+    """How many StarterFlow runs of any branch the test's datastore holds (the local
+    metadata's run folders: a run that started, whatever its outcome, has one). Where only
+    the number matters, this listing stands in for a Metaflow client process
+    (``starter_runs``), which reads the same folders."""
+    folder = os.path.join(flow_runner.workdir, ".metaflow", "StarterFlow")
+    if not os.path.isdir(folder):
+        return 0
+    return sum(1 for name in os.listdir(folder) if name.isdigit())
+
+
+def of_branch(runs, branch):
+    """The runs (``starter_runs`` of every branch, read once) of one @project branch."""
+    return [r for r in runs if "project_branch:%s" % branch in r["tags"]]
+
+
 @pytest.mark.e2e
 def test_each_announced_value_starts_one_starter_run_with_that_value_in_its_branch_only(
     dev_env, webhook, s3_client, bucket
 ):
     """One test for what were two, each starting from the same first check of a dev loop:
-    each announced value starts one StarterFlow run with that value, and an event of one
-    branch never starts another branch's flow."""
+    the value each branch announces starts one StarterFlow run with that value, and an event
+    of one branch never starts another branch's flow."""
     flow_runner = dev_env
     s3_client.put_object(Bucket=bucket, Key="events/part-0.parquet", Body=b"rows-0")
     flow_runner.write_config(s3_config(bucket, "events/", "files_metadata"))
 
     # Two checks back to back: the first announces, the second finds nothing new.
     out = _ok(dev(flow_runner, "--checks", "2", "--every", "0"))
-    (first,) = starter_runs(flow_runner, "user.tester")
+    runs = starter_runs(flow_runner)  # every branch's, read once
+    (first,) = of_branch(runs, "user.tester")
     assert first["successful"]
     assert first["data_version"].startswith("sha256:")
     assert first["trained_on"] == first["data_version"]
@@ -71,28 +88,20 @@ def test_each_announced_value_starts_one_starter_run_with_that_value_in_its_bran
     assert "data_version=%s" % first["data_version"] in announced
     assert "StarterFlow/%s succeeded" % first["id"] in out
     assert unchanged.startswith("unchanged") and "no event" in unchanged
-    assert starter_runs(flow_runner, "test.beta") == []
+    assert runs == [first]  # no run of test.beta, or of any other branch
 
     # Another branch's first check announces in that branch only: its own run starts, the
-    # user branch's flow does not. (That the user branch's baseline is untouched by it is
-    # also test_delivery.py::test_at_least_once_and_branch_isolation, steps 6 and 7.)
+    # user branch's flow does not. (That the user branch's baseline is untouched by it:
+    # test_delivery.py::test_at_least_once_and_branch_isolation, steps 5 and 6. A changed
+    # value through the dev loop's check starting a run that reads it:
+    # test_downstream.py::test_s3_manifests_reach_the_runs_and_duplicate_deliveries_never_proceed.)
     out_b = _ok(dev(flow_runner, "--checks", "1", "--branch", "beta"))
     assert "event mfns.testproject.test.beta.data_updated" in out_b
     assert "user.tester" not in out_b
-    (beta,) = starter_runs(flow_runner, "test.beta")
+    runs = starter_runs(flow_runner)
+    (beta,) = of_branch(runs, "test.beta")
     assert beta["successful"] and beta["data_version"] == first["data_version"]
-    assert starter_runs(flow_runner, "user.tester") == [first]
-
-    # A new value in the user branch: a change from its own baseline, one more run.
-    s3_client.put_object(Bucket=bucket, Key="events/part-1.parquet", Body=b"rows-1")
-    out = _ok(dev(flow_runner, "--checks", "1"))
-    assert "decided: changed from" in out
-    first_again, second = starter_runs(flow_runner, "user.tester")
-    assert first_again == first
-    assert second["successful"]
-    assert second["data_version"].startswith("sha256:")
-    assert second["data_version"] != first["data_version"]
-    assert len(starter_runs(flow_runner, "test.beta")) == 1
+    assert of_branch(runs, "user.tester") == [first] and len(runs) == 2
 
     # The webhook of the conftest was never used: the dev loop brings its own.
     assert webhook.events == []
@@ -105,7 +114,7 @@ def test_a_failing_check_exits_non_zero_naming_it(dev_env):
     proc = dev(flow_runner, "--checks", "1")
     assert proc.returncode == 1
     assert "FAILED: check 1 (SensorFlow/" in proc.stdout
-    assert starter_runs(flow_runner, "user.tester") == []
+    assert starter_run_folders(flow_runner) == 0
 
 
 def processes_with(marker):
@@ -395,6 +404,26 @@ def left_for_the_next_dev(flow_runner):
     return [record["event"]["name"] for _, record in flow_runner.dev_loop().undelivered()]
 
 
+RECORD_RECEIVED = (
+    "import json, os, sys; from flowproject.devloop import DevLoop; "
+    "DevLoop(root=sys.argv[1], config=sys.argv[2], env=dict(os.environ), cwd=os.getcwd())"
+    ".record_received(json.loads(sys.argv[3]))"
+)
+
+
+def received_by_a_stopped_dev(flow_runner, event):
+    """``event`` recorded as received and not delivered by a process that has since exited,
+    as a ``flowproject dev`` stopped before delivering leaves it."""
+    proc = subprocess.run(
+        [sys.executable, "-c", RECORD_RECEIVED, REPO, flow_runner.config_path, json.dumps(event)],
+        cwd=flow_runner.workdir,
+        env=flow_runner.env,
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
 def received_records(flow_runner):
     folder = os.path.join(
         flow_runner.workdir, ".metaflow", "flowproject-dev", "testproject", "user.tester"
@@ -420,7 +449,7 @@ def test_an_event_received_before_ctrl_c_is_delivered_by_the_next_dev(
     assert "interrupted: stopping every run the dev loop started" in out
     assert "not delivered: mfns.testproject.user.tester.data_updated" in out
     assert "started StarterFlow" not in out
-    assert starter_runs(flow_runner, "user.tester") == []
+    assert starter_run_folders(flow_runner) == 0
     (record,) = received_records(flow_runner)
     assert record["delivered_at"] is None and record["event"]["name"].endswith("data_updated")
     value = record["event"]["payload"]["data_version"]
@@ -444,14 +473,16 @@ def test_an_event_received_before_ctrl_c_is_delivered_by_the_next_dev(
     # third dev: that one's unchanged check would only repeat the one above.
     assert left_for_the_next_dev(flow_runner) == []
 
-    # A new value, interrupted again; --drop-undelivered drops it, saying so.
-    s3_client.put_object(Bucket=bucket, Key="events/part-1.parquet", Body=b"rows-1")
-    interrupt_in_end(flow_runner, root)
+    # Another event received and never delivered; --drop-undelivered drops it, saying so.
+    # Left by a short process that records it as a dev loop's webhook does and exits
+    # (DevLoop.record_received): a second Ctrl-C in `end` would only repeat the one above.
+    received_by_a_stopped_dev(flow_runner, record["event"])
+    assert left_for_the_next_dev(flow_runner) == [record["event"]["name"]]
     out = _ok(dev(flow_runner, "--checks", "1", "--drop-undelivered"))
     assert "1 event(s) received by an earlier flowproject dev were never delivered" in out
     assert "dropped (--drop-undelivered), no flow started: mfns.testproject" in out
     assert "decided: unchanged" in out
-    assert len(starter_runs(flow_runner, "user.tester")) == 1
+    assert starter_run_folders(flow_runner) == 1
     assert [bool(r["dropped_at"]) for r in received_records(flow_runner)] == [False, True]
     assert left_for_the_next_dev(flow_runner) == []  # dropped once: not offered again
 
@@ -475,21 +506,30 @@ def test_replay_after_a_reset_finds_the_new_announcement_also_of_a_run_stopped_i
         )
 
     def state():
-        proc = cli("status", "--json")
-        assert proc.returncode == 0, proc.stderr
-        (one,) = json.loads(proc.stdout)["states"]
-        return one
+        """The branch's state object, as the sensor wrote it (what `status --json` shows of
+        it: test_cli_state.py)."""
+        path = os.path.join(
+            flow_runner.workdir, ".metaflow", "SensorFlow", "sensor_state", "testproject"
+        )
+        with open(os.path.join(path, "user.tester.json")) as f:
+            return json.load(f)
 
-    # The reported sequence: a first check, reset --yes, a first check that starts the flow.
-    # The first check is set-up (a run that announced the value before the reset): a plain
-    # sensor run, to the test's webhook, without a dev loop and the StarterFlow run it starts.
+    # The reported sequence: a first check, reset --yes, a first check (in `flowproject dev`,
+    # which also started the flow), replay. Here the checks are plain sensor runs, to the
+    # test's webhook: replay reads the state and the announcing run, whoever started it. (A
+    # dev loop's sensor run: the second part; the flow a dev loop's first check starts:
+    # test_each_announced_value_starts_one_starter_run_with_that_value_in_its_branch_only.)
     first_check = flow_runner.run()
     assert first_check.returncode == 0, first_check.stdout + first_check.stderr
     assert len(webhook.events) == 1  # it announced
     assert cli("reset", "--yes").returncode == 0
-    out = _ok(dev(flow_runner, "--checks", "1"))
-    assert "decided: first check" in out and len(starter_runs(flow_runner, "user.tester")) == 1
-    change = state()["baseline"]["change_id"]
+    again = flow_runner.run()
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "first check" in again.stdout + again.stderr
+    assert len(webhook.events) == 2  # announced again
+    baseline = state()["baseline"]
+    change = baseline["change_id"]
+    assert baseline["run"] == "SensorFlow/%s" % webhook.events[1]["payload"]["run_id"]
     proc = cli("replay")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Replayed mfns.testproject.user.tester.data_updated (change %s)" % change in (
