@@ -22,25 +22,30 @@ def check(flow_runner, webhook):
     return webhook.events[before:]
 
 
-def test_files_metadata_each_change_is_one_event(flow_runner, webhook, s3_client, bucket):
+def test_files_metadata_a_nested_change_is_one_event(
+    flow_runner, webhook, s3_client, bucket, monkeypatch
+):
     # Each kind of listing change (nested add, delete, same-size overwrite) is one event:
     # test_s3_source.py::test_files_metadata_every_listing_change_is_one_announcement, with
-    # the flow's own decision (check_once). Here the real flow: event, then event. A flow's
-    # unchanged check publishing nothing (and drawing no card, storing no listing):
-    # test_delivery.py::test_at_least_once_and_branch_isolation, step 2.
+    # the flow's own decision (check_once). Here the real flow: a change under a partition
+    # folder, one event against the baseline. A flow's first check announcing (previous_value
+    # empty, a sha256 value) and its unchanged check publishing nothing (no card, no listing):
+    # test_delivery.py::test_at_least_once_and_branch_isolation, steps 1 and 2; the event's
+    # name from the config: test_newcomer.py.
     s3_client.put_object(Bucket=bucket, Key="events/dt=2026-01-01/part-0.parquet", Body=b"rows-0")
-    flow_runner.write_config(s3_config(bucket, "events/", "files_metadata"))
-
-    (first,) = check(flow_runner, webhook)
-    assert first["name"] == EVENT
-    assert first["payload"]["data_version"].startswith("sha256:")
-    assert first["payload"]["previous_value"] == ""
+    config = flow_runner.write_config(s3_config(bucket, "events/", "files_metadata"))
+    # The baseline, set as `flowproject reset --to-current` does, in this process.
+    use_loopback_s3(monkeypatch, flow_runner.env["AWS_ENDPOINT_URL_S3"])
+    with open(config) as f:
+        baseline = accept_current_value(flow_runner.workdir, f.read(), "user.tester").baseline
 
     s3_client.put_object(Bucket=bucket, Key="events/dt=2026-01-01/part-1.parquet", Body=b"rows-1")
     (nested,) = check(flow_runner, webhook)
-    assert nested["payload"]["previous_value"] == first["payload"]["data_version"]
-    assert nested["payload"]["data_version"] != first["payload"]["data_version"]
-    assert len(webhook.events) == 2
+    assert nested["name"] == EVENT
+    assert nested["payload"]["previous_value"] == baseline.value
+    assert nested["payload"]["data_version"].startswith("sha256:")
+    assert nested["payload"]["data_version"] != baseline.value
+    assert len(webhook.events) == 1
 
 
 def test_single_object_absent_to_present_is_one_event_and_card_turned_off(
