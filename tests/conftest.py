@@ -244,8 +244,14 @@ def starter_runs(flow_runner, branch=None):
     oldest first, read with Metaflow's client: id, outcome, tags and what the run recorded."""
     runs = client_json(flow_runner, READ_STARTER_RUNS)
     if branch is not None:
-        runs = [r for r in runs if "project_branch:%s" % branch in r["tags"]]
+        runs = of_branch(runs, branch)
     return sorted(runs, key=lambda r: int(r["id"]))
+
+
+def of_branch(runs, branch):
+    """The runs (as ``starter_runs`` returns them) of one @project ``branch``: a test that
+    looks at several branches reads every run once and picks each branch's here."""
+    return [r for r in runs if "project_branch:%s" % branch in r["tags"]]
 
 
 def accept_current_value(workdir, config_text, branch, source="default"):

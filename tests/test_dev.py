@@ -15,7 +15,7 @@ import time
 
 import pytest
 from configs import local_metaflow_home
-from conftest import REPO, s3_config, starter_runs
+from conftest import REPO, of_branch, s3_config, starter_runs
 
 from flowproject.argo_sensor import trigger_rules
 from flowproject.devloop import DevLoop, payload_arguments
@@ -55,11 +55,6 @@ def starter_run_folders(flow_runner):
     if not os.path.isdir(folder):
         return 0
     return sum(1 for name in os.listdir(folder) if name.isdigit())
-
-
-def of_branch(runs, branch):
-    """The runs (``starter_runs`` of every branch, read once) of one @project branch."""
-    return [r for r in runs if "project_branch:%s" % branch in r["tags"]]
 
 
 @pytest.mark.e2e
